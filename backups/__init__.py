@@ -1,0 +1,1 @@
+"""Backups: filled in by the backup issue."""

@@ -1,0 +1,1 @@
+"""Compose wrapper (python-on-whales) and the compose files it runs."""

@@ -1,0 +1,263 @@
+"""The compose wrapper: the only code that talks to Docker.
+
+A ``ComposeProject`` is one installation on one engine (local, or ``ssh://``
+remote). Methods are thin: they build the python-on-whales call, stream its
+output to a callback instead of the terminal, and turn every ``DockerException``
+into a ``StackError`` through ``compose.errors.translate``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ollama_stack.stack.errors import DockerUnavailable, StackError
+
+from .errors import translate
+
+if TYPE_CHECKING:
+    from python_on_whales import DockerClient
+
+PullPolicy = Literal["always", "missing", "never"]
+LineSink = Callable[[str], None]
+FILES_DIR = Path(__file__).parent / "files"
+STANDINS_DIR = Path(__file__).parent / "standins"
+
+
+class Publisher(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    url: str = Field(default="", alias="URL")
+    target_port: int = Field(default=0, alias="TargetPort")
+    published_port: int = Field(default=0, alias="PublishedPort")
+
+
+class ContainerState(BaseModel):
+    """One row of ``docker compose ps --format json``."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    name: str = Field(alias="Name")
+    service: str = Field(alias="Service")
+    state: str = Field(alias="State")
+    health: str = Field(default="", alias="Health")
+    image: str = Field(default="", alias="Image")
+    status: str = Field(default="", alias="Status")
+    publishers: list[Publisher] | None = Field(default=None, alias="Publishers")
+
+    @property
+    def published_ports(self) -> set[int]:
+        return {p.published_port for p in self.publishers or [] if p.published_port}
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    server_version: str
+    runtimes: tuple[str, ...]
+    docker_root_dir: str
+    cdi_spec_dirs: tuple[str, ...]
+    operating_system: str
+    ncpu: int
+    mem_total: int
+
+
+def parse_ps_output(text: str) -> list[ContainerState]:
+    """Compose prints one JSON object per line (v2.21+) or one JSON array (older)."""
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+    return [ContainerState.model_validate(row) for row in rows]
+
+
+@dataclass
+class ComposeProject:
+    project: str
+    files: Sequence[Path]
+    env_files: Sequence[Path] = ()
+    docker_host: str | None = None
+    target_label: str = "local"
+    images: Mapping[str, str] = field(default_factory=dict)
+    _client: Any = field(default=None, init=False, repr=False)
+
+    # -- plumbing -------------------------------------------------------------
+
+    @property
+    def docker(self) -> DockerClient:
+        if self._client is None:
+            from python_on_whales import DockerClient
+
+            self._client = DockerClient(
+                host=self.docker_host,
+                compose_files=list(self.files),
+                compose_env_files=list(self.env_files),
+                compose_project_name=self.project,
+            )
+        return self._client
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        from python_on_whales.client_config import ClientNotFoundError
+        from python_on_whales.exceptions import DockerException
+
+        try:
+            yield
+        except DockerException as exc:
+            raise translate(
+                exc.stderr or exc.stdout or "",
+                [str(a) for a in exc.docker_command],
+                target=self.target_label,
+                images=self.images,
+            ) from None
+        except ClientNotFoundError:
+            raise DockerUnavailable(
+                "the docker CLI is not installed on this machine",
+                "install Docker (Debian: apt-get install docker.io) and retry",
+            ) from None
+
+    def _run(self, args: list[str]) -> str:
+        from python_on_whales.utils import run
+
+        with self._translated():
+            return run(args)
+
+    def compose_argv(self, *args: str) -> list[str]:
+        """The exact compose command line, for `stack.config` and error messages."""
+        with self._translated():
+            return [str(a) for a in self.docker.client_config.docker_compose_cmd] + list(args)
+
+    def _stream(self, argv: list[str], sink: LineSink | None) -> None:
+        from python_on_whales.utils import stream_stdout_and_stderr
+
+        with self._translated():
+            for _source, raw in stream_stdout_and_stderr(argv):
+                line = raw.decode(errors="replace").rstrip()
+                if line and sink:
+                    sink(line)
+
+    # -- engine ---------------------------------------------------------------
+
+    def engine_info(self) -> EngineInfo:
+        with self._translated():
+            info = self.docker.system.info()
+        return EngineInfo(
+            server_version=info.server_version or "",
+            runtimes=tuple(sorted((info.runtimes or {}).keys())),
+            docker_root_dir=str(info.docker_root_dir or ""),
+            cdi_spec_dirs=tuple(getattr(info, "cdi_spec_dirs", None) or ()),
+            operating_system=info.operating_system or "",
+            ncpu=int(info.n_cpu or 0),
+            mem_total=int(info.mem_total or 0),
+        )
+
+    def compose_version(self) -> str:
+        with self._translated():
+            return self.docker.compose.version().strip()
+
+    def containers_publishing(self, port: int) -> list[str]:
+        """Names of running containers (any project) publishing ``port``."""
+        out = self._run(
+            [*self._docker_argv(), "ps", "--filter", f"publish={port}", "--format", "{{.Names}}"]
+        )
+        return [n for n in out.split() if n]
+
+    def _docker_argv(self) -> list[str]:
+        with self._translated():
+            return [str(a) for a in self.docker.client_config.docker_cmd]
+
+    # -- compose --------------------------------------------------------------
+
+    def ps(self) -> list[ContainerState]:
+        return parse_ps_output(self._run(self.compose_argv("ps", "--all", "--format", "json")))
+
+    def up(
+        self,
+        services: Sequence[str],
+        *,
+        pull: PullPolicy = "missing",
+        force_recreate: bool = False,
+        sink: LineSink | None = None,
+    ) -> None:
+        argv = self.compose_argv("up", "--detach", "--pull", pull, "--remove-orphans")
+        if force_recreate:
+            argv.append("--force-recreate")
+        self._stream([*argv, *services], sink)
+
+    def stop(self, services: Sequence[str] = (), sink: LineSink | None = None) -> None:
+        self._stream([*self.compose_argv("stop"), *services], sink)
+
+    def down(self, *, volumes: bool = False, sink: LineSink | None = None) -> None:
+        argv = self.compose_argv("down", "--remove-orphans")
+        if volumes:
+            argv.append("--volumes")
+        self._stream(argv, sink)
+
+    def restart(self, services: Sequence[str] = (), sink: LineSink | None = None) -> None:
+        self._stream([*self.compose_argv("restart"), *services], sink)
+
+    def config_yaml(self) -> str:
+        return self._run(self.compose_argv("config"))
+
+    def logs(
+        self,
+        services: Sequence[str] = (),
+        *,
+        follow: bool = False,
+        tail: str | None = None,
+        since: str | None = None,
+        timestamps: bool = False,
+    ) -> Iterator[str]:
+        """Log lines as plain text; the caller must never treat them as markup."""
+        from python_on_whales.utils import stream_stdout_and_stderr
+
+        argv = self.compose_argv("logs", "--no-color")
+        if follow:
+            argv.append("--follow")
+        if tail is not None:
+            argv += ["--tail", str(tail)]
+        if since:
+            argv += ["--since", since]
+        if timestamps:
+            argv.append("--timestamps")
+        with self._translated():
+            for _source, raw in stream_stdout_and_stderr([*argv, *services]):
+                yield raw.decode(errors="replace").rstrip("\n")
+
+    def last_log_lines(self, service: str, count: int = 5) -> list[str]:
+        try:
+            return [ln for ln in self.logs([service], tail=str(count)) if ln.strip()][-count:]
+        except StackError:
+            return []
+
+    # -- images ---------------------------------------------------------------
+
+    def build_image(
+        self, context: Path, tag: str, build_args: Mapping[str, str], sink: LineSink | None = None
+    ) -> None:
+        """Build with the classic builder: buildx is often absent on distro engines."""
+        argv = [*self._docker_argv(), "build", "--quiet", "--tag", tag]
+        for key, value in build_args.items():
+            argv += ["--build-arg", f"{key}={value}"]
+        from python_on_whales.utils import stream_stdout_and_stderr
+
+        with self._translated():
+            for _source, raw in stream_stdout_and_stderr(
+                [*argv, str(context)], env={"DOCKER_BUILDKIT": "0"}
+            ):
+                if sink:
+                    sink(raw.decode(errors="replace").rstrip())
+
+    def image_exists(self, reference: str) -> bool:
+        with self._translated():
+            return self.docker.image.exists(reference)
+
+
+def compose_file(name: str) -> Path:
+    return FILES_DIR / name

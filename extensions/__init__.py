@@ -1,0 +1,1 @@
+"""Extensions (MCP servers behind mcpo): filled in by the extensions issue."""

@@ -1,0 +1,1 @@
+"""The library: config, targets, health, lifecycle, display. Never imports tasks/."""

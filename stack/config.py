@@ -1,0 +1,410 @@
+"""Settings, secrets and state: the only module that reads or writes those files.
+
+Layers, lowest first: the model's defaults < the ``ollama_stack:`` section of
+invoke.yaml (handed in by the task layer from ``c.config``) < ``config.yaml``
+in the installation directory < ``OLLAMA_STACK_*`` environment variables <
+task flags. ``OLLAMA_STACK_HOME`` picks the directory; every remote host gets
+its own installation directory below it, since its secrets live here on the
+controller (python-on-whales reads compose and env files locally).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import secrets as _secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import AlreadyInstalled, ConfigError, NotInstalled
+
+ENV_PREFIX = "OLLAMA_STACK_"
+HOME_ENV = "OLLAMA_STACK_HOME"
+SERVICE_NAMES = ("ollama", "webui", "mcp_proxy")
+ServiceName = Literal["ollama", "webui", "mcp_proxy"]
+ServiceType = Literal["docker", "native-api", "remote-api"]
+Platform = Literal["auto", "cpu", "nvidia", "apple"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+SECRET_KEYS = ("WEBUI_SECRET_KEY", "MCPO_API_KEY")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Images(_Strict):
+    ollama: str = "ollama/ollama:latest"
+    webui: str = "ghcr.io/open-webui/open-webui:main"
+    mcp_proxy: str = "ghcr.io/open-webui/mcpo:main"
+
+
+class Ports(_Strict):
+    ollama: Port = 11434
+    webui: Port = 8080
+    mcp_proxy: Port = 8200
+
+
+class ServiceSettings(_Strict):
+    type: ServiceType = "docker"
+    url: str | None = None
+
+
+class Limits(_Strict):
+    """Upper bounds; the compose layer clamps them to what the host has."""
+
+    cpus: float | None = Field(default=None, gt=0)
+
+
+def _default_services() -> dict[str, ServiceSettings]:
+    return {name: ServiceSettings() for name in SERVICE_NAMES}
+
+
+class Settings(_Strict):
+    project: str = Field(default="ollama-stack", pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    images: Images = Field(default_factory=Images)
+    ports: Ports = Field(default_factory=Ports)
+    bind: str = "127.0.0.1"
+    platform: Platform = "auto"
+    services: dict[ServiceName, ServiceSettings] = Field(default_factory=_default_services)
+    limits: dict[ServiceName, Limits] = Field(default_factory=dict)
+    start_timeout: float = Field(default=300.0, gt=0)
+
+    @field_validator("bind")
+    @classmethod
+    def _bind_is_an_address(cls, value: str) -> str:
+        ipaddress.ip_address(value)  # raises ValueError with a clear message
+        return value
+
+    @field_validator("services", mode="after")
+    @classmethod
+    def _every_service_present(
+        cls, value: dict[str, ServiceSettings]
+    ) -> dict[str, ServiceSettings]:
+        merged = _default_services() | value
+        for name, svc in merged.items():
+            if svc.type != "docker" and not svc.url:
+                raise ValueError(f"services.{name}.url is required when type is {svc.type}")
+        return merged
+
+    def service_type(self, name: str) -> ServiceType:
+        return self.services[name].type  # type: ignore[index]
+
+    def docker_services(self) -> list[str]:
+        return [n for n in SERVICE_NAMES if self.service_type(n) == "docker"]
+
+
+# -- layering ---------------------------------------------------------------
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _field_path(model: type[BaseModel], rest: str) -> list[str] | None:
+    """Map ``PORTS_MCP_PROXY`` onto ``["ports", "mcp_proxy"]`` by walking the model.
+
+    Field names contain underscores, so the split is found by matching known
+    names rather than by splitting on ``_``.
+    """
+    for name, field in model.model_fields.items():
+        key = name.upper()
+        if rest == key:
+            return [name]
+        if not rest.startswith(key + "_"):
+            continue
+        tail = rest[len(key) + 1 :]
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            sub = _field_path(annotation, tail)
+        elif name in ("services", "limits"):
+            sub = _dict_of_models_path(ServiceSettings if name == "services" else Limits, tail)
+        else:
+            sub = None
+        if sub:
+            return [name, *sub]
+    return None
+
+
+def _dict_of_models_path(model: type[BaseModel], rest: str) -> list[str] | None:
+    for service in SERVICE_NAMES:
+        key = service.upper()
+        if rest.startswith(key + "_"):
+            sub = _field_path(model, rest[len(key) + 1 :])
+            if sub:
+                return [service, *sub]
+    return None
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Settings from ``OLLAMA_STACK_<KEY_PATH>``; unknown names are not ours to judge."""
+    layer: dict[str, Any] = {}
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX) or var == HOME_ENV:
+            continue
+        path = _field_path(Settings, var[len(ENV_PREFIX) :])
+        if not path:
+            continue
+        node = layer
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return layer
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(
+            f"{path}{where}: malformed YAML ({getattr(exc, 'problem', exc)})",
+            "fix the file or remove it to use the defaults",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    value = error.get("input")
+    msg = error["msg"]
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {key!s}"
+    if error["type"] == "literal_error":
+        allowed = error.get("ctx", {}).get("expected", "")
+        return f"{key}={value!r} is not allowed; expected {allowed}"
+    return f"{key}={value!r}: {msg}"
+
+
+def validate(layers: list[tuple[str, Mapping[str, Any]]]) -> Settings:
+    merged: dict[str, Any] = {}
+    for _, layer in layers:
+        merged = deep_merge(merged, layer)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        source = _source_of(first["loc"], layers)
+        raise ConfigError(
+            f"bad config: {_describe(first)} (from {source})",
+            "fix that value; `inv health.doctor` lists the checks",
+        ) from None
+
+
+def _source_of(loc: tuple[Any, ...], layers: list[tuple[str, Mapping[str, Any]]]) -> str:
+    """Name the highest layer that set the offending key, so the user knows where to look."""
+    for name, layer in reversed(layers):
+        node: Any = layer
+        for part in loc:
+            if not isinstance(node, Mapping) or str(part) not in node:
+                break
+            node = node[str(part)]
+        else:
+            return name
+    return "defaults"
+
+
+# -- where things live ------------------------------------------------------
+
+
+def stack_home(environ: Mapping[str, str] = os.environ) -> Path:
+    if environ.get(HOME_ENV):
+        return Path(environ[HOME_ENV]).expanduser()
+    import platformdirs  # deferred: only needed when no home is given
+
+    return platformdirs.user_config_path("ollama-stack")
+
+
+def host_slug(host: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", host)
+
+
+@dataclass(frozen=True)
+class InstallPaths:
+    """One installation's files: local, or one per remote host."""
+
+    root: Path
+
+    @classmethod
+    def for_target(cls, host: str | None, environ: Mapping[str, str] = os.environ) -> InstallPaths:
+        home = stack_home(environ)
+        return cls(home if host is None else home / "remotes" / host_slug(host))
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.root / "secrets.env"
+
+    @property
+    def runtime_env_file(self) -> Path:
+        return self.root / "state" / "compose.env"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state" / "state.json"
+
+    @property
+    def installed(self) -> bool:
+        return self.secrets_file.exists()
+
+
+# -- loading ----------------------------------------------------------------
+
+
+def load_settings(
+    paths: InstallPaths,
+    invoke_layer: Mapping[str, Any] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Settings:
+    layers: list[tuple[str, Mapping[str, Any]]] = [("invoke.yaml", dict(invoke_layer or {}))]
+    if paths.config_file.exists():
+        layers.append((str(paths.config_file), read_yaml(paths.config_file)))
+    layers.append(("environment", env_layer(environ)))
+    layers.append(("flags", {k: v for k, v in (flags or {}).items() if v is not None}))
+    return validate(layers)
+
+
+def read_secrets(paths: InstallPaths) -> dict[str, str]:
+    if not paths.installed:
+        raise NotInstalled(
+            f"no installation at {paths.root}",
+            "run `inv stack.install` first (add --remote HOST for a remote box)",
+        )
+    values = {}
+    for line in paths.secrets_file.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    missing = [k for k in SECRET_KEYS if not values.get(k)]
+    if missing:
+        raise ConfigError(
+            f"{paths.secrets_file} lacks {', '.join(missing)}",
+            "run `inv stack.install --force` to add the missing keys (existing ones are kept)",
+        )
+    return values
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, replacing it atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _settings_document(settings: Settings) -> dict[str, Any]:
+    return json.loads(settings.model_dump_json())
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    paths: InstallPaths
+    secrets_created: list[str]
+    secrets_kept: list[str]
+
+
+def install(paths: InstallPaths, settings: Settings, *, force: bool = False) -> InstallResult:
+    """Write config.yaml and secrets.env; existing secrets survive ``force``.
+
+    Rotating WEBUI_SECRET_KEY would log every Open WebUI user out, so force
+    rewrites the config but keeps keys already there.
+    """
+    if paths.installed and not force:
+        raise AlreadyInstalled(
+            f"already installed at {paths.root}",
+            "use --force to rewrite the config (secrets are kept)",
+        )
+    old = read_secrets_lenient(paths)
+    values = {k: old.get(k) or _secrets.token_urlsafe(32) for k in SECRET_KEYS}
+    header = "# ollama-stack settings; see `inv --list` and the README for every key\n"
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.config_file.write_text(
+        header + yaml.safe_dump(_settings_document(settings), sort_keys=False)
+    )
+    _write_private(
+        paths.secrets_file,
+        "# generated by ollama-stack; keep private\n"
+        + "".join(f"{k}={v}\n" for k, v in values.items()),
+    )
+    return InstallResult(
+        paths,
+        secrets_created=[k for k in SECRET_KEYS if not old.get(k)],
+        secrets_kept=[k for k in SECRET_KEYS if old.get(k)],
+    )
+
+
+def read_secrets_lenient(paths: InstallPaths) -> dict[str, str]:
+    try:
+        return read_secrets(paths)
+    except (NotInstalled, ConfigError):
+        if not paths.secrets_file.exists():
+            return {}
+        pairs = (
+            line.partition("=")
+            for line in paths.secrets_file.read_text().splitlines()
+            if "=" in line
+        )
+        return {k.strip(): v.strip() for k, _, v in pairs if v.strip()}
+
+
+def update_user_config(paths: InstallPaths, changes: Mapping[str, Any]) -> Path:
+    """Merge ``changes`` into config.yaml (creating it), validating the result."""
+    current = read_yaml(paths.config_file) if paths.config_file.exists() else {}
+    merged = deep_merge(current, changes)
+    validate([(str(paths.config_file), merged)])
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.config_file.write_text(yaml.safe_dump(merged, sort_keys=False))
+    return paths.config_file
+
+
+def write_runtime_env(paths: InstallPaths, values: Mapping[str, str]) -> Path:
+    """The interpolation values compose reads with --env-file (private: holds secrets)."""
+    _write_private(paths.runtime_env_file, "".join(f"{k}={v}\n" for k, v in values.items()))
+    return paths.runtime_env_file
+
+
+def read_state(paths: InstallPaths) -> dict[str, Any]:
+    """What the last start decided (platform, …); empty before the first start."""
+    try:
+        data = json.loads(paths.state_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_state(paths: InstallPaths, changes: Mapping[str, Any]) -> None:
+    merged = read_state(paths) | dict(changes)
+    paths.state_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = paths.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(merged, indent=2, sort_keys=True))
+    os.replace(tmp, paths.state_file)
+
+
+def allowed_values(literal: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in get_args(literal))

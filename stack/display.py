@@ -1,0 +1,144 @@
+"""All terminal output, on rich. Nothing else in the project prints.
+
+Structured output (``--json``) goes to stdout as one document and nothing
+else; progress and errors go to stderr so pipes stay clean. Container logs are
+written with ``Console.out`` (no markup, no highlighting), because a log line
+like ``[/x]`` must print as itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .events import Event
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .doctor import Check
+    from .health import ProbeResult
+    from .lifecycle import StartResult, StatusReport
+
+HEALTH_STYLE = {"healthy": "green", "reachable": "yellow", "unhealthy": "red", "unknown": "dim"}
+VERDICT_STYLE = {"pass": "green", "warn": "yellow", "fail": "red"}
+
+
+class Display:
+    def __init__(self, json_mode: bool = False, prefix: str = "") -> None:
+        from rich.console import Console
+
+        self.json_mode = json_mode
+        self.prefix = prefix
+        self.out: Console = Console(highlight=False, soft_wrap=True)
+        self.err: Console = Console(stderr=True, highlight=False)
+
+    # -- progress -------------------------------------------------------------
+
+    def progress(self, event: Event) -> None:
+        from rich.text import Text
+
+        style = {"step": "bold", "output": "dim", "warn": "yellow", "done": "green"}.get(event.kind)
+        if event.kind == "service":
+            style = HEALTH_STYLE.get(event.state or "", "")
+        marker = "  " if event.kind == "output" else "• "
+        self.err.print(Text(f"{self.prefix}{marker}{event.message}", style=style or ""))
+
+    # -- plain messages -------------------------------------------------------
+
+    def info(self, message: str) -> None:
+        from rich.text import Text
+
+        target = self.err if self.json_mode else self.out
+        target.print(Text(self.prefix + message))
+
+    def success(self, message: str) -> None:
+        from rich.text import Text
+
+        target = self.err if self.json_mode else self.out
+        target.print(Text(self.prefix + message, style="green"))
+
+    def error(self, message: str, remedy: str = "") -> None:
+        from rich.text import Text
+
+        line = Text(f"{self.prefix}error: ", style="bold red")
+        line.append(message)
+        if remedy:
+            line.append(f" — {remedy}", style="yellow")
+        self.err.print(line)
+
+    def json(self, document: Any) -> None:
+        sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+        sys.stdout.flush()
+
+    def text(self, text: str) -> None:
+        """Verbatim text (generated YAML): no markup, no wrapping."""
+        self.out.out(text, highlight=False)
+
+    def log_lines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.out.out(line, highlight=False)
+
+    # -- reports --------------------------------------------------------------
+
+    def started(self, result: StartResult) -> None:
+        if result.already_running:
+            self.info(f"already running and healthy ({result.platform}); nothing to do")
+        else:
+            self.success(f"stack healthy in {result.seconds:.1f} s ({result.platform})")
+        for name, url in result.urls.items():
+            self.info(f"  {name:<10} {url}")
+
+    def status(self, report: StatusReport) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        if not report.installed and not report.running:
+            self.info(f"ollama-stack is not installed on {report.target}.")
+            self.info("Begin with:  inv stack.install  then  inv stack.start")
+            return
+        table = Table(title=f"{report.project} on {report.target}", title_justify="left")
+        for column in ("service", "type", "state", "health", "url", "image", "uptime"):
+            table.add_column(column)
+        for s in report.services:
+            table.add_row(
+                s.name,
+                s.type,
+                s.state,
+                Text(s.health, style=HEALTH_STYLE.get(s.health, "")),
+                s.url,
+                Text(s.image),
+                s.uptime,
+            )
+        self.out.print(table)
+        if not report.running:
+            self.info("Stopped. Start with:  inv stack.start")
+
+    def health(self, results: dict[str, ProbeResult]) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table()
+        for column in ("service", "health", "latency", "detail"):
+            table.add_column(column)
+        for r in results.values():
+            table.add_row(
+                r.service,
+                Text(r.health, style=HEALTH_STYLE.get(r.health, "")),
+                f"{r.latency_ms:.0f} ms",
+                Text(r.detail),
+            )
+        self.out.print(table)
+
+    def doctor(self, checks: list[Check]) -> None:
+        from rich.text import Text
+
+        for check in checks:
+            line = Text(f"{self.prefix}")
+            line.append(f"{check.verdict.upper():<5}", style=VERDICT_STYLE[check.verdict])
+            line.append(f" {check.name:<11} {check.detail}")
+            if check.remedy and check.verdict != "pass":
+                line.append(f" — {check.remedy}", style="yellow")
+            self.out.print(line)

@@ -1,0 +1,139 @@
+"""`health.doctor`: is this host ready to run the stack, and if not, what to do."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from ollama_stack.compose.client import EngineInfo
+
+from . import hostcheck
+from .errors import StackError
+from .runtime import Runtime
+
+Verdict = Literal["pass", "warn", "fail"]
+GIB = 1 << 30
+MIN_COMPOSE = (2, 20)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    verdict: Verdict
+    detail: str
+    remedy: str = ""
+
+
+def _compose_version_tuple(text: str) -> tuple[int, ...]:
+    match = re.search(r"v?(\d+)\.(\d+)", text)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def check_docker(rt: Runtime) -> tuple[Check, EngineInfo | None]:
+    try:
+        engine = rt.compose.engine_info()
+    except StackError as exc:
+        return Check("docker", "fail", exc.message, exc.remedy), None
+    return Check("docker", "pass", f"engine {engine.server_version} on {rt.target.label}"), engine
+
+
+def check_compose(rt: Runtime) -> Check:
+    try:
+        version = rt.compose.compose_version()
+    except StackError as exc:
+        return Check("compose", "fail", exc.message, exc.remedy)
+    if _compose_version_tuple(version) < MIN_COMPOSE:
+        return Check("compose", "fail", f"{version} is too old", "install Compose v2.20 or newer")
+    return Check("compose", "pass", version)
+
+
+def check_ports(rt: Runtime) -> list[Check]:
+    found = hostcheck.listeners(rt.target.shell())
+    if found is None:
+        return [
+            Check("ports", "warn", "cannot list listening ports (`ss` missing)", "install iproute2")
+        ]
+    ours: set[int] = set()
+    with contextlib.suppress(StackError):  # Docker down is reported by its own check
+        ours = set().union(*(c.published_ports for c in rt.compose.ps() if c.state == "running"))
+    checks = []
+    for service in rt.settings.docker_services():
+        port = getattr(rt.settings.ports, service)
+        taken = hostcheck.conflicts(rt.settings.bind, port, found)
+        if not taken or port in ours:
+            note = " (ours)" if port in ours else ""
+            checks.append(
+                Check(f"port {port}", "pass", f"{service} can bind {rt.settings.bind}:{port}{note}")
+            )
+        else:
+            who = next((t.process for t in taken if t.process), "another process")
+            checks.append(
+                Check(
+                    f"port {port}",
+                    "fail",
+                    f"{service}: {rt.settings.bind}:{port} is held by {who}",
+                    f"free it or set OLLAMA_STACK_PORTS_{service.upper()}",
+                )
+            )
+    return checks
+
+
+def check_disk(rt: Runtime, engine: EngineInfo | None) -> Check:
+    path = engine.docker_root_dir if engine and engine.docker_root_dir else "/"
+    free = hostcheck.free_disk_bytes(rt.target.shell(), path)
+    if free is None:
+        return Check("disk", "warn", f"cannot read free space of {path}")
+    text = f"{free / GIB:.1f} GiB free under {path}"
+    if free < 5 * GIB:
+        return Check("disk", "fail", text, "images and one model need 5 to 10 GiB; free some space")
+    if free < 20 * GIB:
+        return Check("disk", "warn", text, "larger models need 20 GiB or more")
+    return Check("disk", "pass", text)
+
+
+def check_gpu(rt: Runtime, engine: EngineInfo | None) -> Check:
+    shell = rt.target.shell()
+    if not hostcheck.nvidia_gpu_present(shell):
+        return Check("gpu", "pass", "no NVIDIA GPU; Ollama runs on CPU")
+    if engine and "nvidia" in engine.runtimes:
+        return Check("gpu", "pass", "NVIDIA GPU and the nvidia runtime")
+    if hostcheck.nvidia_cdi_present(shell, engine.cdi_spec_dirs if engine else ()):
+        return Check("gpu", "pass", "NVIDIA GPU with CDI specs")
+    return Check(
+        "gpu",
+        "fail",
+        "NVIDIA GPU present but Docker cannot use it",
+        "install the NVIDIA Container Toolkit, then "
+        "`nvidia-ctk runtime configure --runtime=docker`",
+    )
+
+
+def check_install(rt: Runtime) -> Check:
+    if rt.paths.installed:
+        return Check("install", "pass", f"config and secrets in {rt.paths.root}")
+    return Check("install", "warn", f"not installed at {rt.paths.root}", "run `inv stack.install`")
+
+
+def run_doctor(rt: Runtime | None, config_problem: StackError | None = None) -> list[Check]:
+    """All checks; a bad config is itself a failed check, not a crash."""
+    if rt is None:
+        assert config_problem is not None
+        return [Check("config", "fail", config_problem.message, config_problem.remedy)]
+    checks = [Check("config", "pass", "settings valid")]
+    docker, engine = check_docker(rt)
+    checks.append(docker)
+    steps: list[Callable[[], Check | list[Check]]] = [
+        lambda: check_compose(rt),
+        lambda: check_disk(rt, engine),
+        lambda: check_gpu(rt, engine),
+        lambda: check_install(rt),
+    ]
+    if engine:
+        steps.insert(1, lambda: check_ports(rt))
+    for step in steps:
+        result = step()
+        checks.extend(result if isinstance(result, list) else [result])
+    return checks

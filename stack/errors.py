@@ -1,0 +1,87 @@
+"""Expected failures, each with a remedy and a documented exit code.
+
+Every error a user can cause or meet (Docker down, bad config, a port taken,
+SSH refused) is one of these. The task layer turns them into a single line on
+stderr and the exit code below; anything else reaching the user is a bug.
+The table is mirrored in the README ("Exit codes").
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1  # a check failed (unhealthy service, doctor failure)
+    CONFIG = 2  # bad config value, bad flag, unknown service name
+    DOCKER_UNAVAILABLE = 3
+    COMPOSE_MISSING = 4
+    PORT_IN_USE = 5
+    IMAGE_UNAVAILABLE = 6
+    HEALTH_TIMEOUT = 7
+    SSH = 8
+    NOT_INSTALLED = 9
+    ALREADY_INSTALLED = 10
+    DOCKER_FAILED = 11  # docker/compose refused for a reason we do not recognise
+    INTERRUPTED = 130
+
+
+class StackError(Exception):
+    """Base of every expected failure: what happened, what to do, which code."""
+
+    code: ExitCode = ExitCode.FAILED
+
+    def __init__(self, message: str, remedy: str = "", *, code: ExitCode | None = None):
+        super().__init__(message)
+        self.message = message
+        self.remedy = remedy
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.message} — {self.remedy}" if self.remedy else self.message
+
+
+class ConfigError(StackError):
+    code = ExitCode.CONFIG
+
+
+class DockerUnavailable(StackError):
+    code = ExitCode.DOCKER_UNAVAILABLE
+
+
+class ComposeMissing(StackError):
+    code = ExitCode.COMPOSE_MISSING
+
+
+class PortInUse(StackError):
+    code = ExitCode.PORT_IN_USE
+
+
+class ImageUnavailable(StackError):
+    code = ExitCode.IMAGE_UNAVAILABLE
+
+
+class HealthTimeout(StackError):
+    code = ExitCode.HEALTH_TIMEOUT
+
+
+class SSHError(StackError):
+    code = ExitCode.SSH
+
+
+class NotInstalled(StackError):
+    code = ExitCode.NOT_INSTALLED
+
+
+class AlreadyInstalled(StackError):
+    code = ExitCode.ALREADY_INSTALLED
+
+
+class DockerFailed(StackError):
+    code = ExitCode.DOCKER_FAILED
+
+
+class Interrupted(StackError):
+    code = ExitCode.INTERRUPTED

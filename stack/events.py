@@ -1,0 +1,30 @@
+"""Progress events: how long-running library code reports without printing.
+
+The library calls ``progress(Event(...))``; the task layer passes the
+display's renderer (terminal), a stderr-only renderer (``--json``), or a
+per-host prefixer (fleets). ``None`` means nobody is listening.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+EventKind = Literal["step", "output", "service", "warn", "done"]
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    message: str
+    service: str | None = None
+    state: str | None = None
+
+
+Progress = Callable[[Event], None]
+
+
+def emit(progress: Progress | None, kind: EventKind, message: str, **extra: str | None) -> None:
+    if progress is not None:
+        progress(Event(kind, message, **extra))

@@ -1,0 +1,154 @@
+"""Health probes: each service's real endpoint over HTTP, falling back to TCP.
+
+Probes dial through the target, so a remote stack published on the remote's
+loopback is probed over an SSH ``direct-tcpip`` channel: the truth as seen on
+the box itself, with nothing installed there.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+Health = Literal["healthy", "reachable", "unhealthy", "unknown"]
+Dialer = Callable[[str, int, float], Any]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    service: str
+    url: str  # what the user opens; also what we probe
+    path: str  # health path on that URL
+    check: Callable[[int, bytes], str | None]  # None = good, else why not
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.url)
+        default = 443 if parts.scheme == "https" else 80
+        return parts.hostname or "127.0.0.1", parts.port or default
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    service: str
+    health: Health
+    detail: str
+    latency_ms: float
+    version: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.health == "healthy"
+
+
+def _json_body(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def check_ollama(status: int, body: bytes) -> str | None:
+    data = _json_body(body)
+    if status == 200 and isinstance(data, dict) and "version" in data:
+        return None
+    return f"/api/version answered {status} without a version"
+
+
+def check_webui(status: int, body: bytes) -> str | None:
+    data = _json_body(body)
+    if status == 200 and isinstance(data, dict) and data.get("status") is True:
+        return None
+    return f"/health answered {status}, not status=true"
+
+
+def check_openapi(status: int, body: bytes) -> str | None:
+    data = _json_body(body)
+    if status == 200 and isinstance(data, dict) and "openapi" in data:
+        return None
+    return f"/openapi.json answered {status} without an OpenAPI document"
+
+
+HEALTH_PATHS: dict[str, tuple[str, Callable[[int, bytes], str | None]]] = {
+    "ollama": ("/api/version", check_ollama),
+    "webui": ("/health", check_webui),
+    "mcp_proxy": ("/openapi.json", check_openapi),
+}
+
+
+def endpoint_for(service: str, url: str) -> Endpoint:
+    path, check = HEALTH_PATHS[service]
+    return Endpoint(service, url.rstrip("/"), path, check)
+
+
+class _DialedHTTPConnection(http.client.HTTPConnection):
+    """http.client over a socket we dial ourselves (plain or SSH channel)."""
+
+    def __init__(self, host: str, port: int, timeout: float, dialer: Dialer) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._dialer = dialer
+
+    def connect(self) -> None:
+        self.sock = self._dialer(self.host, self.port, self.timeout)
+
+
+def _http_get(dialer: Dialer, host: str, port: int, path: str, timeout: float) -> tuple[int, bytes]:
+    conn = _DialedHTTPConnection(host, port, timeout, dialer)
+    try:
+        conn.request("GET", path, headers={"Accept": "application/json", "Connection": "close"})
+        response = conn.getresponse()
+        return response.status, response.read(1 << 20)
+    finally:
+        conn.close()
+
+
+def _tcp_open(dialer: Dialer, host: str, port: int, timeout: float) -> bool:
+    try:
+        dialer(host, port, timeout).close()
+        return True
+    except Exception:
+        return False
+
+
+def probe(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> ProbeResult:
+    host, port = endpoint.host_port
+    started = time.monotonic()
+
+    def elapsed() -> float:
+        return round((time.monotonic() - started) * 1000, 1)
+
+    try:
+        status, body = _http_get(dialer, host, port, endpoint.path, timeout)
+    except Exception as exc:  # refused, reset, timeout, SSH channel refused …
+        if _tcp_open(dialer, host, port, timeout):
+            return ProbeResult(
+                endpoint.service, "reachable", f"port open, HTTP failed: {exc}", elapsed()
+            )
+        return ProbeResult(
+            endpoint.service, "unhealthy", f"nothing answers on {host}:{port}", elapsed()
+        )
+    problem = endpoint.check(status, body)
+    if problem:
+        return ProbeResult(endpoint.service, "reachable", problem, elapsed())
+    data = _json_body(body)
+    version = data.get("version") if isinstance(data, dict) else None
+    if version is None and isinstance(data, dict):
+        version = (data.get("info") or {}).get("version")
+    return ProbeResult(endpoint.service, "healthy", f"{endpoint.path} OK", elapsed(), version)
+
+
+def probe_all(
+    endpoints: list[Endpoint], dialer: Dialer, timeout: float = 2.0
+) -> dict[str, ProbeResult]:
+    """Probe concurrently; total time is the slowest probe, not the sum."""
+    if not endpoints:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(endpoints)) as pool:
+        results = pool.map(lambda e: probe(e, dialer, timeout), endpoints)
+        return {r.service: r for r in results}

@@ -1,0 +1,98 @@
+"""Facts about the machine the stack runs on, read through the target's shell.
+
+The same functions serve this machine (invoke ``Context``) and a remote box
+(Fabric ``Connection``): they only run ordinary commands (``uname``, ``ss``,
+``df``, ``nproc``) and parse the output.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from .target import Shell, run_quiet
+
+WILDCARDS = {"0.0.0.0", "::", "*", "[::]"}
+
+
+@dataclass(frozen=True)
+class Listener:
+    address: str
+    port: int
+    process: str  # "docker-proxy (pid 812)", or "" when ss cannot tell
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    system: str  # Linux, Darwin
+    machine: str  # x86_64, arm64
+    cpus: int
+
+
+def host_facts(shell: Shell) -> HostFacts:
+    code, out = run_quiet(shell, "uname -s -m; nproc 2>/dev/null || sysctl -n hw.ncpu")
+    lines = out.split("\n") if code == 0 else []
+    system, _, machine = (lines[0] if lines else "unknown unknown").partition(" ")
+    try:
+        cpus = int(lines[1].strip()) if len(lines) > 1 else 1
+    except ValueError:
+        cpus = 1
+    return HostFacts(system.strip(), machine.strip(), max(cpus, 1))
+
+
+_SS_LINE = re.compile(
+    r"^\S+\s+\d+\s+\d+\s+(?P<local>\S+):(?P<port>\d+)\s+\S+(?:\s+(?P<users>.*))?$"
+)
+_SS_USER = re.compile(r'\("(?P<name>[^"]+)",pid=(?P<pid>\d+)')
+
+
+def parse_ss(output: str) -> list[Listener]:
+    """Parse ``ss -Hltnp``: ``LISTEN 0 4096 127.0.0.1:8080 0.0.0.0:* users:((…))``."""
+    listeners = []
+    for line in output.splitlines():
+        match = _SS_LINE.match(line.strip())
+        if not match:
+            continue
+        users = _SS_USER.search(match.group("users") or "")
+        process = f"{users['name']} (pid {users['pid']})" if users else ""
+        address = match.group("local").strip("[]").split("%")[0]
+        listeners.append(Listener(address, int(match.group("port")), process))
+    return listeners
+
+
+def listeners(shell: Shell) -> list[Listener] | None:
+    """TCP listeners on the host, or None when ``ss`` is not available there."""
+    code, out = run_quiet(shell, "ss -Hltnp 2>/dev/null || ss -Hltn")
+    return parse_ss(out) if code == 0 else None
+
+
+def conflicts(bind: str, port: int, found: list[Listener]) -> list[Listener]:
+    """Listeners that would make binding ``bind:port`` fail."""
+    hits = []
+    for listener in found:
+        if listener.port != port:
+            continue
+        same_address = listener.address == bind or bind in WILDCARDS
+        if same_address or listener.address in WILDCARDS:
+            hits.append(listener)
+    return hits
+
+
+def free_disk_bytes(shell: Shell, path: str) -> int | None:
+    code, out = run_quiet(shell, f"df -Pk {shlex.quote(path)} 2>/dev/null | tail -n 1")
+    fields = out.split()
+    if code != 0 or len(fields) < 4 or not fields[3].isdigit():
+        return None
+    return int(fields[3]) * 1024
+
+
+def nvidia_gpu_present(shell: Shell) -> bool:
+    code, _ = run_quiet(shell, "ls /dev/nvidia0 >/dev/null 2>&1 || nvidia-smi -L >/dev/null 2>&1")
+    return code == 0
+
+
+def nvidia_cdi_present(shell: Shell, spec_dirs: tuple[str, ...] = ()) -> bool:
+    dirs = " ".join(shlex.quote(d) for d in (spec_dirs or ("/etc/cdi", "/var/run/cdi")))
+    code, out = run_quiet(shell, f"grep -ls nvidia.com/gpu {dirs}/*.yaml {dirs}/*.json 2>/dev/null")
+    return code == 0 and bool(out.strip())

@@ -1,0 +1,303 @@
+"""Start, stop, restart, status, logs and config for one installation."""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ollama_stack.compose.client import ContainerState, PullPolicy
+
+from . import config, hostcheck
+from .config import SERVICE_NAMES
+from .errors import ConfigError, HealthTimeout, Interrupted, PortInUse
+from .events import Progress, emit
+from .health import ProbeResult, probe_all
+from .runtime import Runtime
+
+POLL_SECONDS = 0.5
+
+
+def check_service_names(names: list[str] | tuple[str, ...]) -> list[str]:
+    unknown = [n for n in names if n not in SERVICE_NAMES]
+    if unknown:
+        raise ConfigError(
+            f"unknown service {', '.join(unknown)}",
+            f"valid services: {', '.join(SERVICE_NAMES)}",
+        )
+    return list(names)
+
+
+# -- start --------------------------------------------------------------------
+
+
+@dataclass
+class StartResult:
+    already_running: bool
+    platform: str
+    platform_reason: str
+    health: dict[str, ProbeResult]
+    urls: dict[str, str]
+    seconds: float
+
+
+def prepare(rt: Runtime, progress: Progress | None = None) -> list[str]:
+    """Detect the platform, write the compose env file; return the docker services."""
+    secrets = config.read_secrets(rt.paths)
+    choice = rt.platform
+    emit(progress, "step", f"platform {choice.name}: {choice.reason}")
+    config.write_runtime_env(rt.paths, rt.compose_env(secrets))
+    config.write_state(rt.paths, {"platform": choice.name, "platform_reason": choice.reason})
+    rt.refresh_compose()
+    return rt.settings.docker_services()
+
+
+def start(
+    rt: Runtime,
+    *,
+    pull: PullPolicy = "missing",
+    timeout: float | None = None,
+    progress: Progress | None = None,
+) -> StartResult:
+    began = time.monotonic()
+    services = prepare(rt, progress)
+    ours = rt.compose.ps()
+    running = {c.service for c in ours if c.state == "running"}
+    if services and set(services) <= running:
+        health = probe_all(rt.endpoints(), rt.target.dial)
+        if all(r.ok for r in health.values()):
+            return _result(rt, True, health, began)
+    check_ports(rt, services, ours, progress)
+    emit(
+        progress, "step", f"starting {', '.join(services) or 'no containers'} on {rt.target.label}"
+    )
+    if services:
+        rt.compose.up(services, pull=pull, sink=lambda line: emit(progress, "output", line))
+    health = wait_healthy(rt, timeout or rt.settings.start_timeout, progress)
+    return _result(rt, False, health, began)
+
+
+def _result(
+    rt: Runtime, already: bool, health: dict[str, ProbeResult], began: float
+) -> StartResult:
+    return StartResult(
+        already_running=already,
+        platform=rt.platform.name,
+        platform_reason=rt.platform.reason,
+        health=health,
+        urls={name: rt.url(name) for name in SERVICE_NAMES},
+        seconds=round(time.monotonic() - began, 2),
+    )
+
+
+def check_ports(
+    rt: Runtime, services: list[str], ours: list[ContainerState], progress: Progress | None
+) -> None:
+    """Fail before `up` if another process or container holds one of our ports."""
+    if not services:
+        return
+    found = hostcheck.listeners(rt.target.shell())
+    if found is None:
+        emit(
+            progress,
+            "warn",
+            "cannot list listening ports (no `ss`); compose will tell if one is taken",
+        )
+        return
+    our_ports = set().union(*(c.published_ports for c in ours if c.state == "running"))
+    for service in services:
+        port = getattr(rt.settings.ports, service)
+        if port in our_ports:
+            continue
+        taken = hostcheck.conflicts(rt.settings.bind, port, found)
+        if taken:
+            holder = _holder(rt, port, taken)
+            raise PortInUse(
+                f"port {port} for {service} is in use on {rt.target.label} by {holder}",
+                f"stop that, or pick another port: OLLAMA_STACK_PORTS_{service.upper()}=<port> "
+                f"or ports.{service} in {rt.paths.config_file}",
+            )
+
+
+def _holder(rt: Runtime, port: int, taken: list[hostcheck.Listener]) -> str:
+    process = next((t.process for t in taken if t.process), "")
+    if not process or process.startswith("docker-proxy"):
+        names = rt.compose.containers_publishing(port)
+        if names:
+            return "container " + ", ".join(names)
+    return process or "another process"
+
+
+def wait_healthy(
+    rt: Runtime,
+    timeout: float,
+    progress: Progress | None = None,
+    services: list[str] | None = None,
+) -> dict[str, ProbeResult]:
+    """Poll every endpoint until all are healthy, reporting each change of state."""
+    endpoints = rt.endpoints(services)
+    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    seen: dict[str, str] = {}
+    try:
+        while True:
+            results = probe_all(endpoints, rt.target.dial, timeout=min(2.0, timeout))
+            for name, result in results.items():
+                if seen.get(name) != result.health:
+                    seen[name] = result.health
+                    took = f" after {time.monotonic() - began:.1f} s" if result.ok else ""
+                    emit(
+                        progress,
+                        "service",
+                        f"{name} {result.health}{took}",
+                        service=name,
+                        state=result.health,
+                    )
+            if all(r.ok for r in results.values()):
+                return results
+            if time.monotonic() >= deadline:
+                raise _timeout(rt, results, timeout)
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "stopped waiting for health; the containers were left as compose started them",
+            "see `inv stack.status`; `inv stack.stop` stops them",
+        ) from None
+
+
+def _timeout(rt: Runtime, results: dict[str, ProbeResult], timeout: float) -> HealthTimeout:
+    bad = [r for r in results.values() if not r.ok]
+    parts = []
+    for result in bad:
+        logs = ""
+        if rt.settings.service_type(result.service) == "docker":
+            tail = rt.compose.last_log_lines(result.service, 3)
+            logs = f"; last log: {' | '.join(tail)}" if tail else "; no log output"
+        parts.append(f"{result.service} ({result.detail}{logs})")
+    return HealthTimeout(
+        f"not healthy after {timeout:g} s: {'; '.join(parts)}",
+        "see `inv stack.logs SERVICE`; raise start_timeout for slow first starts",
+    )
+
+
+# -- stop / restart -----------------------------------------------------------
+
+
+def stop(rt: Runtime, progress: Progress | None = None) -> list[str]:
+    """Stop containers; data volumes are never touched here."""
+    running = [c.service for c in rt.compose.ps() if c.state == "running"]
+    if running:
+        emit(progress, "step", f"stopping {', '.join(running)} on {rt.target.label}")
+        rt.compose.stop(sink=lambda line: emit(progress, "output", line))
+    return running
+
+
+# -- status -------------------------------------------------------------------
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    type: str
+    state: str
+    health: str
+    url: str
+    image: str
+    uptime: str
+    detail: str = ""
+
+
+@dataclass
+class StatusReport:
+    target: str
+    project: str
+    installed: bool
+    platform: str | None
+    services: list[ServiceStatus] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return any(s.state == "running" for s in self.services)
+
+    @property
+    def healthy(self) -> bool:
+        return all(s.health == "healthy" for s in self.services) and bool(self.services)
+
+    def to_json(self) -> dict:
+        return {
+            "target": self.target,
+            "project": self.project,
+            "installed": self.installed,
+            "platform": self.platform,
+            "running": self.running,
+            "healthy": self.healthy,
+            "services": [s.__dict__ for s in self.services],
+        }
+
+
+def status(rt: Runtime) -> StatusReport:
+    state = config.read_state(rt.paths)
+    platform = state.get("platform")
+    if platform == "apple":
+        rt.settings = rt._settings_for("apple")
+    containers = {c.service: c for c in rt.compose.ps()}
+    to_probe = [
+        name
+        for name in SERVICE_NAMES
+        if rt.settings.service_type(name) != "docker"
+        or (name in containers and containers[name].state == "running")
+    ]
+    health = probe_all(rt.endpoints(to_probe), rt.target.dial, timeout=1.5) if to_probe else {}
+    report = StatusReport(rt.target.label, rt.settings.project, rt.paths.installed, platform)
+    for name in SERVICE_NAMES:
+        kind = rt.settings.service_type(name)
+        container = containers.get(name)
+        probe = health.get(name)
+        if kind != "docker":
+            state_text, image, uptime = "external", "", ""
+        elif container:
+            state_text, image, uptime = container.state, container.image, container.status
+        else:
+            state_text, image, uptime = "absent", getattr(rt.settings.images, name), ""
+        report.services.append(
+            ServiceStatus(
+                name=name,
+                type=kind,
+                state=state_text,
+                health=probe.health if probe else ("unknown" if kind == "docker" else "unhealthy"),
+                url=rt.url(name),
+                image=image,
+                uptime=uptime,
+                detail=probe.detail if probe else "",
+            )
+        )
+    return report
+
+
+# -- logs / config ------------------------------------------------------------
+
+
+def logs(
+    rt: Runtime,
+    services: list[str],
+    *,
+    follow: bool = False,
+    tail: str | None = None,
+    since: str | None = None,
+    timestamps: bool = False,
+) -> Iterator[str]:
+    return rt.compose.logs(
+        check_service_names(services), follow=follow, tail=tail, since=since, timestamps=timestamps
+    )
+
+
+def merged_config(rt: Runtime) -> str:
+    """The compose file we would run, with secrets shown as ${NAME} references."""
+    prepare(rt)
+    text = rt.compose.config_yaml()
+    for key, value in config.read_secrets(rt.paths).items():
+        text = text.replace(value, "${" + key + "}")
+    argv = rt.compose.compose_argv("up", "--detach")
+    command = "docker " + shlex.join(argv[1:])
+    return f"# run it without ollama-stack:\n#   {command}\n" + text

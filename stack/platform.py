@@ -1,0 +1,46 @@
+"""Which flavour of the stack fits the host: cpu, nvidia or apple."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ollama_stack.compose.client import EngineInfo
+
+from . import hostcheck
+from .config import Settings
+from .target import Shell
+
+
+@dataclass(frozen=True)
+class PlatformChoice:
+    name: str  # cpu | nvidia | apple
+    reason: str
+
+
+def detect(
+    settings: Settings,
+    shell: Shell,
+    engine: EngineInfo | None,
+    facts: hostcheck.HostFacts,
+    override: str | None = None,
+) -> PlatformChoice:
+    chosen = override or settings.platform
+    if chosen != "auto":
+        source = "--platform" if override else "the platform setting"
+        return PlatformChoice(chosen, f"set by {source}")
+    if facts.system == "Darwin" and facts.machine == "arm64":
+        return PlatformChoice(
+            "apple", "Apple Silicon: Ollama runs natively for Metal, the rest in Docker"
+        )
+    if hostcheck.nvidia_gpu_present(shell):
+        runtimes = engine.runtimes if engine else ()
+        if "nvidia" in runtimes:
+            return PlatformChoice("nvidia", "NVIDIA GPU with the nvidia runtime in Docker")
+        if hostcheck.nvidia_cdi_present(shell, engine.cdi_spec_dirs if engine else ()):
+            return PlatformChoice("nvidia", "NVIDIA GPU with CDI specs visible to Docker")
+        return PlatformChoice(
+            "cpu",
+            "NVIDIA GPU found but the NVIDIA Container Toolkit is not set up for Docker; "
+            "running on CPU (see `inv health.doctor`)",
+        )
+    return PlatformChoice("cpu", f"no GPU that Docker can use on {facts.system}/{facts.machine}")

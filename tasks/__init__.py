@@ -1,0 +1,8 @@
+"""Invoke namespaces. `inv` in a checkout and the `ollama-stack` script share them."""
+
+from invoke import Collection
+
+from . import dev, health, stack
+
+ns = Collection(stack, health, dev)
+ns.configure({"ollama_stack": {}})

@@ -1,0 +1,22 @@
+"""`dev.*`: helpers for working offline and on the project itself."""
+
+from __future__ import annotations
+
+from invoke import Context, task
+
+from ._base import display, guarded, runtime
+from .stack import REMOTE_HELP
+
+
+@task(help={"remote": REMOTE_HELP, "version": "tag for the images (default latest)"})
+@guarded
+def standins(c: Context, remote: str = "", version: str = "latest") -> None:
+    """Build offline stand-in images and point images.* at them."""
+    from ollama_stack.stack import config
+    from ollama_stack.stack import standins as builder
+
+    rt = runtime(c, remote)
+    out = display()
+    images = builder.build(rt, version, progress=out.progress)
+    path = config.update_user_config(rt.paths, {"images": images})
+    out.success(f"built {len(images)} stand-in images; images.* set in {path}")

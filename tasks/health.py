@@ -1,0 +1,70 @@
+"""`health.*`: check, wait, doctor."""
+
+from __future__ import annotations
+
+from invoke import Context, Exit, task
+
+from ._base import display, guarded, runtime
+from .stack import REMOTE_HELP
+
+
+@task(
+    help={
+        "remote": REMOTE_HELP,
+        "json": "print one JSON document on stdout",
+        "timeout": "seconds per probe (default 2)",
+    }
+)
+@guarded
+def check(c: Context, remote: str = "", json: bool = False, timeout: float = 2.0) -> None:
+    """Probe every service's health endpoint now; exit 1 if any is unhealthy."""
+    from ollama_stack.stack.health import probe_all
+
+    rt = runtime(c, remote)
+    results = probe_all(rt.endpoints(), rt.target.dial, timeout=timeout)
+    out = display(json_mode=json)
+    if json:
+        out.json(
+            {
+                "target": rt.target.label,
+                "healthy": all(r.ok for r in results.values()),
+                "services": [r.__dict__ for r in results.values()],
+            }
+        )
+    else:
+        out.health(results)
+    if not all(r.ok for r in results.values()):
+        raise Exit(code=1)
+
+
+@task(help={"remote": REMOTE_HELP, "timeout": "seconds to wait (default 120)"})
+@guarded
+def wait(c: Context, remote: str = "", timeout: float = 120.0) -> None:
+    """Wait until every service is healthy; exit 7 on timeout."""
+    from ollama_stack.stack import lifecycle
+
+    out = display()
+    lifecycle.wait_healthy(runtime(c, remote), timeout, out.progress)
+    out.success("all services healthy")
+
+
+@task(help={"remote": REMOTE_HELP, "json": "print one JSON document on stdout"})
+@guarded
+def doctor(c: Context, remote: str = "", json: bool = False) -> None:
+    """Check Docker, Compose, ports, disk, GPU and config; exit 1 on a failure."""
+    from ollama_stack.stack.doctor import run_doctor
+    from ollama_stack.stack.errors import ConfigError
+
+    try:
+        rt, problem = runtime(c, remote), None
+    except ConfigError as exc:
+        rt, problem = None, exc
+    checks = run_doctor(rt, problem)
+    out = display(json_mode=json)
+    failed = any(ch.verdict == "fail" for ch in checks)
+    if json:
+        out.json({"ok": not failed, "checks": [ch.__dict__ for ch in checks]})
+    else:
+        out.doctor(checks)
+    if failed:
+        raise Exit(code=1)

@@ -1,0 +1,165 @@
+"""`stack.*`: install, start, stop, restart, status, logs, config."""
+
+from __future__ import annotations
+
+from invoke import Context, Exit, task
+
+from ._base import display, guarded, runtime, split_names
+
+REMOTE_HELP = "SSH host (~/.ssh/config alias or user@host[:port]); default: this machine"
+START_HELP = {
+    "remote": REMOTE_HELP,
+    "pull": "image pull policy: missing (default), always or never",
+    "platform": "cpu, nvidia or apple (default: detect)",
+    "timeout": "seconds to wait for health (default: start_timeout setting)",
+}
+
+
+@task(
+    help={
+        "remote": REMOTE_HELP,
+        "force": "rewrite an existing config (secrets are kept)",
+        "project": "compose project name (one per installation)",
+        "bind": "address to publish ports on (default 127.0.0.1)",
+        "platform": "auto, cpu, nvidia or apple",
+    }
+)
+@guarded
+def install(
+    c: Context,
+    remote: str = "",
+    force: bool = False,
+    project: str | None = None,
+    bind: str | None = None,
+    platform: str | None = None,
+) -> None:
+    """Write the config and a private secrets file for a new installation."""
+    from ollama_stack.stack import config
+
+    rt = runtime(c, remote, project=project, bind=bind)
+    if platform:
+        rt.settings = config.validate(
+            [("flags", {**rt.settings.model_dump(), "platform": platform})]
+        )
+    result = config.install(rt.paths, rt.settings, force=force)
+    out = display()
+    out.success(f"installed {rt.settings.project} for {rt.target.label} in {result.paths.root}")
+    if result.secrets_created:
+        out.info(f"  new secrets: {', '.join(result.secrets_created)} (mode 0600)")
+    if result.secrets_kept:
+        out.info(f"  kept secrets: {', '.join(result.secrets_kept)}")
+    where = f" --remote {remote}" if remote else ""
+    out.info(f"Next: inv stack.start{where}   (offline? inv dev.standins{where} first)")
+
+
+def _start(c: Context, remote: str, pull: str, platform: str | None, timeout: float | None) -> None:
+    from ollama_stack.stack import lifecycle
+
+    if pull not in ("missing", "always", "never"):
+        from ollama_stack.stack.errors import ConfigError
+
+        raise ConfigError(f"--pull {pull!r} is not allowed", "use missing, always or never")
+    rt = runtime(c, remote, platform=platform)
+    out = display()
+    result = lifecycle.start(rt, pull=pull, timeout=timeout, progress=out.progress)  # type: ignore[arg-type]
+    out.started(result)
+
+
+@task(help=START_HELP)
+@guarded
+def start(
+    c: Context,
+    remote: str = "",
+    pull: str = "missing",
+    platform: str | None = None,
+    timeout: float | None = None,
+) -> None:
+    """Start the stack and wait until every service is healthy."""
+    _start(c, remote, pull, platform, timeout)
+
+
+@task(help={"remote": REMOTE_HELP})
+@guarded
+def stop(c: Context, remote: str = "") -> None:
+    """Stop the stack; data volumes are always kept."""
+    from ollama_stack.stack import lifecycle
+
+    out = display()
+    stopped = lifecycle.stop(runtime(c, remote), progress=out.progress)
+    out.success(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@task(help=START_HELP)
+@guarded
+def restart(
+    c: Context,
+    remote: str = "",
+    pull: str = "missing",
+    platform: str | None = None,
+    timeout: float | None = None,
+) -> None:
+    """Stop, then start with the same options."""
+    from ollama_stack.stack import lifecycle
+
+    lifecycle.stop(runtime(c, remote), progress=display().progress)
+    _start(c, remote, pull, platform, timeout)
+
+
+@task(help={"remote": REMOTE_HELP, "json": "print one JSON document on stdout"})
+@guarded
+def status(c: Context, remote: str = "", json: bool = False) -> None:
+    """Show each service's state, health, URL, image and uptime."""
+    from ollama_stack.stack import lifecycle
+
+    report = lifecycle.status(runtime(c, remote))
+    out = display(json_mode=json)
+    if json:
+        out.json(report.to_json())
+    else:
+        out.status(report)
+
+
+@task(
+    help={
+        "services": "comma-separated services (default: all): ollama, webui, mcp_proxy",
+        "follow": "keep printing new lines",
+        "tail": "lines from the end of each log (default: all)",
+        "since": "only lines since a time, e.g. 10m or 2026-11-25T10:00:00",
+        "timestamps": "prefix each line with its time",
+        "remote": REMOTE_HELP,
+    }
+)
+@guarded
+def logs(
+    c: Context,
+    services: str = "",
+    follow: bool = False,
+    tail: str | None = None,
+    since: str | None = None,
+    timestamps: bool = False,
+    remote: str = "",
+) -> None:
+    """Print container logs as plain text."""
+    from ollama_stack.stack import lifecycle
+
+    lines = lifecycle.logs(
+        runtime(c, remote),
+        split_names(services),
+        follow=follow,
+        tail=tail,
+        since=since,
+        timestamps=timestamps,
+    )
+    try:
+        display().log_lines(lines)
+    except KeyboardInterrupt:
+        raise Exit(code=0) from None  # Ctrl-C is how one leaves --follow
+
+
+@task(name="config", help={"remote": REMOTE_HELP})
+@guarded
+def config_(c: Context, remote: str = "") -> None:
+    """Print the merged compose file the tool runs (secrets as ${NAME})."""
+    from ollama_stack.stack import lifecycle
+
+    display().text(lifecycle.merged_config(runtime(c, remote)))
