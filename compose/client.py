@@ -136,10 +136,12 @@ class ComposeProject:
     def _stream(self, argv: list[str], sink: LineSink | None) -> None:
         from python_on_whales.utils import stream_stdout_and_stderr
 
+        seen: set[str] = set()  # compose repeats each progress line when not on a TTY
         with self._translated():
             for _source, raw in stream_stdout_and_stderr(argv):
-                line = raw.decode(errors="replace").rstrip()
-                if line and sink:
+                line = raw.decode(errors="replace").strip()
+                if line and sink and line not in seen:
+                    seen.add(line)
                     sink(line)
 
     # -- engine ---------------------------------------------------------------

@@ -25,10 +25,14 @@ from ollama_stack.stack.errors import (
 _DOCKER_DOWN = (
     "cannot connect to the docker daemon",
     "is the docker daemon running",
+    "permission denied while trying to connect",
+)
+# Weaker signs, only trusted when nothing more specific matched (a registry
+# refusing a connection says "connection refused" too).
+_DOCKER_DOWN_WEAK = (
     "error during connect",
     "no such file or directory",  # unix socket path missing
     "connect: connection refused",
-    "permission denied while trying to connect",
 )
 _COMPOSE_MISSING = (
     "'compose' is not a docker command",
@@ -60,6 +64,7 @@ _IMAGE = (
     "tls handshake timeout",
     "server misbehaving",
     "is not available locally",
+    ' error get "http',  # compose: `Image X Error Get "https://registry/v2/": …`
 )
 _PORT = ("port is already allocated", "address already in use", "bind: cannot assign")
 
@@ -77,6 +82,14 @@ def _image_in(stderr: str, images: Mapping[str, str]) -> str | None:
     return None
 
 
+def _docker_down(stderr: str, where: str) -> DockerUnavailable:
+    return DockerUnavailable(
+        f"Docker is not reachable{where}: {_last_line(stderr)}",
+        "start the Docker daemon (e.g. `sudo systemctl start docker`) "
+        "or point DOCKER_HOST at a running one",
+    )
+
+
 def translate(
     stderr: str,
     argv: list[str],
@@ -92,6 +105,8 @@ def translate(
             f"SSH to {target} failed: {_last_line(stderr)}",
             f"check `ssh {target} docker info` works without a prompt",
         )
+    if any(s in text for s in _DOCKER_DOWN):
+        return _docker_down(stderr, where)
     if any(s in text for s in _COMPOSE_MISSING):
         return ComposeMissing(
             f"Docker Compose v2 is not installed{where}",
@@ -112,12 +127,8 @@ def translate(
             "check images.<service> in the config, or build offline stand-ins "
             "with `inv dev.standins` and use --pull never",
         )
-    if any(s in text for s in _DOCKER_DOWN):
-        return DockerUnavailable(
-            f"Docker is not reachable{where}: {_last_line(stderr)}",
-            "start the Docker daemon (e.g. `sudo systemctl start docker`) "
-            "or point DOCKER_HOST at a running one",
-        )
+    if any(s in text for s in _DOCKER_DOWN_WEAK):
+        return _docker_down(stderr, where)
     return DockerFailed(
         f"`{' '.join(argv[:4])} …` failed{where}: {_last_line(stderr)}",
         "see `inv stack.logs` or run the command by hand (`inv stack.config` prints it)",

@@ -25,7 +25,7 @@ SHIM_DIR=$HERE/../tests/support/bin
 say() { echo "testhost[$NAME]: $*"; }
 die() { echo "testhost[$NAME]: ERROR: $*" >&2; exit 1; }
 
-subnet() {  # prints "HOST_ADDR NS_ADDR"
+subnet() {  # prints "NET HOST_ADDR NS_ADDR"
     local net=${TESTHOST_SUBNET:-} a b c d
     if [ -z "$net" ]; then
         local n=$(( $(printf %s "$NAME" | cksum | cut -d' ' -f1) % 16384 ))
@@ -33,9 +33,9 @@ subnet() {  # prints "HOST_ADDR NS_ADDR"
     fi
     IFS=./ read -r a b c d _ <<<"$net"
     d=$((d & ~3))
-    echo "$a.$b.$c.$((d + 1)) $a.$b.$c.$((d + 2))"
+    echo "$a.$b.$c.$d/30 $a.$b.$c.$((d + 1)) $a.$b.$c.$((d + 2))"
 }
-read -r HOST_ADDR NS_ADDR <<<"$(subnet)"
+read -r NET HOST_ADDR NS_ADDR <<<"$(subnet)"
 
 # Alive and not a zombie (our daemons are reparented to PID 1, which may reap late).
 alive() { local st; st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1; st=${st##*) }; [ "${st:0:1}" != Z ]; }
@@ -76,8 +76,8 @@ up() {
     down  # clear partial state from an earlier run with the same NAME/DIR
     # On any failure below, tear down again (logs in DIR are kept).
     trap 'rc=$?; [ $rc = 0 ] || { say "up failed, cleaning up"; down >/dev/null 2>&1; }; exit $rc' EXIT
-    ip netns list | grep -qw "^$NAME" && die "netns $NAME already exists"
-    [ -z "$(ip -o -4 addr show to "$HOST_ADDR/30")" ] || die "$HOST_ADDR/30 is already in use on this host"
+    [ ! -e "$NSPATH" ] || die "netns $NAME already exists"
+    [ -z "$(ip -o -4 addr show to "$NET")" ] || die "$NET is already in use on this host"
     mkdir -p "$DIR" /run/sshd
     cd "$DIR"
 
@@ -93,11 +93,10 @@ up() {
     # --- dockerd ---------------------------------------------------------------
     # Own --config-file so /etc/docker/daemon.json is not inherited; own key path
     # because dockerd 20.10 derives its daemon ID from /etc/docker/key.json (both
-    # daemons would report the same ID).  HOST_ADDR/30 is an insecure registry so
+    # daemons would report the same ID).  NET is an insecure registry range so
     # the "remote" can pull from a plain-http registry on the host end.
     cat > daemon.json <<JSON
-{"deprecated-key-path": "$DIR/key.json",
- "insecure-registries": ["${HOST_ADDR%.*}.$(( ${HOST_ADDR##*.} - 1 ))/30"]}
+{"deprecated-key-path": "$DIR/key.json", "insecure-registries": ["$NET"]}
 JSON
     # nsenter, not `ip netns exec` (that remounts /sys, then no devices cgroup).
     # --exec-root keeps the managed containerd (socket, state, runc root) apart
@@ -110,7 +109,7 @@ JSON
     echo $! > dockerd.pid   # nsenter execs dockerd: same pid
     for _ in $(seq 120); do
         docker -H "unix://$SOCK" info >/dev/null 2>&1 && break
-        kill -0 "$(cat dockerd.pid)" 2>/dev/null || break
+        alive "$(cat dockerd.pid)" || break
         sleep 0.5
     done
     docker -H "unix://$SOCK" info >/dev/null 2>&1 \
@@ -156,13 +155,13 @@ CFG
     printf 'TESTHOST_NAME=%s\nTESTHOST_ADDR=%s\nTESTHOST_DOCKER_HOST=%s\n' \
         "$NAME" "$NS_ADDR" "unix://$SOCK" > env
 
-    # --- verify ----------------------------------------------------------------
+    # --- verify (real ssh binary: the caller's PATH may hold the shim) ---------
     local remote_id="" host_id home
     for _ in $(seq 20); do  # sshd daemonizes before it listens
-        remote_id=$(ssh -F ssh_config -o ConnectTimeout=5 "$NAME" 'docker info --format {{.ID}}' 2>/dev/null) && break
+        remote_id=$(/usr/bin/ssh -F ssh_config -o ConnectTimeout=5 "$NAME" 'docker info --format {{.ID}}' 2>/dev/null) && break
         sleep 0.25
     done
-    [ -n "$remote_id" ] || { ssh -F ssh_config "$NAME" 'docker info --format {{.ID}}' || true; die "ssh $NAME docker info failed"; }
+    [ -n "$remote_id" ] || { /usr/bin/ssh -F ssh_config "$NAME" 'docker info --format {{.ID}}' || true; die "ssh $NAME docker info failed"; }
     host_id=$(docker -H unix:///var/run/docker.sock info --format '{{.ID}}' 2>/dev/null || true)
     [ "$remote_id" != "$host_id" ] || die "ssh $NAME reached the host daemon, not the second one"
     # the way the tests will use it: docker CLI -> ssh shim -> $HOME/.ssh/config

@@ -319,7 +319,8 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _settings_document(settings: Settings) -> dict[str, Any]:
-    return json.loads(settings.model_dump_json())
+    """Only what differs from the defaults, so later releases can improve those."""
+    return settings.model_dump(mode="json", exclude_defaults=True)
 
 
 @dataclass(frozen=True)
@@ -342,10 +343,11 @@ def install(paths: InstallPaths, settings: Settings, *, force: bool = False) -> 
         )
     old = read_secrets_lenient(paths)
     values = {k: old.get(k) or _secrets.token_urlsafe(32) for k in SECRET_KEYS}
-    header = "# ollama-stack settings; see `inv --list` and the README for every key\n"
+    header = "# ollama-stack settings that differ from the defaults (README: Configuration)\n"
+    document = _settings_document(settings)
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.config_file.write_text(
-        header + yaml.safe_dump(_settings_document(settings), sort_keys=False)
+        header + (yaml.safe_dump(document, sort_keys=False) if document else "{}\n")
     )
     _write_private(
         paths.secrets_file,

@@ -33,7 +33,7 @@ class Display:
         self.json_mode = json_mode
         self.prefix = prefix
         self.out: Console = Console(highlight=False, soft_wrap=True)
-        self.err: Console = Console(stderr=True, highlight=False)
+        self.err: Console = Console(stderr=True, highlight=False, soft_wrap=True)
 
     # -- progress -------------------------------------------------------------
 
@@ -100,8 +100,10 @@ class Display:
             self.info("Begin with:  inv stack.install  then  inv stack.start")
             return
         table = Table(title=f"{report.project} on {report.target}", title_justify="left")
-        for column in ("service", "type", "state", "health", "url", "image", "uptime"):
-            table.add_column(column)
+        for column in ("service", "type", "state", "health"):
+            table.add_column(column, no_wrap=True)
+        for column in ("url", "image", "uptime"):
+            table.add_column(column, overflow="fold")
         for s in report.services:
             table.add_row(
                 s.name,
@@ -110,7 +112,7 @@ class Display:
                 Text(s.health, style=HEALTH_STYLE.get(s.health, "")),
                 s.url,
                 Text(s.image),
-                s.uptime,
+                s.uptime.removeprefix("Up ").split(" (")[0],
             )
         self.out.print(table)
         if not report.running:

@@ -52,7 +52,7 @@ def install(
     out.info(f"Next: inv stack.start{where}   (offline? inv dev.standins{where} first)")
 
 
-def _start(c: Context, remote: str, pull: str, platform: str | None, timeout: float | None) -> None:
+def _start(c: Context, remote: str, pull: str, platform: str | None, timeout: float) -> None:
     from ollama_stack.stack import lifecycle
 
     if pull not in ("missing", "always", "never"):
@@ -61,7 +61,7 @@ def _start(c: Context, remote: str, pull: str, platform: str | None, timeout: fl
         raise ConfigError(f"--pull {pull!r} is not allowed", "use missing, always or never")
     rt = runtime(c, remote, platform=platform)
     out = display()
-    result = lifecycle.start(rt, pull=pull, timeout=timeout, progress=out.progress)  # type: ignore[arg-type]
+    result = lifecycle.start(rt, pull=pull, timeout=timeout or None, progress=out.progress)  # type: ignore[arg-type]
     out.started(result)
 
 
@@ -72,7 +72,7 @@ def start(
     remote: str = "",
     pull: str = "missing",
     platform: str | None = None,
-    timeout: float | None = None,
+    timeout: float = 0.0,
 ) -> None:
     """Start the stack and wait until every service is healthy."""
     _start(c, remote, pull, platform, timeout)
@@ -96,7 +96,7 @@ def restart(
     remote: str = "",
     pull: str = "missing",
     platform: str | None = None,
-    timeout: float | None = None,
+    timeout: float = 0.0,
 ) -> None:
     """Stop, then start with the same options."""
     from ollama_stack.stack import lifecycle

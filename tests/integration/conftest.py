@@ -1,0 +1,261 @@
+"""Integration fixtures: the real CLI against a live engine, stand-in images,
+and a real second host (network namespace + dockerd + sshd) for --remote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = Path(sys.executable).parent / "ollama-stack"
+STANDIN_TAG = "test"
+BROKEN_TAG = "test-broken"
+REQUIRE = os.environ.get("OST_REQUIRE_INTEGRATION") == "1"  # set by scripts/test.sh
+SERVICES = ("ollama", "webui", "mcp_proxy")
+
+
+def _unavailable(reason: str) -> None:
+    if REQUIRE:
+        pytest.fail(f"integration prerequisite missing: {reason}")
+    pytest.skip(reason)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or dict(os.environ),
+        stdin=subprocess.DEVNULL,
+        cwd=Path(os.environ["HOME"]),  # no invoke.yaml or compose file picked up by accident
+    )
+
+
+def docker(*args: str, host: str | None = None, check: bool = True) -> str:
+    env = dict(os.environ)
+    if host:
+        env["DOCKER_HOST"] = host
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr}")
+    return result.stdout
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.fixture(scope="session")
+def engine() -> None:
+    if shutil.which("docker") is None:
+        _unavailable("no docker CLI")
+    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        _unavailable("no Docker engine reachable")
+    compose = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
+    if compose.returncode != 0:
+        _unavailable("no Compose v2 plugin")
+
+
+@pytest.fixture(scope="session")
+def standin_images(engine: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Build the stand-ins through the tool itself (dev.standins), once per run."""
+    home = tmp_path_factory.mktemp("standin-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_STACK_")}
+    env["OLLAMA_STACK_HOME"] = str(home)
+    for tag in (STANDIN_TAG, BROKEN_TAG):
+        result = run_cli("dev.standins", "--version", tag, env=env)
+        assert result.returncode == 0, result.stderr
+    images = yaml.safe_load((home / "config.yaml").read_text())["images"]
+    assert images["ollama"] == f"ollama-stack-standin/ollama:{BROKEN_TAG}"
+    return {svc: image.replace(BROKEN_TAG, STANDIN_TAG) for svc, image in images.items()}
+
+
+@dataclass
+class Installation:
+    project: str
+    ports: dict[str, int]
+    env: dict[str, str]
+    remote: str | None = None
+    docker_host: str | None = None
+    extra: list[str] = field(default_factory=list)
+
+    def cli(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+        remote = ["--remote", self.remote] if self.remote and args[0] != "dev.standins" else []
+        return run_cli(*args, *remote, env=self.env, timeout=timeout)
+
+    def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
+        result = self.cli(*args)
+        assert result.returncode == 0, f"{args} exited {result.returncode}: {result.stderr}"
+        return result
+
+    def status(self) -> dict:
+        return json.loads(self.ok("stack.status", "--json").stdout)
+
+    def containers(self) -> list[str]:
+        out = docker(
+            "ps",
+            "-a",
+            "--filter",
+            f"label=com.docker.compose.project={self.project}",
+            "--format",
+            "{{.Names}}",
+            host=self.docker_host,
+        )
+        return sorted(out.split())
+
+    def volumes(self) -> list[str]:
+        out = docker(
+            "volume",
+            "ls",
+            "--filter",
+            f"label=com.docker.compose.project={self.project}",
+            "--format",
+            "{{.Name}}",
+            host=self.docker_host,
+        )
+        return sorted(out.split())
+
+    def teardown(self) -> None:
+        # Clean up by label with the plain docker CLI: independent of the code under test.
+        for kind, listing in (("container", self.containers), ("volume", self.volumes)):
+            names = listing()
+            if names:
+                args = (
+                    ["rm", "-f", *names] if kind == "container" else ["volume", "rm", "-f", *names]
+                )
+                docker(*args, host=self.docker_host, check=False)
+        nets = docker(
+            "network",
+            "ls",
+            "--filter",
+            f"label=com.docker.compose.project={self.project}",
+            "--format",
+            "{{.Name}}",
+            host=self.docker_host,
+        ).split()
+        if nets:
+            docker("network", "rm", *nets, host=self.docker_host, check=False)
+
+
+@pytest.fixture
+def make_installation(standin_images: dict[str, str]) -> Iterator:
+    made: list[Installation] = []
+
+    def make(
+        *,
+        install: bool = True,
+        images: dict[str, str] | None = None,
+        remote: str | None = None,
+        docker_host: str | None = None,
+        **settings: str,
+    ) -> Installation:
+        project = f"ost{uuid.uuid4().hex[:8]}"
+        ports = dict(zip(SERVICES, free_ports(3), strict=True))
+        env = dict(os.environ)
+        # Each installation has its own home, as two real ones would.
+        env["OLLAMA_STACK_HOME"] = str(Path(os.environ["OLLAMA_STACK_HOME"]) / project)
+        env["OLLAMA_STACK_PROJECT"] = project
+        for service, port in ports.items():
+            env[f"OLLAMA_STACK_PORTS_{service.upper()}"] = str(port)
+        for service, image in (images or standin_images).items():
+            env[f"OLLAMA_STACK_IMAGES_{service.upper()}"] = image
+        for key, value in settings.items():
+            env[f"OLLAMA_STACK_{key.upper()}"] = value
+        inst = Installation(project, ports, env, remote, docker_host)
+        made.append(inst)
+        if install:
+            inst.ok("stack.install")
+        return inst
+
+    yield make
+    for inst in made:
+        inst.teardown()
+
+
+# -- the second host ----------------------------------------------------------
+
+
+@dataclass
+class TestHost:
+    name: str
+    dir: Path
+    addr: str
+    docker_host: str  # the namespace daemon's socket, for asserting from outside
+
+    def trust(self, home: Path) -> None:
+        """Give the temp home an ssh config alias and the host's key."""
+        (home / ".ssh" / "config").write_text(f"Include {self.dir / 'ssh_config'}\n")
+        shutil.copy(self.dir / "known_hosts", home / ".ssh" / "known_hosts")
+
+
+@pytest.fixture(scope="session")
+def test_host(
+    standin_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestHost]:
+    if os.geteuid() != 0:
+        _unavailable("the second host needs root (network namespace, dockerd)")
+    for tool in ("ip", "nsenter", "dockerd"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            _unavailable(f"{tool} is missing")
+    name = f"os{uuid.uuid4().hex[:5]}"
+    directory = tmp_path_factory.mktemp("testhost")
+    script = ROOT / "scripts" / "testhost.sh"
+    up = subprocess.run(
+        ["bash", str(script), "up", name, str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    try:
+        assert up.returncode == 0, f"testhost up failed:\n{up.stdout}\n{up.stderr}"
+        env = dict(
+            line.split("=", 1) for line in (directory / "env").read_text().split() if "=" in line
+        )
+        host = TestHost(name, directory, env["TESTHOST_ADDR"], env["TESTHOST_DOCKER_HOST"])
+        # Images reach the remote daemon the way an operator would ship them: save | ssh load.
+        save = subprocess.Popen(
+            ["docker", "save", *standin_images.values()], stdout=subprocess.PIPE
+        )
+        load = subprocess.run(
+            ["/usr/bin/ssh", "-F", str(directory / "ssh_config"), name, "docker", "load"],
+            stdin=save.stdout,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        save.wait(timeout=300)
+        assert load.returncode == 0 and save.returncode == 0, load.stderr
+        yield host
+    finally:
+        subprocess.run(
+            ["bash", str(script), "down", name, str(directory)], capture_output=True, timeout=300
+        )
+
+
+@pytest.fixture
+def remote_host(test_host: TestHost, isolated_home: Path) -> TestHost:
+    test_host.trust(isolated_home)
+    return test_host
