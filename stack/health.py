@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 Health = Literal["healthy", "reachable", "unhealthy", "unknown"]
 Dialer = Callable[[str, int, float], Any]
+MAX_BODY = 1 << 20  # health answers are tiny; a huge one is not our service
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,23 @@ class _DialedHTTPConnection(http.client.HTTPConnection):
         self._dialer = dialer
 
     def connect(self) -> None:
-        self.sock = self._dialer(self.host, self.port, self.timeout)
+        self.raw = self._dialer(self.host, self.port, self.timeout)
+        self.sock = _CloseLater(self.raw)
+
+
+class _CloseLater:
+    """http.client closes the socket as soon as it sees "Connection: close",
+    before the body is read. A real socket survives that through makefile();
+    an SSH channel does not, so the close is deferred to ``_http_get``."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+    def close(self) -> None:
+        pass
 
 
 def _http_get(dialer: Dialer, host: str, port: int, path: str, timeout: float) -> tuple[int, bytes]:
@@ -103,9 +120,16 @@ def _http_get(dialer: Dialer, host: str, port: int, path: str, timeout: float) -
     try:
         conn.request("GET", path, headers={"Accept": "application/json", "Connection": "close"})
         response = conn.getresponse()
-        return response.status, response.read(1 << 20)
+        if (response.length or 0) > MAX_BODY:
+            return response.status, b""
+        # read() without a size loops until the body is complete; read(n) may
+        # return a short read on an SSH channel and cut the JSON in half.
+        return response.status, response.read()
     finally:
         conn.close()
+        raw = getattr(conn, "raw", None)
+        if raw is not None:
+            raw.close()
 
 
 def _tcp_open(dialer: Dialer, host: str, port: int, timeout: float) -> bool:

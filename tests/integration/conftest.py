@@ -205,10 +205,20 @@ class TestHost:
     addr: str
     docker_host: str  # the namespace daemon's socket, for asserting from outside
 
-    def trust(self, home: Path) -> None:
-        """Give the temp home an ssh config alias and the host's key."""
-        (home / ".ssh" / "config").write_text(f"Include {self.dir / 'ssh_config'}\n")
-        shutil.copy(self.dir / "known_hosts", home / ".ssh" / "known_hosts")
+    def trust(self, home: Path, known: bool = True) -> None:
+        """Give the temp home an ssh config alias and, if ``known``, the host's key.
+
+        The block is copied rather than Included (paramiko ignores Include), and
+        without its UserKnownHostsFile so ~/.ssh/known_hosts alone decides.
+        """
+        block = (self.dir / "ssh_config").read_text().splitlines()
+        kept = [line for line in block if "UserKnownHostsFile" not in line]
+        (home / ".ssh" / "config").write_text("\n".join(kept) + "\n")
+        known_hosts = home / ".ssh" / "known_hosts"
+        if known:
+            shutil.copy(self.dir / "known_hosts", known_hosts)
+        else:
+            known_hosts.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
