@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from .conftest import SERVICES, docker
+from .conftest import docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.remote]
 
