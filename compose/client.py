@@ -59,7 +59,6 @@ class EngineInfo:
     server_version: str
     runtimes: tuple[str, ...]
     docker_root_dir: str
-    cdi_spec_dirs: tuple[str, ...]
     operating_system: str
     ncpu: int
     mem_total: int
@@ -153,7 +152,6 @@ class ComposeProject:
             server_version=info.server_version or "",
             runtimes=tuple(sorted((info.runtimes or {}).keys())),
             docker_root_dir=str(info.docker_root_dir or ""),
-            cdi_spec_dirs=tuple(getattr(info, "cdi_spec_dirs", None) or ()),
             operating_system=info.operating_system or "",
             ncpu=int(info.n_cpu or 0),
             mem_total=int(info.mem_total or 0),

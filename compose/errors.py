@@ -31,7 +31,7 @@ _DOCKER_DOWN = (
 # refusing a connection says "connection refused" too).
 _DOCKER_DOWN_WEAK = (
     "error during connect",
-    "no such file or directory",  # unix socket path missing
+    "dial unix",  # e.g. `dial unix /var/run/docker.sock: connect: no such file or directory`
     "connect: connection refused",
 )
 _COMPOSE_MISSING = (
@@ -74,10 +74,20 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+def _repository(image: str) -> str:
+    """``host:5000/name:tag@sha256:…`` → ``host:5000/name`` (a registry port is not a tag)."""
+    name = image.split("@")[0]
+    head, sep, tail = name.rpartition(":")
+    return head if sep and "/" not in tail else name
+
+
 def _image_in(stderr: str, images: Mapping[str, str]) -> str | None:
+    # Most specific first: a full reference beats a bare repository name.
     for service, image in images.items():
-        repo = image.split("@")[0]
-        if repo in stderr or repo.rsplit(":", 1)[0] in stderr:
+        if image.split("@")[0] in stderr:
+            return f"{service} ({image})"
+    for service, image in images.items():
+        if re.search(re.escape(_repository(image)) + r"(?![\w./-])", stderr):
             return f"{service} ({image})"
     return None
 

@@ -1,9 +1,14 @@
 #!/bin/bash
 # Make sure a Docker daemon, Compose v2 and the host tools used by the tests are
 # available.  Idempotent; meant for root in CI (no terminal).
-# Usage: bash scripts/ensure-docker.sh [VENV_DIR]
+# Usage: bash scripts/ensure-docker.sh [--test-tools] [VENV_DIR]
+#   --test-tools  also install what the test suite uses (sshd, iproute2,
+#                 nsenter, docker-registry); busybox-static is always needed
+#                 because `dev.standins` copies it into the stand-in images.
 set -euo pipefail
 
+TEST_TOOLS=0
+if [ "${1:-}" = "--test-tools" ]; then TEST_TOOLS=1; shift; fi
 VENV_DIR="${1:-${VIRTUAL_ENV:-}}"
 DOCKERD_LOG=/var/log/ollama-stack-dockerd.log
 say() { echo "ensure-docker: $*"; }
@@ -22,11 +27,14 @@ fi
 # A *static* busybox is needed (it is copied into FROM-scratch test images).
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
     || need busybox-static
-command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need openssh-server
-command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need openssh-client
-command -v ip >/dev/null || need iproute2
-command -v nsenter >/dev/null || need util-linux
-[ -x /usr/bin/docker-registry ] || need docker-registry
+command -v ss >/dev/null || need iproute2  # port checks name the process holding a port
+if [ "$TEST_TOOLS" = 1 ]; then
+    command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need openssh-server
+    command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need openssh-client
+    command -v ip >/dev/null || need iproute2
+    command -v nsenter >/dev/null || need util-linux
+    [ -x /usr/bin/docker-registry ] || need docker-registry
+fi
 
 if [ "${#pkgs[@]}" -gt 0 ]; then
     say "installing ${pkgs[*]}"

@@ -10,6 +10,7 @@ controller (python-on-whales reads compose and env files locally).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -184,7 +185,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _describe(error: dict[str, Any]) -> str:
-    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    key = ".".join(str(p) for p in error["loc"] if p != "[key]") or "(top level)"
     value = error.get("input")
     msg = error["msg"]
     if error["type"] == "extra_forbidden":
@@ -212,6 +213,7 @@ def validate(layers: list[tuple[str, Mapping[str, Any]]]) -> Settings:
 
 def _source_of(loc: tuple[Any, ...], layers: list[tuple[str, Mapping[str, Any]]]) -> str:
     """Name the highest layer that set the offending key, so the user knows where to look."""
+    loc = tuple(p for p in loc if p != "[key]")
     for name, layer in reversed(layers):
         node: Any = layer
         for part in loc:
@@ -235,7 +237,9 @@ def stack_home(environ: Mapping[str, str] = os.environ) -> Path:
 
 
 def host_slug(host: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", host)
+    """A readable directory name that two different host strings never share."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", host)
+    return f"{readable}-{hashlib.sha256(host.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
@@ -318,11 +322,6 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _settings_document(settings: Settings) -> dict[str, Any]:
-    """Only what differs from the defaults, so later releases can improve those."""
-    return settings.model_dump(mode="json", exclude_defaults=True)
-
-
 @dataclass(frozen=True)
 class InstallResult:
     paths: InstallPaths
@@ -330,11 +329,16 @@ class InstallResult:
     secrets_kept: list[str]
 
 
-def install(paths: InstallPaths, settings: Settings, *, force: bool = False) -> InstallResult:
+def install(
+    paths: InstallPaths, chosen: Mapping[str, Any] | None = None, *, force: bool = False
+) -> InstallResult:
     """Write config.yaml and secrets.env; existing secrets survive ``force``.
 
-    Rotating WEBUI_SECRET_KEY would log every Open WebUI user out, so force
-    rewrites the config but keeps keys already there.
+    config.yaml gets only what the user chose at install (``chosen``, merged
+    into any config.yaml already there): values from invoke.yaml or the
+    environment stay in their own, lower or per-run, layers. Rotating
+    WEBUI_SECRET_KEY would log every Open WebUI user out, so force rewrites the
+    config but keeps keys already there.
     """
     if paths.installed and not force:
         raise AlreadyInstalled(
@@ -343,8 +347,10 @@ def install(paths: InstallPaths, settings: Settings, *, force: bool = False) -> 
         )
     old = read_secrets_lenient(paths)
     values = {k: old.get(k) or _secrets.token_urlsafe(32) for k in SECRET_KEYS}
-    header = "# ollama-stack settings that differ from the defaults (README: Configuration)\n"
-    document = _settings_document(settings)
+    current = read_yaml(paths.config_file) if paths.config_file.exists() else {}
+    document = deep_merge(current, {k: v for k, v in (chosen or {}).items() if v is not None})
+    validate([(str(paths.config_file), document)])
+    header = "# ollama-stack settings chosen for this installation (README: Configuration)\n"
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.config_file.write_text(
         header + (yaml.safe_dump(document, sort_keys=False) if document else "{}\n")

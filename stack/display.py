@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .events import Event
@@ -23,17 +24,29 @@ if TYPE_CHECKING:
     from .lifecycle import StartResult, StatusReport
 
 HEALTH_STYLE = {"healthy": "green", "reachable": "yellow", "unhealthy": "red", "unknown": "dim"}
+PIPE_WIDTH = 200
 VERDICT_STYLE = {"pass": "green", "warn": "yellow", "fail": "red"}
 
 
 class Display:
     def __init__(self, json_mode: bool = False, prefix: str = "") -> None:
-        from rich.console import Console
-
         self.json_mode = json_mode
         self.prefix = prefix
-        self.out: Console = Console(highlight=False, soft_wrap=True)
-        self.err: Console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    # Consoles are made on first use: `--json` output never needs rich.
+    @cached_property
+    def out(self) -> Console:
+        from rich.console import Console
+
+        # Piped output gets a wide page so URLs and image names stay copyable.
+        width = None if sys.stdout.isatty() else PIPE_WIDTH
+        return Console(highlight=False, soft_wrap=True, width=width)
+
+    @cached_property
+    def err(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False, soft_wrap=True)
 
     # -- progress -------------------------------------------------------------
 

@@ -100,7 +100,7 @@ def check_gpu(rt: Runtime, engine: EngineInfo | None) -> Check:
         return Check("gpu", "pass", "no NVIDIA GPU; Ollama runs on CPU")
     if engine and "nvidia" in engine.runtimes:
         return Check("gpu", "pass", "NVIDIA GPU and the nvidia runtime")
-    if hostcheck.nvidia_cdi_present(shell, engine.cdi_spec_dirs if engine else ()):
+    if hostcheck.nvidia_cdi_present(shell):
         return Check("gpu", "pass", "NVIDIA GPU with CDI specs")
     return Check(
         "gpu",

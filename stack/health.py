@@ -120,16 +120,29 @@ def _http_get(dialer: Dialer, host: str, port: int, path: str, timeout: float) -
     try:
         conn.request("GET", path, headers={"Accept": "application/json", "Connection": "close"})
         response = conn.getresponse()
-        if (response.length or 0) > MAX_BODY:
-            return response.status, b""
-        # read() without a size loops until the body is complete; read(n) may
-        # return a short read on an SSH channel and cut the JSON in half.
-        return response.status, response.read()
+        return response.status, _read_body(response, time.monotonic() + timeout)
     finally:
         conn.close()
         raw = getattr(conn, "raw", None)
         if raw is not None:
             raw.close()
+
+
+def _read_body(response: http.client.HTTPResponse, deadline: float) -> bytes:
+    """Read until the body ends, but never past MAX_BODY or the deadline.
+
+    Loops because read(n) may return short on an SSH channel; bounded because
+    a reply without Content-Length could otherwise stream forever.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_BODY and time.monotonic() < deadline:
+        chunk = response.read(64 * 1024)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    return b""  # too big or too slow: not a health answer
 
 
 def _tcp_open(dialer: Dialer, host: str, port: int, timeout: float) -> bool:
@@ -162,8 +175,9 @@ def probe(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> ProbeResu
         return ProbeResult(endpoint.service, "reachable", problem, elapsed())
     data = _json_body(body)
     version = data.get("version") if isinstance(data, dict) else None
-    if version is None and isinstance(data, dict):
-        version = (data.get("info") or {}).get("version")
+    info = data.get("info") if isinstance(data, dict) else None
+    if version is None and isinstance(info, dict):
+        version = info.get("version")
     return ProbeResult(endpoint.service, "healthy", f"{endpoint.path} OK", elapsed(), version)
 
 

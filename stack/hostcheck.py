@@ -92,7 +92,13 @@ def nvidia_gpu_present(shell: Shell) -> bool:
     return code == 0
 
 
-def nvidia_cdi_present(shell: Shell, spec_dirs: tuple[str, ...] = ()) -> bool:
-    dirs = " ".join(shlex.quote(d) for d in (spec_dirs or ("/etc/cdi", "/var/run/cdi")))
-    code, out = run_quiet(shell, f"grep -ls nvidia.com/gpu {dirs}/*.yaml {dirs}/*.json 2>/dev/null")
-    return code == 0 and bool(out.strip())
+CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
+
+
+def nvidia_cdi_present(shell: Shell, spec_dirs: tuple[str, ...] = CDI_SPEC_DIRS) -> bool:
+    """True when a CDI spec in any of the directories describes nvidia.com/gpu."""
+    dirs = " ".join(shlex.quote(d) for d in spec_dirs)
+    # -r over the directories: globs that match nothing would make grep fail.
+    command = f"grep -rls --include='*.yaml' --include='*.json' nvidia.com/gpu {dirs} 2>/dev/null"
+    _, out = run_quiet(shell, command)
+    return bool(out.strip())

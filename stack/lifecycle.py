@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ollama_stack.compose.client import ContainerState, PullPolicy
@@ -241,14 +242,19 @@ def status(rt: Runtime) -> StatusReport:
     platform = state.get("platform")
     if platform == "apple":
         rt.settings = rt._settings_for("apple")
-    containers = {c.service: c for c in rt.compose.ps()}
-    to_probe = [
-        name
-        for name in SERVICE_NAMES
+    # Probe every endpoint while `compose ps` runs; results for containers
+    # that turn out not to be running are dropped below (their port may be
+    # someone else's).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        listing = pool.submit(rt.compose.ps)
+        probed = probe_all(rt.endpoints(), rt.target.dial, timeout=1.5)
+        containers = {c.service: c for c in listing.result()}
+    health = {
+        name: result
+        for name, result in probed.items()
         if rt.settings.service_type(name) != "docker"
         or (name in containers and containers[name].state == "running")
-    ]
-    health = probe_all(rt.endpoints(to_probe), rt.target.dial, timeout=1.5) if to_probe else {}
+    }
     report = StatusReport(rt.target.label, rt.settings.project, rt.paths.installed, platform)
     for name in SERVICE_NAMES:
         kind = rt.settings.service_type(name)

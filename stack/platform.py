@@ -36,7 +36,7 @@ def detect(
         runtimes = engine.runtimes if engine else ()
         if "nvidia" in runtimes:
             return PlatformChoice("nvidia", "NVIDIA GPU with the nvidia runtime in Docker")
-        if hostcheck.nvidia_cdi_present(shell, engine.cdi_spec_dirs if engine else ()):
+        if hostcheck.nvidia_cdi_present(shell):
             return PlatformChoice("nvidia", "NVIDIA GPU with CDI specs visible to Docker")
         return PlatformChoice(
             "cpu",

@@ -46,6 +46,8 @@ class Runtime:
     ) -> Runtime:
         flags = dict(flags or {})
         platform_override = flags.pop("platform", None)
+        if platform_override is not None:
+            config.validate([("--platform", {"platform": platform_override})])
         paths = InstallPaths.for_target(remote, environ)
         settings = config.load_settings(paths, invoke_layer, flags, environ)
         return cls(Target(remote), paths, settings, platform_override)
@@ -138,7 +140,8 @@ class Runtime:
             return "http://ollama:11434"
         parts = urlsplit(str(svc.url))
         if parts.hostname in ("localhost", "127.0.0.1", "::1"):
-            netloc = f"host.docker.internal:{parts.port or 11434}"
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            netloc = f"host.docker.internal:{port}"
             return urlunsplit(parts._replace(netloc=netloc)).rstrip("/")
         return str(svc.url).rstrip("/")
 

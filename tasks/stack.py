@@ -36,12 +36,9 @@ def install(
     """Write the config and a private secrets file for a new installation."""
     from ollama_stack.stack import config
 
-    rt = runtime(c, remote, project=project, bind=bind)
-    if platform:
-        rt.settings = config.validate(
-            [("flags", {**rt.settings.model_dump(), "platform": platform})]
-        )
-    result = config.install(rt.paths, rt.settings, force=force)
+    chosen = {"project": project, "bind": bind, "platform": platform}
+    rt = runtime(c, remote, project=project, bind=bind, platform=platform)
+    result = config.install(rt.paths, chosen, force=force)
     out = display()
     out.success(f"installed {rt.settings.project} for {rt.target.label} in {result.paths.root}")
     if result.secrets_created:

@@ -1,0 +1,124 @@
+"""Speed targets, measured as ratios in one run on this machine.
+
+    .venv/bin/python bench/bench.py [--rounds N]
+
+Prints, for each target, our median time, the baseline's median time and the
+ratio (lower is better):
+  * `ollama-stack --list` and `--help` vs `python -c "import invoke"` (goal <= 1.3)
+  * `stack.status` on a running stack vs `docker compose ps --format json` (goal <= 1.5)
+  * `stack.start` to healthy vs `docker compose up -d --wait` on the same files (goal <= 1.10)
+Uses stand-in images and a temporary OLLAMA_STACK_HOME; removes what it made.
+Not part of the test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+CLI = str(BIN / "ollama-stack")
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    began = time.perf_counter()
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - began
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
+    return elapsed
+
+
+def median_of(rounds: int, argv: list[str], env: dict[str, str]) -> float:
+    timed(argv, env)  # warm caches (pyc, page cache) once, untimed
+    return statistics.median(timed(argv, env) for _ in range(rounds))
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def row(name: str, ours: float, base: float, goal: float) -> None:
+    ratio = ours / base
+    verdict = "meets" if ratio <= goal else "misses"
+    times = f"{ours * 1000:8.0f} ms {base * 1000:8.0f} ms"
+    print(f"{name:<34} {times} {ratio:6.2f}  ({verdict} <= {goal})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    rounds = args.rounds
+
+    home = Path(tempfile.mkdtemp(prefix="ollama-stack-bench-"))
+    project = f"bench{uuid.uuid4().hex[:6]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_STACK_")}
+    env["OLLAMA_STACK_HOME"] = str(home)
+    env["OLLAMA_STACK_PROJECT"] = project
+    for service, port in zip(("OLLAMA", "WEBUI", "MCP_PROXY"), free_ports(3), strict=True):
+        env[f"OLLAMA_STACK_PORTS_{service}"] = str(port)
+
+    print(f"{'target':<34} {'ours':>11} {'baseline':>11} {'ratio':>6}")
+    invoke_import = median_of(rounds, [sys.executable, "-c", "import invoke"], env)
+    row("--list vs import invoke", median_of(rounds, [CLI, "--list"], env), invoke_import, 1.3)
+    row("--help vs import invoke", median_of(rounds, [CLI, "--help"], env), invoke_import, 1.3)
+
+    timed([CLI, "dev.standins", "--version", "bench"], env)
+    timed([CLI, "stack.install"], env)
+    compose = None
+    try:
+        timed([CLI, "stack.start", "--pull", "never"], env)
+        compose = compose_argv(env)
+        row(
+            "stack.status vs compose ps",
+            median_of(rounds, [CLI, "stack.status", "--json"], env),
+            median_of(rounds, [*compose, "ps", "--format", "json"], env),
+            1.5,
+        )
+        ours, wait, nowait = [], [], []
+        for _ in range(max(3, rounds // 2)):
+            subprocess.run([*compose, "down"], env=env, capture_output=True)
+            ours.append(timed([CLI, "stack.start", "--pull", "never"], env))
+            subprocess.run([*compose, "down"], env=env, capture_output=True)
+            wait.append(timed([*compose, "up", "-d", "--wait", "--pull", "never"], env))
+            subprocess.run([*compose, "down"], env=env, capture_output=True)
+            nowait.append(timed([*compose, "up", "-d", "--pull", "never"], env))
+        row("stack.start vs up -d --wait", statistics.median(ours), statistics.median(wait), 1.10)
+        # --wait waits for Docker's HEALTHCHECK schedule (webui: every 10 s);
+        # plain `up -d` does not wait for health at all: the floor, not a target.
+        row(
+            "stack.start vs up -d (no wait)",
+            statistics.median(ours),
+            statistics.median(nowait),
+            1.10,
+        )
+    finally:
+        if compose:
+            subprocess.run([*compose, "down", "--volumes"], env=env, capture_output=True)
+        subprocess.run(["rm", "-rf", str(home)])
+
+
+def compose_argv(env: dict[str, str]) -> list[str]:
+    """The exact compose command the tool runs, read from `stack.config`'s header."""
+    out = subprocess.run([CLI, "stack.config"], env=env, capture_output=True, text=True).stdout
+    header = out.splitlines()[1].lstrip("# ").split()
+    return header[: header.index("up")]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,509 @@
+"""stack/config.py: layers, validation messages, install and the files it writes."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ollama_stack.stack import config
+from ollama_stack.stack.config import InstallPaths, Settings, load_settings
+from ollama_stack.stack.errors import AlreadyInstalled, ConfigError, ExitCode, NotInstalled
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def write_config(paths: InstallPaths, text: str) -> Path:
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.config_file.write_text(text)
+    return paths.config_file
+
+
+def config_error(paths: InstallPaths, *args, **kwargs) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_settings(paths, *args, **kwargs)
+    assert info.value.code == ExitCode.CONFIG == 2
+    return info.value
+
+
+# -- defaults and where things live ---------------------------------------------
+
+
+def test_defaults_when_no_layer_sets_anything(local_paths):
+    settings = load_settings(local_paths, environ={})
+    assert settings.project == "ollama-stack"
+    assert settings.bind == "127.0.0.1"
+    assert settings.platform == "auto"
+    assert (settings.ports.ollama, settings.ports.webui, settings.ports.mcp_proxy) == (
+        11434,
+        8080,
+        8200,
+    )
+    assert settings.images.ollama == "ollama/ollama:latest"
+    assert settings.images.webui == "ghcr.io/open-webui/open-webui:main"
+    assert settings.images.mcp_proxy == "ghcr.io/open-webui/mcpo:main"
+    assert {n: s.type for n, s in settings.services.items()} == dict.fromkeys(
+        config.SERVICE_NAMES, "docker"
+    )
+    assert settings.limits == {}
+    assert settings.start_timeout == 300.0
+    assert settings.docker_services() == ["ollama", "webui", "mcp_proxy"]
+
+
+def test_stack_home_comes_from_the_environment(stack_home):
+    assert config.stack_home() == stack_home
+    assert config.InstallPaths.for_target(None).root == stack_home
+
+
+def test_stack_home_without_the_variable_is_under_the_temporary_home(tmp_path):
+    # platformdirs reads $HOME, which the autouse fixture points into tmp_path
+    home = config.stack_home({})
+    assert home == Path(os.environ["HOME"]) / ".config" / "ollama-stack"
+    assert tmp_path in home.parents
+
+
+def test_stack_home_expands_a_tilde():
+    assert config.stack_home({config.HOME_ENV: "~/stacks"}) == Path(os.environ["HOME"]) / "stacks"
+
+
+def test_install_paths_layout(local_paths, stack_home):
+    assert local_paths.config_file == stack_home / "config.yaml"
+    assert local_paths.secrets_file == stack_home / "secrets.env"
+    assert local_paths.runtime_env_file == stack_home / "state" / "compose.env"
+    assert local_paths.state_file == stack_home / "state" / "state.json"
+    assert not local_paths.installed
+
+
+def test_local_and_remote_targets_get_different_directories(stack_home):
+    local = InstallPaths.for_target(None)
+    remote = InstallPaths.for_target("user@box:2222")
+    other = InstallPaths.for_target("box2")
+    assert local.root == stack_home
+    assert remote.root.parent == stack_home / "remotes"
+    assert remote.root != local.root
+    assert other.root != remote.root
+    # the slug is a single, safe path component
+    assert "/" not in remote.root.name and ":" not in remote.root.name
+    assert remote.root.name.startswith("user")
+    assert "2222" in remote.root.name
+
+
+def test_local_and_remote_installs_have_separate_secrets(stack_home):
+    local = InstallPaths.for_target(None)
+    remote = InstallPaths.for_target("user@box:2222")
+    config.install(local, {})
+    config.install(remote, {"project": "remote"})
+    assert config.read_secrets(local) != config.read_secrets(remote)
+    assert load_settings(local, environ={}).project == "ollama-stack"
+    assert load_settings(remote, environ={}).project == "remote"
+
+
+def test_distinct_remote_hosts_never_share_a_directory():
+    a = InstallPaths.for_target("user@box:2222", {config.HOME_ENV: "/h"})
+    b = InstallPaths.for_target("user_box_2222", {config.HOME_ENV: "/h"})
+    assert a.root != b.root
+
+
+# -- layers ----------------------------------------------------------------------
+
+
+def test_each_layer_overrides_the_one_below(local_paths):
+    invoke_layer = {"project": "from-invoke", "ports": {"webui": 1001, "ollama": 1002}}
+    assert load_settings(local_paths, invoke_layer, environ={}).project == "from-invoke"
+
+    write_config(local_paths, "project: from-file\nports:\n  webui: 2001\n")
+    settings = load_settings(local_paths, invoke_layer, environ={})
+    assert settings.project == "from-file"
+    assert settings.ports.webui == 2001
+    assert settings.ports.ollama == 1002  # nested keys merge, they do not replace
+
+    environ = {"OLLAMA_STACK_PROJECT": "from-env", "OLLAMA_STACK_PORTS_WEBUI": "3001"}
+    settings = load_settings(local_paths, invoke_layer, environ=environ)
+    assert settings.project == "from-env"
+    assert settings.ports.webui == 3001
+    assert settings.ports.ollama == 1002
+
+    settings = load_settings(local_paths, invoke_layer, {"project": "from-flag"}, environ)
+    assert settings.project == "from-flag"
+    assert settings.ports.webui == 3001
+
+
+def test_flags_left_at_none_do_not_override(local_paths):
+    environ = {"OLLAMA_STACK_BIND": "0.0.0.0"}
+    settings = load_settings(local_paths, flags={"bind": None, "project": "p"}, environ=environ)
+    assert settings.bind == "0.0.0.0"
+    assert settings.project == "p"
+
+
+def test_load_settings_reads_the_process_environment_by_default(local_paths, monkeypatch):
+    monkeypatch.setenv("OLLAMA_STACK_PROJECT", "from-process-env")
+    assert load_settings(local_paths).project == "from-process-env"
+
+
+def test_empty_config_file_means_defaults(local_paths):
+    write_config(local_paths, "# nothing set\n")
+    assert load_settings(local_paths, environ={}) == Settings()
+
+
+def limit_cpus(service: str):
+    return lambda s: s.limits[service].cpus if service in s.limits else None
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "read", "expected"),
+    [
+        ("OLLAMA_STACK_PROJECT", "lab", lambda s: s.project, "lab"),
+        ("OLLAMA_STACK_BIND", "0.0.0.0", lambda s: s.bind, "0.0.0.0"),
+        ("OLLAMA_STACK_PLATFORM", "nvidia", lambda s: s.platform, "nvidia"),
+        ("OLLAMA_STACK_IMAGES_OLLAMA", "reg/ollama:1", lambda s: s.images.ollama, "reg/ollama:1"),
+        ("OLLAMA_STACK_IMAGES_MCP_PROXY", "reg/mcpo:2", lambda s: s.images.mcp_proxy, "reg/mcpo:2"),
+        ("OLLAMA_STACK_PORTS_WEBUI", "9090", lambda s: s.ports.webui, 9090),
+        ("OLLAMA_STACK_PORTS_MCP_PROXY", "9300", lambda s: s.ports.mcp_proxy, 9300),
+        ("OLLAMA_STACK_LIMITS_OLLAMA_CPUS", "1.5", limit_cpus("ollama"), 1.5),
+        ("OLLAMA_STACK_LIMITS_MCP_PROXY_CPUS", "2", limit_cpus("mcp_proxy"), 2.0),
+        ("OLLAMA_STACK_START_TIMEOUT", "42", lambda s: s.start_timeout, 42.0),
+    ],
+)
+def test_environment_key_paths(local_paths, var, value, read, expected):
+    settings = load_settings(local_paths, environ={var: value})
+    assert read(settings) == expected
+    assert read(Settings()) != expected  # the variable, not the default, set it
+
+
+def test_environment_sets_a_service_type_and_url(local_paths):
+    environ = {
+        "OLLAMA_STACK_SERVICES_OLLAMA_TYPE": "native-api",
+        "OLLAMA_STACK_SERVICES_OLLAMA_URL": "http://127.0.0.1:11434",
+        "OLLAMA_STACK_SERVICES_MCP_PROXY_TYPE": "remote-api",
+        "OLLAMA_STACK_SERVICES_MCP_PROXY_URL": "https://tools.example/",
+    }
+    settings = load_settings(local_paths, environ=environ)
+    assert settings.services["ollama"].type == "native-api"
+    assert settings.services["ollama"].url == "http://127.0.0.1:11434"
+    assert settings.services["mcp_proxy"].type == "remote-api"
+    assert settings.services["webui"].type == "docker"
+    assert settings.docker_services() == ["webui"]
+
+
+def test_env_layer_builds_nested_keys_and_ignores_unknown_names():
+    layer = config.env_layer(
+        {
+            "OLLAMA_STACK_PORTS_MCP_PROXY": "8300",
+            "OLLAMA_STACK_SERVICES_OLLAMA_URL": "http://x",
+            "OLLAMA_STACK_LIMITS_WEBUI_CPUS": "1",
+            "OLLAMA_STACK_HOME": "/somewhere",
+            "OLLAMA_STACK_NOT_A_SETTING": "1",
+            "OLLAMA_STACK_PORTS_NOPE": "1",
+            "OLLAMA_HOST": "0.0.0.0",
+            "PATH": "/bin",
+        }
+    )
+    assert layer == {
+        "ports": {"mcp_proxy": "8300"},
+        "services": {"ollama": {"url": "http://x"}},
+        "limits": {"webui": {"cpus": "1"}},
+    }
+
+
+def test_service_type_from_env_combines_with_url_from_the_config_file(local_paths):
+    write_config(local_paths, "services:\n  ollama:\n    url: http://10.0.0.5:11434\n")
+    settings = load_settings(
+        local_paths, environ={"OLLAMA_STACK_SERVICES_OLLAMA_TYPE": "remote-api"}
+    )
+    assert settings.services["ollama"].type == "remote-api"
+    assert settings.services["ollama"].url == "http://10.0.0.5:11434"
+
+
+# -- bad values --------------------------------------------------------------------
+
+
+def test_bad_platform_names_key_value_allowed_values_and_layer(local_paths):
+    err = config_error(local_paths, environ={"OLLAMA_STACK_PLATFORM": "gpu"})
+    assert "platform" in err.message
+    assert "'gpu'" in err.message
+    for allowed in config.allowed_values(config.Platform):
+        assert f"'{allowed}'" in err.message
+    assert "(from environment)" in err.message
+    assert err.remedy
+
+
+def test_port_out_of_range_from_the_config_file(local_paths):
+    path = write_config(local_paths, "ports:\n  webui: 70000\n")
+    err = config_error(local_paths, environ={})
+    assert "ports.webui" in err.message
+    assert "70000" in err.message
+    assert "65535" in err.message
+    assert f"(from {path})" in err.message
+
+
+def test_port_zero_names_the_lower_bound(local_paths):
+    err = config_error(local_paths, flags={"ports": {"ollama": 0}}, environ={})
+    assert "ports.ollama=0" in err.message
+    assert "greater than or equal to 1" in err.message
+    assert "(from flags)" in err.message
+
+
+def test_non_numeric_port_from_the_environment(local_paths):
+    err = config_error(local_paths, environ={"OLLAMA_STACK_PORTS_OLLAMA": "eleven"})
+    assert "ports.ollama='eleven'" in err.message
+    assert "(from environment)" in err.message
+
+
+def test_bind_that_is_not_an_address(local_paths):
+    err = config_error(local_paths, flags={"bind": "not-an-ip"}, environ={})
+    assert "bind='not-an-ip'" in err.message
+    assert "IPv4 or IPv6" in err.message
+    assert "(from flags)" in err.message
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "::", "::1", "192.168.1.20"])
+def test_bind_accepts_addresses(local_paths, bind):
+    assert load_settings(local_paths, flags={"bind": bind}, environ={}).bind == bind
+
+
+def test_malformed_yaml_names_the_file_and_line(local_paths):
+    path = write_config(local_paths, "project: a\nbind: 127.0.0.1\n  bad: indent\n")
+    err = config_error(local_paths, environ={})
+    assert str(path) in err.message
+    assert "line 3" in err.message
+    assert "malformed YAML" in err.message
+
+
+def test_yaml_that_is_not_a_mapping(local_paths):
+    path = write_config(local_paths, "- project\n- bind\n")
+    err = config_error(local_paths, environ={})
+    assert str(path) in err.message
+    assert "mapping" in err.message
+    assert "list" in err.message
+
+
+def test_unknown_top_level_key(local_paths):
+    path = write_config(local_paths, "projekt: typo\n")
+    err = config_error(local_paths, environ={})
+    assert "unknown setting projekt" in err.message
+    assert f"(from {path})" in err.message
+
+
+def test_unknown_nested_key_names_its_path(local_paths):
+    err = config_error(local_paths, {"images": {"olama": "x"}}, environ={})
+    assert "unknown setting images.olama" in err.message
+    assert "(from invoke.yaml)" in err.message
+
+
+def test_bad_service_type_lists_the_types(local_paths):
+    err = config_error(local_paths, flags={"services": {"webui": {"type": "podman"}}}, environ={})
+    assert "services.webui.type='podman'" in err.message
+    for allowed in ("'docker'", "'native-api'", "'remote-api'"):
+        assert allowed in err.message
+
+
+def test_bad_value_is_blamed_on_the_highest_layer_that_set_it(local_paths):
+    write_config(local_paths, "platform: gpu\n")
+    err = config_error(local_paths, {"platform": "tpu"}, environ={})
+    assert "'gpu'" in err.message
+    assert f"(from {local_paths.config_file})" in err.message
+    # a good value above a bad one wins, so there is no error at all
+    assert load_settings(local_paths, environ={"OLLAMA_STACK_PLATFORM": "cpu"}).platform == "cpu"
+
+
+@pytest.mark.parametrize("kind", ["native-api", "remote-api"])
+def test_non_docker_service_without_url_is_refused(local_paths, kind):
+    err = config_error(local_paths, environ={"OLLAMA_STACK_SERVICES_OLLAMA_TYPE": kind})
+    assert "services.ollama.url is required" in err.message
+    assert kind in err.message
+    assert "(from environment)" in err.message
+
+
+def test_bad_limits(local_paths):
+    err = config_error(local_paths, environ={"OLLAMA_STACK_LIMITS_WEBUI_CPUS": "0"})
+    assert "limits.webui.cpus" in err.message
+    assert "greater than 0" in err.message
+
+
+def test_unknown_service_under_limits_is_blamed_on_its_layer(local_paths):
+    err = config_error(local_paths, flags={"limits": {"olama": {"cpus": 2}}}, environ={})
+    assert "olama" in err.message
+    assert "(from flags)" in err.message
+
+
+def test_project_name_must_suit_compose(local_paths):
+    err = config_error(local_paths, flags={"project": "My Stack"}, environ={})
+    assert "project='My Stack'" in err.message
+
+
+# -- install and secrets -------------------------------------------------------------
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    pairs = (ln.partition("=") for ln in path.read_text().splitlines() if "=" in ln)
+    return {k: v for k, _, v in pairs}
+
+
+def test_install_writes_config_and_private_secrets(local_paths):
+    result = config.install(local_paths, {"project": "lab", "bind": "0.0.0.0"})
+    assert local_paths.installed
+    assert mode(local_paths.secrets_file) == 0o600
+    assert result.secrets_created == list(config.SECRET_KEYS)
+    assert result.secrets_kept == []
+    secrets = config.read_secrets(local_paths)
+    assert set(secrets) == set(config.SECRET_KEYS)
+    for value in secrets.values():
+        assert len(value) >= 32
+    assert secrets["WEBUI_SECRET_KEY"] != secrets["MCPO_API_KEY"]
+    # the config round-trips to the same settings
+    reloaded = load_settings(local_paths, environ={})
+    assert reloaded == Settings(project="lab", bind="0.0.0.0")
+    assert not list(local_paths.root.glob("*.tmp"))
+
+
+def test_install_config_round_trips_non_default_services_and_limits(local_paths):
+    settings = config.validate(
+        [
+            (
+                "flags",
+                {
+                    "services": {"ollama": {"type": "native-api", "url": "http://127.0.0.1:11434"}},
+                    "limits": {"ollama": {"cpus": 3}},
+                    "ports": {"webui": 3000},
+                },
+            )
+        ]
+    )
+    config.install(local_paths, settings.model_dump(mode="json", exclude_defaults=True))
+    yaml.safe_load(local_paths.config_file.read_text())  # valid YAML
+    assert load_settings(local_paths, environ={}) == settings
+
+
+def test_two_installs_get_different_secrets(tmp_path):
+    a = InstallPaths(tmp_path / "a")
+    b = InstallPaths(tmp_path / "b")
+    config.install(a, {})
+    config.install(b, {})
+    sa, sb = config.read_secrets(a), config.read_secrets(b)
+    for key in config.SECRET_KEYS:
+        assert sa[key] != sb[key]
+
+
+def test_second_install_is_refused_without_force(local_paths):
+    config.install(local_paths, {})
+    before = local_paths.secrets_file.read_text()
+    with pytest.raises(AlreadyInstalled) as info:
+        config.install(local_paths, {"project": "other"})
+    assert info.value.code == ExitCode.ALREADY_INSTALLED == 10
+    assert str(local_paths.root) in info.value.message
+    assert "--force" in info.value.remedy
+    assert local_paths.secrets_file.read_text() == before
+    assert load_settings(local_paths, environ={}).project == "ollama-stack"
+
+
+def test_force_rewrites_config_but_keeps_secrets(local_paths):
+    config.install(local_paths, {})
+    secrets = config.read_secrets(local_paths)
+    result = config.install(local_paths, {"project": "renamed"}, force=True)
+    assert config.read_secrets(local_paths) == secrets
+    assert result.secrets_kept == list(config.SECRET_KEYS)
+    assert result.secrets_created == []
+    assert load_settings(local_paths, environ={}).project == "renamed"
+    assert mode(local_paths.secrets_file) == 0o600
+
+
+def test_force_adds_only_the_missing_secret(local_paths):
+    local_paths.root.mkdir(parents=True, exist_ok=True)
+    local_paths.secrets_file.write_text("WEBUI_SECRET_KEY=keep-me-please\n")
+    with pytest.raises(ConfigError) as info:
+        config.read_secrets(local_paths)
+    assert "MCPO_API_KEY" in info.value.message
+    assert "WEBUI_SECRET_KEY" not in info.value.message
+
+    result = config.install(local_paths, {}, force=True)
+    secrets = config.read_secrets(local_paths)
+    assert secrets["WEBUI_SECRET_KEY"] == "keep-me-please"
+    assert len(secrets["MCPO_API_KEY"]) >= 32
+    assert result.secrets_kept == ["WEBUI_SECRET_KEY"]
+    assert result.secrets_created == ["MCPO_API_KEY"]
+
+
+def test_read_secrets_without_install(local_paths):
+    with pytest.raises(NotInstalled) as info:
+        config.read_secrets(local_paths)
+    assert info.value.code == ExitCode.NOT_INSTALLED == 9
+    assert str(local_paths.root) in info.value.message
+    assert "stack.install" in info.value.remedy
+
+
+def test_read_secrets_ignores_comments_and_keeps_equals_in_values(local_paths):
+    local_paths.root.mkdir(parents=True, exist_ok=True)
+    local_paths.secrets_file.write_text(
+        "# comment=not a key\nWEBUI_SECRET_KEY = a=b=c \nMCPO_API_KEY=xyz\n"
+    )
+    assert config.read_secrets(local_paths) == {"WEBUI_SECRET_KEY": "a=b=c", "MCPO_API_KEY": "xyz"}
+
+
+# -- user config updates, runtime env, state -------------------------------------------
+
+
+def test_update_user_config_creates_the_file(local_paths):
+    path = config.update_user_config(local_paths, {"images": {"ollama": "standin/ollama:t"}})
+    assert path == local_paths.config_file
+    assert load_settings(local_paths, environ={}).images.ollama == "standin/ollama:t"
+
+
+def test_update_user_config_merges_with_what_is_there(local_paths):
+    write_config(local_paths, "project: lab\nimages:\n  webui: mine/webui:1\n")
+    config.update_user_config(local_paths, {"images": {"ollama": "mine/ollama:2"}})
+    document = yaml.safe_load(local_paths.config_file.read_text())
+    assert document == {
+        "project": "lab",
+        "images": {"webui": "mine/webui:1", "ollama": "mine/ollama:2"},
+    }
+
+
+def test_update_user_config_refuses_an_invalid_result_and_leaves_the_file(local_paths):
+    original = "project: lab\n"
+    write_config(local_paths, original)
+    with pytest.raises(ConfigError) as info:
+        config.update_user_config(local_paths, {"ports": {"webui": 70000}})
+    assert "ports.webui=70000" in info.value.message
+    assert local_paths.config_file.read_text() == original
+
+
+def test_write_runtime_env_is_private(local_paths):
+    path = config.write_runtime_env(local_paths, {"A": "1", "WEBUI_SECRET_KEY": "s3cret"})
+    assert path == local_paths.runtime_env_file
+    assert mode(path) == 0o600
+    assert path.read_text() == "A=1\nWEBUI_SECRET_KEY=s3cret\n"
+
+
+def test_write_runtime_env_tightens_an_existing_open_file(local_paths):
+    path = local_paths.runtime_env_file
+    path.parent.mkdir(parents=True)
+    path.write_text("OLD=1\n")
+    path.chmod(0o644)
+    config.write_runtime_env(local_paths, {"NEW": "2"})
+    assert mode(path) == 0o600
+    assert read_env_file(path) == {"NEW": "2"}
+
+
+def test_state_merges_and_survives_corruption(local_paths):
+    assert config.read_state(local_paths) == {}
+    config.write_state(local_paths, {"platform": "cpu"})
+    config.write_state(local_paths, {"platform_reason": "no GPU"})
+    assert config.read_state(local_paths) == {"platform": "cpu", "platform_reason": "no GPU"}
+    local_paths.state_file.write_text("{not json")
+    assert config.read_state(local_paths) == {}
+    local_paths.state_file.write_text("[1, 2]")
+    assert config.read_state(local_paths) == {}
+
+
+def test_deep_merge_does_not_mutate_its_inputs():
+    base = {"ports": {"webui": 1, "ollama": 2}, "project": "a"}
+    top = {"ports": {"webui": 3}, "bind": "::"}
+    merged = config.deep_merge(base, top)
+    assert merged == {"ports": {"webui": 3, "ollama": 2}, "project": "a", "bind": "::"}
+    assert base == {"ports": {"webui": 1, "ollama": 2}, "project": "a"}
+    assert top == {"ports": {"webui": 3}, "bind": "::"}

@@ -1,0 +1,165 @@
+"""stack/doctor.py: each check's verdict from fake host shells and engine answers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from python_on_whales.exceptions import DockerException
+
+from ollama_stack.compose.client import EngineInfo
+from ollama_stack.stack import config, doctor
+from ollama_stack.stack.errors import ConfigError
+from ollama_stack.stack.runtime import Runtime
+from ollama_stack.stack.target import Target
+
+from .helpers import FakeShell, linux_shell
+
+GIB = 1 << 30
+ENGINE = EngineInfo("27.3.1", ("runc",), "/var/lib/docker", "Debian", 4, 8 * GIB)
+
+
+def make_runtime(local_paths, shell: FakeShell, **settings: Any) -> Runtime:
+    return Runtime(Target(None, _shell=shell), local_paths, config.validate([("t", settings)]))
+
+
+def df_line(free_bytes: int, mount: str = "/var/lib/docker") -> tuple[int, str]:
+    return (0, f"/dev/sda1 999999999 1 {free_bytes // 1024} 1% {mount}\n")
+
+
+def test_a_bad_config_is_one_failed_check():
+    checks = doctor.run_doctor(None, ConfigError("bad config: x", "fix it"))
+    assert [(c.name, c.verdict, c.detail, c.remedy) for c in checks] == [
+        ("config", "fail", "bad config: x", "fix it")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Docker Compose version v2.29.7", (2, 29)),
+        ("v2.20.0", (2, 20)),
+        ("2.3.3", (2, 3)),
+        ("Docker Compose version v5.6.1", (5, 6)),
+        ("docker-compose version 1.29.2, build 5becea4c", (1, 29)),
+        ("garbage", (0, 0)),
+    ],
+)
+def test_compose_version_tuple(text, expected):
+    assert doctor._compose_version_tuple(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("free", "verdict"),
+    [(4 * GIB, "fail"), (5 * GIB, "warn"), (19 * GIB, "warn"), (20 * GIB, "pass")],
+)
+def test_disk_thresholds(local_paths, free, verdict):
+    shell = linux_shell(2, **{"df -Pk": df_line(free)})
+    check = doctor.check_disk(make_runtime(local_paths, shell), ENGINE)
+    assert check.verdict == verdict
+    assert check.detail == f"{free / GIB:.1f} GiB free under /var/lib/docker"
+    assert "df -Pk /var/lib/docker" in shell.commands[-1]
+
+
+def test_disk_without_engine_checks_the_root(local_paths):
+    shell = linux_shell(2, **{"df -Pk": df_line(50 * GIB, "/")})
+    check = doctor.check_disk(make_runtime(local_paths, shell), None)
+    assert check.detail.endswith("under /")
+    assert "df -Pk /" in shell.commands[-1]
+
+
+def test_disk_unreadable_is_a_warning(local_paths):
+    check = doctor.check_disk(make_runtime(local_paths, linux_shell(2)), ENGINE)
+    assert check.verdict == "warn"
+
+
+@pytest.mark.parametrize(
+    ("rules", "engine", "verdict"),
+    [
+        ({}, ENGINE, "pass"),  # no GPU
+        ({"nvidia0": (0, "")}, ENGINE, "fail"),  # GPU, no toolkit
+        ({"nvidia0": (0, "")}, EngineInfo("27", ("nvidia", "runc"), "/", "", 1, 1), "pass"),
+        ({"nvidia0": (0, ""), "grep": (0, "/etc/cdi/nvidia.yaml")}, ENGINE, "pass"),
+    ],
+)
+def test_gpu_check(local_paths, rules, engine, verdict):
+    check = doctor.check_gpu(make_runtime(local_paths, linux_shell(2, **rules)), engine)
+    assert check.verdict == verdict
+    if verdict == "fail":
+        assert "NVIDIA Container Toolkit" in check.remedy
+
+
+def test_install_check(local_paths):
+    rt = make_runtime(local_paths, linux_shell())
+    assert doctor.check_install(rt).verdict == "warn"
+    config.install(local_paths, {})
+    assert doctor.check_install(rt).verdict == "pass"
+
+
+def test_port_checks_name_the_holder(local_paths, pow_calls):
+    pow_calls.stdout = ""  # compose ps: nothing of ours runs
+    ss = 'LISTEN 0 511 127.0.0.1:8080 0.0.0.0:* users:(("nginx",pid=77,fd=6))\n'
+    rt = make_runtime(local_paths, linux_shell(2, ss=(0, ss)))
+    checks = {c.name: c for c in doctor.check_ports(rt)}
+    assert set(checks) == {"port 11434", "port 8080", "port 8200"}
+    assert checks["port 8080"].verdict == "fail"
+    assert checks["port 8080"].detail == "webui: 127.0.0.1:8080 is held by nginx (pid 77)"
+    assert checks["port 11434"].verdict == "pass"
+
+
+def test_port_held_by_our_own_container_passes(local_paths, pow_calls):
+    pow_calls.stdout = json.dumps(
+        {
+            "Name": "ollama-stack-webui-1",
+            "Service": "webui",
+            "State": "running",
+            "Publishers": [{"URL": "127.0.0.1", "TargetPort": 8080, "PublishedPort": 8080}],
+        }
+    )
+    ss = 'LISTEN 0 4096 127.0.0.1:8080 0.0.0.0:* users:(("docker-proxy",pid=9,fd=4))\n'
+    rt = make_runtime(local_paths, linux_shell(2, ss=(0, ss)))
+    check = next(c for c in doctor.check_ports(rt) if c.name == "port 8080")
+    assert check.verdict == "pass"
+    assert check.detail.endswith("(ours)")
+
+
+def test_doctor_with_docker_down(local_paths, monkeypatch, fake_docker):
+    import python_on_whales.components.compose.cli_wrapper as compose_cli
+    import python_on_whales.components.system.cli_wrapper as system_cli
+
+    def down(args, **kwargs):
+        raise DockerException(
+            [str(a) for a in args],
+            1,
+            stderr=b"Cannot connect to the Docker daemon at unix:///nope.sock. "
+            b"Is the docker daemon running?",
+        )
+
+    monkeypatch.setattr(system_cli, "run", down)
+    monkeypatch.setattr(compose_cli, "run", down)
+    shell = linux_shell(2, **{"df -Pk": df_line(100 * GIB, "/")})
+    checks = doctor.run_doctor(make_runtime(local_paths, shell))
+    verdicts = {c.name: c.verdict for c in checks}
+    assert verdicts == {
+        "config": "pass",
+        "docker": "fail",
+        "compose": "fail",
+        "disk": "pass",
+        "gpu": "pass",
+        "install": "warn",
+    }
+    docker = next(c for c in checks if c.name == "docker")
+    assert "unix:///nope.sock" in docker.detail
+    assert "start the Docker daemon" in docker.remedy
+
+
+def test_compose_too_old(local_paths, monkeypatch, fake_docker):
+    import python_on_whales.components.compose.cli_wrapper as compose_cli
+
+    monkeypatch.setattr(compose_cli, "run", lambda args, **kw: "Docker Compose version v2.17.3")
+    check = doctor.check_compose(make_runtime(local_paths, linux_shell()))
+    assert check.verdict == "fail"
+    assert "v2.17.3 is too old" in check.detail
+    monkeypatch.setattr(compose_cli, "run", lambda args, **kw: "Docker Compose version v2.20.0\n")
+    assert doctor.check_compose(make_runtime(local_paths, linux_shell())).verdict == "pass"

@@ -1,0 +1,350 @@
+"""stack/lifecycle.py with real HTTP services, a fake host shell, and python-on-whales'
+runners replaced at the wrapper boundary."""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+from typing import Any
+
+import pytest
+
+from ollama_stack.compose.client import parse_ps_output
+from ollama_stack.stack import config, lifecycle
+from ollama_stack.stack.config import InstallPaths, Settings
+from ollama_stack.stack.errors import ConfigError, HealthTimeout, NotInstalled, PortInUse
+from ollama_stack.stack.events import Event
+from ollama_stack.stack.runtime import Runtime
+from ollama_stack.stack.target import Target
+
+from .helpers import (
+    FakeShell,
+    json_route,
+    linux_shell,
+    mcpo_routes,
+    ollama_routes,
+    webui_routes,
+)
+
+
+@pytest.fixture(autouse=True)
+def fast_polling(monkeypatch):
+    monkeypatch.setattr(lifecycle, "POLL_SECONDS", 0.05)
+
+
+@pytest.fixture
+def services(http_service):
+    return {
+        "ollama": http_service(ollama_routes()),
+        "webui": http_service(webui_routes()),
+        "mcp_proxy": http_service(mcpo_routes()),
+    }
+
+
+def make_runtime(
+    paths: InstallPaths, ports: dict[str, int], shell: FakeShell | None = None, **settings: Any
+) -> Runtime:
+    merged = config.validate([("test", {"platform": "cpu", "ports": ports, **settings})])
+    return Runtime(Target(None, _shell=shell or linux_shell(2, ss=(0, ""))), paths, merged)
+
+
+def ports_of(servers) -> dict[str, int]:
+    return {name: server.port for name, server in servers.items()}
+
+
+def ps_row(service: str, state: str = "running", port: int = 0) -> dict[str, Any]:
+    publishers = [{"URL": "127.0.0.1", "TargetPort": 1, "PublishedPort": port}] if port else []
+    return {
+        "Name": f"p-{service}-1",
+        "Service": service,
+        "State": state,
+        "Image": f"img/{service}:1",
+        "Status": "Up 3 minutes",
+        "Publishers": publishers,
+    }
+
+
+def ps_answer(*rows: dict[str, Any]):
+    text = "\n".join(json.dumps(r) for r in rows)
+
+    def on_run(argv: list[str]) -> str:
+        if "compose" in argv and "ps" in argv:
+            return text
+        if "config" in argv:
+            return "services: {}\n"
+        return ""
+
+    return on_run
+
+
+def collect() -> tuple[list[Event], Any]:
+    events: list[Event] = []
+    return events, events.append
+
+
+# -- service names -------------------------------------------------------------------------
+
+
+def test_check_service_names():
+    assert lifecycle.check_service_names(("webui", "ollama")) == ["webui", "ollama"]
+    with pytest.raises(ConfigError) as info:
+        lifecycle.check_service_names(["webui", "postgres", "redis"])
+    assert info.value.code == 2
+    assert info.value.message == "unknown service postgres, redis"
+    assert "ollama, webui, mcp_proxy" in info.value.remedy
+
+
+# -- waiting for health ---------------------------------------------------------------------
+
+
+def test_wait_healthy_returns_when_all_answer(local_paths, services):
+    rt = make_runtime(local_paths, ports_of(services))
+    events, progress = collect()
+    results = lifecycle.wait_healthy(rt, 5, progress)
+    assert {n: r.health for n, r in results.items()} == dict.fromkeys(services, "healthy")
+    assert [(e.kind, e.service, e.state) for e in events] == [
+        ("service", "ollama", "healthy"),
+        ("service", "webui", "healthy"),
+        ("service", "mcp_proxy", "healthy"),
+    ]
+
+
+def test_wait_healthy_reports_each_change_once(local_paths, http_service, services):
+    slow = http_service({"/health": json_route(200, {"status": False})})
+    ports = ports_of(services) | {"webui": slow.port}
+    rt = make_runtime(local_paths, ports)
+    timer = threading.Timer(0.3, lambda: slow.routes.update(webui_routes()))
+    timer.start()
+    events, progress = collect()
+    try:
+        lifecycle.wait_healthy(rt, 5, progress, services=["webui"])
+    finally:
+        timer.cancel()
+    assert [(e.service, e.state) for e in events] == [("webui", "reachable"), ("webui", "healthy")]
+    assert events[1].message.startswith("webui healthy after ")
+    assert len(slow.requests) >= 3  # it polled
+
+
+def test_wait_healthy_times_out_with_the_last_log_lines(
+    local_paths, services, closed_port, pow_calls
+):
+    pow_calls.lines = [("stdout", f"webui-1  | boot step {i}\n".encode()) for i in range(5)]
+    rt = make_runtime(local_paths, ports_of(services) | {"webui": closed_port})
+    with pytest.raises(HealthTimeout) as info:
+        lifecycle.wait_healthy(rt, 0.3)
+    err = info.value
+    assert err.code == 7
+    assert err.message.startswith("not healthy after 0.3 s: webui (nothing answers on ")
+    assert "last log: webui-1  | boot step 2 | webui-1  | boot step 3 | webui-1  | boot step 4" in (
+        err.message
+    )
+    assert "ollama" not in err.message
+    logs_argv = pow_calls.calls[0][0]
+    assert logs_argv[-5:] == ["logs", "--no-color", "--tail", "3", "webui"]
+
+
+def test_timeout_of_an_external_service_does_not_read_container_logs(
+    local_paths, services, closed_port, pow_calls
+):
+    rt = make_runtime(
+        local_paths,
+        ports_of(services),
+        services={"ollama": {"type": "native-api", "url": f"http://127.0.0.1:{closed_port}"}},
+    )
+    with pytest.raises(HealthTimeout) as info:
+        lifecycle.wait_healthy(rt, 0.2)
+    assert "ollama (nothing answers" in info.value.message
+    assert "log" not in info.value.message
+    assert pow_calls.calls == []
+
+
+# -- ports ------------------------------------------------------------------------------------
+
+
+SS_NGINX = 'LISTEN 0 511 0.0.0.0:8080 0.0.0.0:* users:(("nginx",pid=77,fd=6))\n'
+SS_PROXY = 'LISTEN 0 4096 127.0.0.1:8080 0.0.0.0:* users:(("docker-proxy",pid=9,fd=4))\n'
+
+
+def test_check_ports_names_the_process_holding_a_port(local_paths, pow_calls):
+    rt = make_runtime(local_paths, {"webui": 8080}, linux_shell(2, ss=(0, SS_NGINX)))
+    with pytest.raises(PortInUse) as info:
+        lifecycle.check_ports(rt, ["ollama", "webui"], [], None)
+    assert info.value.code == 5
+    assert info.value.message == "port 8080 for webui is in use on local by nginx (pid 77)"
+    assert "OLLAMA_STACK_PORTS_WEBUI=<port>" in info.value.remedy
+    assert str(local_paths.config_file) in info.value.remedy
+    assert pow_calls.calls == []
+
+
+def test_check_ports_names_the_container_behind_docker_proxy(local_paths, pow_calls, fake_docker):
+    pow_calls.stdout = "other-webui-1\n"
+    rt = make_runtime(local_paths, {"webui": 8080}, linux_shell(2, ss=(0, SS_PROXY)))
+    with pytest.raises(PortInUse) as info:
+        lifecycle.check_ports(rt, ["webui"], [], None)
+    assert info.value.message.endswith("by container other-webui-1")
+    assert pow_calls.argv == [
+        str(fake_docker),
+        "ps",
+        "--filter",
+        "publish=8080",
+        "--format",
+        "{{.Names}}",
+    ]
+
+
+def test_check_ports_ignores_ports_our_running_containers_publish(local_paths, pow_calls):
+    rt = make_runtime(local_paths, {"webui": 8080}, linux_shell(2, ss=(0, SS_PROXY)))
+    ours = parse_ps_output(json.dumps(ps_row("webui", port=8080)))
+    lifecycle.check_ports(rt, ["webui"], ours, None)
+    assert pow_calls.calls == []
+    stopped = parse_ps_output(json.dumps(ps_row("webui", "exited", port=8080)))
+    pow_calls.stdout = "p-webui-1\n"
+    with pytest.raises(PortInUse):
+        lifecycle.check_ports(rt, ["webui"], stopped, None)
+
+
+def test_check_ports_other_bind_address_is_free(local_paths):
+    rt = make_runtime(
+        local_paths, {"webui": 8080}, linux_shell(2, ss=(0, SS_PROXY)), bind="192.168.1.20"
+    )
+    lifecycle.check_ports(rt, ["webui"], [], None)
+
+
+def test_check_ports_without_ss_warns_and_goes_on(local_paths):
+    rt = make_runtime(local_paths, {"webui": 8080}, linux_shell(2))  # `ss` fails
+    events, progress = collect()
+    lifecycle.check_ports(rt, ["webui"], [], progress)
+    assert [e.kind for e in events] == ["warn"]
+    assert "ss" in events[0].message
+
+
+# -- start / stop / status ---------------------------------------------------------------------
+
+
+def test_start_writes_the_env_file_runs_up_and_waits(local_paths, services, pow_calls):
+    config.install(local_paths, {})
+    secrets = config.read_secrets(local_paths)
+    pow_calls.on_run = ps_answer()
+    rt = make_runtime(local_paths, ports_of(services))
+    events, progress = collect()
+    result = lifecycle.start(rt, pull="never", timeout=5, progress=progress)
+
+    assert result.already_running is False
+    assert result.platform == "cpu"
+    assert set(result.health) == set(services) and all(r.ok for r in result.health.values())
+    assert result.urls["webui"] == f"http://127.0.0.1:{services['webui'].port}"
+
+    env_file = local_paths.runtime_env_file
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert env["WEBUI_PORT"] == str(services["webui"].port)
+    assert env["WEBUI_SECRET_KEY"] == secrets["WEBUI_SECRET_KEY"]
+    assert env["OLLAMA_CPUS"] == "2"
+    assert config.read_state(local_paths)["platform"] == "cpu"
+
+    assert pow_calls.subcommands() == ["ps", "up"]
+    up = pow_calls.calls[1][0]
+    assert up[up.index("--env-file") + 1] == str(env_file)
+    assert up[up.index("up") :] == [
+        "up",
+        "--detach",
+        "--pull",
+        "never",
+        "--remove-orphans",
+        "ollama",
+        "webui",
+        "mcp_proxy",
+    ]
+    assert events[0].kind == "step" and events[0].message.startswith("platform cpu")
+
+
+def test_start_when_already_running_and_healthy_does_nothing(local_paths, services, pow_calls):
+    config.install(local_paths, {})
+    pow_calls.on_run = ps_answer(*(ps_row(name) for name in services))
+    rt = make_runtime(local_paths, ports_of(services))
+    result = lifecycle.start(rt, timeout=5)
+    assert result.already_running is True
+    assert pow_calls.subcommands() == ["ps"]
+
+
+def test_start_starts_only_docker_services(local_paths, services, pow_calls):
+    config.install(local_paths, {})
+    pow_calls.on_run = ps_answer()
+    rt = make_runtime(
+        local_paths,
+        ports_of(services),
+        services={"ollama": {"type": "native-api", "url": services["ollama"].url}},
+    )
+    lifecycle.start(rt, timeout=5)
+    up = pow_calls.calls[1][0]
+    assert up[-2:] == ["webui", "mcp_proxy"]
+    assert "ollama" not in up[up.index("up") :]
+
+
+def test_start_refuses_a_taken_port_before_up(local_paths, pow_calls):
+    config.install(local_paths, {})
+    pow_calls.on_run = ps_answer()
+    rt = make_runtime(local_paths, {"webui": 8080}, linux_shell(2, ss=(0, SS_NGINX)))
+    with pytest.raises(PortInUse):
+        lifecycle.start(rt, timeout=1)
+    assert "up" not in pow_calls.subcommands()
+
+
+def test_start_before_install_touches_nothing(local_paths, pow_calls):
+    rt = make_runtime(local_paths, {})
+    with pytest.raises(NotInstalled):
+        lifecycle.start(rt)
+    assert pow_calls.calls == []
+    assert not local_paths.runtime_env_file.exists()
+
+
+def test_stop_stops_only_when_something_runs(local_paths, pow_calls):
+    rt = make_runtime(local_paths, {})
+    pow_calls.on_run = ps_answer(ps_row("ollama"), ps_row("webui", "exited"))
+    assert lifecycle.stop(rt) == ["ollama"]
+    assert pow_calls.subcommands() == ["ps", "stop"]
+    assert pow_calls.calls[1][0][-1] == "stop"  # every service, data volumes untouched
+
+    pow_calls.calls.clear()
+    pow_calls.on_run = ps_answer(ps_row("webui", "exited"))
+    assert lifecycle.stop(rt) == []
+    assert pow_calls.subcommands() == ["ps"]
+
+
+def test_status_trusts_probes_of_running_containers_only(local_paths, services, pow_calls):
+    config.install(local_paths, {})
+    pow_calls.on_run = ps_answer(ps_row("ollama"), ps_row("webui", "exited"))
+    rt = make_runtime(local_paths, ports_of(services))
+    report = lifecycle.status(rt)
+    rows = {s.name: s for s in report.services}
+    assert (rows["ollama"].state, rows["ollama"].health) == ("running", "healthy")
+    assert (rows["webui"].state, rows["webui"].health) == ("exited", "unknown")
+    assert (rows["mcp_proxy"].state, rows["mcp_proxy"].health) == ("absent", "unknown")
+    assert rows["mcp_proxy"].image == Settings().images.mcp_proxy
+    # something healthy answers on webui's port, but it is not our container
+    assert rows["webui"].detail == ""
+    document = report.to_json()
+    assert document["installed"] is True
+    assert document["running"] is True
+    assert document["healthy"] is False
+    json.dumps(document)
+
+
+def test_merged_config_hides_the_secrets(local_paths, services, pow_calls, fake_docker):
+    config.install(local_paths, {})
+    secrets = config.read_secrets(local_paths)
+    pow_calls.on_run = lambda argv: (
+        f"services:\n  webui:\n    environment:\n      WEBUI_SECRET_KEY: "
+        f"{secrets['WEBUI_SECRET_KEY']}\n      MCPO: {secrets['MCPO_API_KEY']}\n"
+    )
+    rt = make_runtime(local_paths, ports_of(services))
+    text = lifecycle.merged_config(rt)
+    for value in secrets.values():
+        assert value not in text
+    assert "WEBUI_SECRET_KEY: ${WEBUI_SECRET_KEY}" in text
+    assert "MCPO: ${MCPO_API_KEY}" in text
+    first = text.splitlines()[1]
+    assert first.startswith("#   docker compose --file ")
+    assert "--project-name ollama-stack up --detach" in first
+    assert str(fake_docker) not in first

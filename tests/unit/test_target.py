@@ -1,0 +1,170 @@
+"""stack/target.py: local vs remote targets, SSH failures, host-key checking.
+
+The SSH tests run a real paramiko server on 127.0.0.1 in a thread.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from ollama_stack.stack import target as target_mod
+from ollama_stack.stack.errors import ExitCode, SSHError
+from ollama_stack.stack.target import Target, fingerprint, run_quiet
+
+from .helpers import FakeShell
+
+
+def test_local_target():
+    t = Target()
+    assert not t.is_remote
+    assert t.label == "local"
+    assert t.docker_host is None
+
+
+def test_remote_target():
+    t = Target("user@box:2222")
+    assert t.is_remote
+    assert t.label == "user@box:2222"
+    assert t.docker_host == "ssh://user@box:2222"
+
+
+def test_local_shell_is_an_invoke_context_and_runs_commands():
+    code, out = run_quiet(Target().shell(), "echo $LC_ALL; exit 3")
+    assert (code, out) == (3, "C\n")
+
+
+def test_run_quiet_passes_the_quiet_options():
+    shell = FakeShell({"true": (0, "ok")})
+    assert run_quiet(shell, "true") == (0, "ok")
+    assert shell.kwargs == [
+        {"hide": True, "warn": True, "in_stream": False, "env": {"LC_ALL": "C"}}
+    ]
+
+
+def test_local_dial_connects(http_service):
+    from .helpers import ollama_routes
+
+    server = http_service(ollama_routes())
+    sock = Target().dial("127.0.0.1", server.port, 1.0)
+    try:
+        assert sock.getpeername() == ("127.0.0.1", server.port)
+    finally:
+        sock.close()
+
+
+def test_close_forgets_the_shell():
+    shell = FakeShell()
+    t = Target(None, _shell=shell)
+    assert t.shell() is shell
+    t.close()
+    assert t._shell is None
+
+
+def test_fingerprint_format():
+    key = paramiko.RSAKey.generate(1024)
+    fp = fingerprint(key)
+    assert fp.startswith("SHA256:")
+    assert "=" not in fp
+    assert len(fp) == len("SHA256:") + 43
+
+
+@pytest.mark.parametrize(
+    ("exc", "needle"),
+    [
+        (paramiko.AuthenticationException("Authentication failed."), "login to box was refused"),
+        (socket.gaierror(-2, "Name or service not known"), "cannot resolve SSH host box"),
+        (TimeoutError("timed out"), "SSH to box timed out"),
+        (ConnectionRefusedError(111, "Connection refused"), "cannot reach SSH on box"),
+        (paramiko.SSHException("Error reading SSH protocol banner"), "SSH to box failed"),
+    ],
+)
+def test_ssh_failures_become_ssh_errors(exc, needle):
+    err = target_mod._ssh_failure("box", exc)
+    assert isinstance(err, SSHError)
+    assert err.code == ExitCode.SSH == 8
+    assert needle in err.message
+    assert err.remedy
+
+
+# -- a real SSH server ---------------------------------------------------------------------
+
+
+class _NoLogin(paramiko.ServerInterface):
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+
+@pytest.fixture
+def ssh_server() -> Iterator[tuple[int, paramiko.PKey]]:
+    """An SSH server on 127.0.0.1 with a fresh host key; nobody can log in."""
+    host_key = paramiko.RSAKey.generate(1024)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    transports: list[paramiko.Transport] = []
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        transport = paramiko.Transport(conn)
+        transports.append(transport)
+        transport.add_server_key(host_key)
+        try:
+            transport.start_server(server=_NoLogin())
+        except (paramiko.SSHException, EOFError, OSError):
+            return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield port, host_key
+    listener.close()
+    for transport in transports:
+        transport.close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def no_agent(monkeypatch):
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+
+def test_unknown_host_key_is_refused_with_its_fingerprint(ssh_server, no_agent):
+    port, host_key = ssh_server
+    with pytest.raises(SSHError) as info:
+        Target(f"tester@127.0.0.1:{port}").shell()
+    assert info.value.code == ExitCode.SSH
+    assert "unknown SSH host key" in info.value.message
+    assert fingerprint(host_key) in info.value.message
+    assert "ssh-keyscan" in info.value.remedy
+
+
+def test_known_host_key_gets_past_verification(ssh_server, no_agent):
+    port, host_key = ssh_server
+    ssh_dir = Path(os.environ["HOME"]) / ".ssh"
+    ssh_dir.mkdir(exist_ok=True)
+    (ssh_dir / "known_hosts").write_text(
+        f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n"
+    )
+    with pytest.raises(SSHError) as info:
+        Target(f"tester@127.0.0.1:{port}").shell()
+    # the key was accepted; the login (no keys, no agent) is what failed
+    assert "unknown SSH host key" not in info.value.message
+    assert "No authentication methods available" in info.value.message
+    assert info.value.code == ExitCode.SSH
+
+
+def test_closed_ssh_port(closed_port, no_agent):
+    with pytest.raises(SSHError) as info:
+        Target(f"tester@127.0.0.1:{closed_port}").shell()
+    assert info.value.code == ExitCode.SSH
+    assert info.value.message.startswith(f"cannot reach SSH on tester@127.0.0.1:{closed_port}")

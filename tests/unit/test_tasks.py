@@ -1,0 +1,339 @@
+"""tasks/: the error choke point, the console script, and tasks that need no engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import invoke
+import pytest
+import yaml
+from invoke import Exit
+
+from ollama_stack.stack import config
+from ollama_stack.stack.errors import (
+    ConfigError,
+    DockerUnavailable,
+    ExitCode,
+    HealthTimeout,
+    PortInUse,
+    StackError,
+)
+from ollama_stack.tasks import _base, ns
+from ollama_stack.tasks.program import program
+
+from .helpers import mcpo_routes, ollama_routes, webui_routes
+
+CLI = Path(sys.executable).parent / "ollama-stack"
+
+
+def all_task_names() -> list[str]:
+    return [
+        f"{collection.name}.{name}"
+        for collection in ns.collections.values()
+        for name in collection.tasks
+    ]
+
+
+def run_program(*argv: str) -> int:
+    """Run the console script in-process; return its exit code."""
+    try:
+        program.run(["ollama-stack", *argv], exit=True)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def stderr_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+# -- guarded -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ConfigError("bad config: platform='gpu'", "fix it"), 2),
+        (DockerUnavailable("Docker is not reachable", "start it"), 3),
+        (PortInUse("port 8080 is in use", "free it"), 5),
+        (HealthTimeout("not healthy after 5 s", "see logs"), 7),
+        (StackError("custom", code=ExitCode.DOCKER_FAILED), 11),
+    ],
+)
+def test_guarded_turns_stack_errors_into_exit_codes(capsys, error, code):
+    @_base.guarded
+    def task(c):
+        raise error
+
+    with pytest.raises(Exit) as info:
+        task(invoke.Context())
+    assert info.value.code == code
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = stderr_lines(captured.err)
+    assert len(lines) == 1
+    expected = f"error: {error.message}" + (f" — {error.remedy}" if error.remedy else "")
+    assert lines[0] == expected
+    assert "Traceback" not in captured.err
+
+
+def test_guarded_keeps_a_long_message_on_one_line(capsys):
+    message = "bad config: " + "x" * 150 + " (from environment)"
+
+    @_base.guarded
+    def task(c):
+        raise ConfigError(message, "fix that value; `inv health.doctor` lists the checks")
+
+    with pytest.raises(Exit):
+        task(invoke.Context())
+    lines = stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 1
+    assert message in lines[0]
+
+
+def test_guarded_prints_markup_in_messages_literally(capsys):
+    @_base.guarded
+    def task(c):
+        raise DockerUnavailable("daemon said [bold]no[/bold] and [/x]", "")
+
+    with pytest.raises(Exit):
+        task(invoke.Context())
+    assert capsys.readouterr().err.strip() == "error: daemon said [bold]no[/bold] and [/x]"
+
+
+def test_guarded_turns_ctrl_c_into_130(capsys):
+    @_base.guarded
+    def task(c):
+        raise KeyboardInterrupt
+
+    with pytest.raises(Exit) as info:
+        task(invoke.Context())
+    assert info.value.code == 130
+    lines = stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 1
+    assert lines[0].startswith("error: interrupted")
+
+
+def test_guarded_passes_results_and_arguments_through(capsys):
+    @_base.guarded
+    def task(c, a, b=0):
+        return (a, b)
+
+    assert task(invoke.Context(), 1, b=2) == (1, 2)
+    assert task.__name__ == "task"
+    assert capsys.readouterr().err == ""
+
+
+def test_guarded_does_not_hide_bugs():
+    @_base.guarded
+    def task(c):
+        raise ValueError("a real bug")
+
+    with pytest.raises(ValueError, match="a real bug"):
+        task(invoke.Context())
+
+
+def test_every_task_is_guarded():
+    for collection in ns.collections.values():
+        for name, task in collection.tasks.items():
+            assert task.body.__wrapped__, f"{collection.name}.{name} is not guarded"
+            assert task.body.__code__ is _base.guarded(lambda c: None).__code__, name
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def test_plain_turns_invoke_config_into_dicts():
+    cfg = invoke.Config(overrides={"ollama_stack": {"ports": {"webui": 3000}, "project": "p"}})
+    value = _base.plain(cfg.ollama_stack)
+    assert value == {"ports": {"webui": 3000}, "project": "p"}
+    assert type(value) is dict
+    assert type(value["ports"]) is dict
+
+
+def test_split_names():
+    assert _base.split_names("ollama, webui,,mcp_proxy ") == ["ollama", "webui", "mcp_proxy"]
+    assert _base.split_names("ollama webui") == ["ollama", "webui"]
+    assert _base.split_names("") == []
+    assert _base.split_names(None) == []
+
+
+# -- the console script, in process --------------------------------------------------------
+
+
+def test_list_shows_every_task(capsys):
+    program.run(["ollama-stack", "--list"], exit=False)
+    out = capsys.readouterr().out
+    names = all_task_names()
+    assert len(names) >= 11
+    listed = {
+        line.split()[0] for line in out.splitlines() if line.startswith("  ") and line.split()
+    }
+    assert set(names) <= listed
+
+
+def test_install_then_refuse_then_force(capsys, stack_home):
+    assert run_program("stack.install", "--project", "lab", "--bind", "0.0.0.0") == 0
+    captured = capsys.readouterr()
+    assert "installed lab for local" in captured.out
+    paths = config.InstallPaths.for_target(None)
+    secrets = config.read_secrets(paths)
+    settings = config.load_settings(paths, environ={})
+    assert (settings.project, settings.bind) == ("lab", "0.0.0.0")
+
+    assert run_program("stack.install") == ExitCode.ALREADY_INSTALLED
+    lines = stderr_lines(capsys.readouterr().err)
+    assert len(lines) == 1
+    assert "already installed" in lines[0]
+
+    assert run_program("stack.install", "--force", "--platform", "cpu") == 0
+    assert "kept secrets: WEBUI_SECRET_KEY, MCPO_API_KEY" in capsys.readouterr().out
+    assert config.read_secrets(paths) == secrets
+    assert config.load_settings(paths, environ={}).platform == "cpu"
+
+
+def test_install_for_a_remote_writes_under_remotes(capsys, stack_home):
+    assert run_program("stack.install", "--remote", "user@box:2222") == 0
+    assert "--remote user@box:2222" in capsys.readouterr().out
+    assert config.InstallPaths.for_target("user@box:2222").installed
+    assert not config.InstallPaths.for_target(None).installed
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["stack.install", "--platform", "gpu"], "platform='gpu'"),
+        (["stack.install", "--bind", "nope"], "bind='nope'"),
+        (["stack.install", "--project", "Bad Name"], "project='Bad Name'"),
+        (["stack.start", "--pull", "sometimes"], "--pull 'sometimes'"),
+        (["stack.logs", "--services", "ollama,postgres"], "unknown service postgres"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(capsys, argv, needle):
+    assert run_program(*argv) == ExitCode.CONFIG
+    captured = capsys.readouterr()
+    lines = stderr_lines(captured.err)
+    assert len(lines) == 1, captured.err
+    assert needle in lines[0]
+    assert captured.out == ""
+    assert not config.InstallPaths.for_target(None).installed
+
+
+def test_invoke_yaml_in_the_working_directory_is_the_lowest_layer(capsys, tmp_path, monkeypatch):
+    (tmp_path / "invoke.yaml").write_text("ollama_stack:\n  project: from-invoke\n  bind: ::1\n")
+    monkeypatch.setenv("OLLAMA_STACK_BIND", "0.0.0.0")
+    assert run_program("stack.install") == 0
+    assert "installed from-invoke" in capsys.readouterr().out  # invoke.yaml was read
+    # ...but not copied into config.yaml, a higher layer: later invoke.yaml edits still count.
+    paths = config.InstallPaths.for_target(None)
+    assert "from-invoke" not in paths.config_file.read_text()
+    assert "0.0.0.0" not in paths.config_file.read_text()  # neither is the environment
+    settings = config.load_settings(paths, {"project": "edited"}, environ={})
+    assert settings.project == "edited"
+
+
+def test_bad_value_in_invoke_yaml_is_blamed_on_it(capsys, tmp_path):
+    (tmp_path / "invoke.yaml").write_text("ollama_stack:\n  platform: gpu\n")
+    assert run_program("stack.install") == ExitCode.CONFIG
+    assert "(from invoke.yaml)" in capsys.readouterr().err
+
+
+def test_malformed_invoke_yaml_exits_2(capsys, tmp_path):
+    (tmp_path / "invoke.yaml").write_text("ollama_stack: [unclosed\n")
+    assert run_program("--list") == 2
+    assert "cannot read ./invoke.yaml" in capsys.readouterr().err
+
+
+def test_install_does_not_freeze_the_invoke_yaml_layer(capsys, tmp_path):
+    (tmp_path / "invoke.yaml").write_text("ollama_stack:\n  ports:\n    webui: 3000\n")
+    assert run_program("stack.install") == 0
+    document = yaml.safe_load(config.InstallPaths.for_target(None).config_file.read_text())
+    assert "ports" not in (document or {})
+
+
+def test_health_check_json_against_real_services(capsys, http_service, monkeypatch):
+    servers = {
+        "OLLAMA": http_service(ollama_routes()),
+        "WEBUI": http_service(webui_routes()),
+        "MCP_PROXY": http_service(mcpo_routes()),
+    }
+    for key, server in servers.items():
+        monkeypatch.setenv(f"OLLAMA_STACK_PORTS_{key}", str(server.port))
+    assert run_program("health.check", "--json") == 0
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["target"] == "local"
+    assert document["healthy"] is True
+    assert [s["service"] for s in document["services"]] == ["ollama", "webui", "mcp_proxy"]
+    assert document["services"][0]["version"] == "0.5.7"
+
+
+def test_health_check_exits_1_when_a_service_is_down(
+    capsys, http_service, monkeypatch, closed_port
+):
+    monkeypatch.setenv("OLLAMA_STACK_PORTS_OLLAMA", str(http_service(ollama_routes()).port))
+    monkeypatch.setenv("OLLAMA_STACK_PORTS_WEBUI", str(http_service(webui_routes()).port))
+    monkeypatch.setenv("OLLAMA_STACK_PORTS_MCP_PROXY", str(closed_port))
+    assert run_program("health.check", "--json", "--timeout", "1") == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document["healthy"] is False
+    health = {s["service"]: s["health"] for s in document["services"]}
+    assert health == {"ollama": "healthy", "webui": "healthy", "mcp_proxy": "unhealthy"}
+
+
+def test_doctor_reports_a_bad_config_as_a_failed_check(capsys, monkeypatch):
+    monkeypatch.setenv("OLLAMA_STACK_PORTS_WEBUI", "70000")
+    assert run_program("health.doctor", "--json") == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document["ok"] is False
+    assert document["checks"][0]["name"] == "config"
+    assert document["checks"][0]["verdict"] == "fail"
+    assert "ports.webui='70000'" in document["checks"][0]["detail"]
+
+
+# -- the console script, as a process -------------------------------------------------------
+
+
+def cli_env(stack_home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_STACK_")}
+    env.pop("COLUMNS", None)
+    env["OLLAMA_STACK_HOME"] = str(stack_home)
+    return env
+
+
+def test_cli_list_in_a_process(stack_home, tmp_path):
+    done = subprocess.run(
+        [str(CLI), "--list"],
+        capture_output=True,
+        text=True,
+        env=cli_env(stack_home),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    for name in all_task_names():
+        assert f"  {name} " in done.stdout or done.stdout.rstrip().endswith(name)
+
+
+def test_cli_bad_config_exits_2_with_one_line(stack_home, tmp_path):
+    env = cli_env(stack_home) | {"OLLAMA_STACK_PLATFORM": "gpu"}
+    done = subprocess.run(
+        [str(CLI), "stack.status"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+    lines = stderr_lines(done.stderr)
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: bad config: platform='gpu' is not allowed")
+    assert "(from environment)" in lines[0]
