@@ -40,6 +40,8 @@ _COMPOSE_MISSING = (
     'unknown command "compose"',
     "unknown shorthand flag: 'p' in -p",
     "unknown flag: --project-name",
+    "unknown flag: --file",  # docker 28 without the plugin: `docker compose --file …`
+    "unknown flag: --env-file",
 )
 _SSH = (
     "host key verification failed",

@@ -115,7 +115,7 @@ class Display:
         table = Table(title=f"{report.project} on {report.target}", title_justify="left")
         for column in ("service", "type", "state", "health"):
             table.add_column(column, no_wrap=True)
-        for column in ("url", "image", "uptime"):
+        for column in ("url", "image", "uptime", "models"):
             table.add_column(column, overflow="fold")
         for s in report.services:
             table.add_row(
@@ -126,6 +126,7 @@ class Display:
                 s.url,
                 Text(s.image),
                 s.uptime.removeprefix("Up ").split(" (")[0],
+                f"{s.models} ({s.loaded_models} loaded)" if s.models is not None else "",
             )
         self.out.print(table)
         if not report.running:

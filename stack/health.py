@@ -181,6 +181,27 @@ def probe(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> ProbeResu
     return ProbeResult(endpoint.service, "healthy", f"{endpoint.path} OK", elapsed(), version)
 
 
+def get_json(endpoint: Endpoint, path: str, dialer: Dialer, timeout: float = 2.0) -> Any:
+    """GET another path on a service's URL; None when it does not answer with JSON."""
+    host, port = endpoint.host_port
+    try:
+        status, body = _http_get(dialer, host, port, path, timeout)
+    except Exception:
+        return None
+    return _json_body(body) if status == 200 else None
+
+
+def ollama_models(
+    endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0
+) -> tuple[int, int] | None:
+    """(models available, models loaded in memory) from /api/tags and /api/ps."""
+    tags = get_json(endpoint, "/api/tags", dialer, timeout)
+    running = get_json(endpoint, "/api/ps", dialer, timeout)
+    if not isinstance(tags, dict) or not isinstance(running, dict):
+        return None
+    return len(tags.get("models") or []), len(running.get("models") or [])
+
+
 def probe_all(
     endpoints: list[Endpoint], dialer: Dialer, timeout: float = 2.0
 ) -> dict[str, ProbeResult]:

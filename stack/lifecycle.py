@@ -14,7 +14,7 @@ from . import config, hostcheck
 from .config import SERVICE_NAMES
 from .errors import ConfigError, HealthTimeout, Interrupted, PortInUse
 from .events import Progress, emit
-from .health import ProbeResult, probe_all
+from .health import ProbeResult, ollama_models, probe_all
 from .runtime import Runtime
 
 POLL_SECONDS = 0.5
@@ -207,6 +207,8 @@ class ServiceStatus:
     image: str
     uptime: str
     detail: str = ""
+    models: int | None = None  # ollama only: models available
+    loaded_models: int | None = None  # ollama only: models in memory
 
 
 @dataclass
@@ -255,6 +257,9 @@ def status(rt: Runtime) -> StatusReport:
         if rt.settings.service_type(name) != "docker"
         or (name in containers and containers[name].state == "running")
     }
+    models = None
+    if "ollama" in health and health["ollama"].ok:
+        models = ollama_models(rt.endpoints(["ollama"])[0], rt.target.dial, timeout=1.5)
     report = StatusReport(rt.target.label, rt.settings.project, rt.paths.installed, platform)
     for name in SERVICE_NAMES:
         kind = rt.settings.service_type(name)
@@ -276,6 +281,8 @@ def status(rt: Runtime) -> StatusReport:
                 image=image,
                 uptime=uptime,
                 detail=probe.detail if probe else "",
+                models=models[0] if models and name == "ollama" else None,
+                loaded_models=models[1] if models and name == "ollama" else None,
             )
         )
     return report

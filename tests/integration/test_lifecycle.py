@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
+import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .conftest import BROKEN_TAG, SERVICES, docker, run_cli
+from .conftest import BROKEN_TAG, CLI, SERVICES, docker, free_ports, run_cli
 
 pytestmark = pytest.mark.docker
 
@@ -166,7 +169,8 @@ def test_docker_unreachable_is_reported(make_installation, tmp_path) -> None:
     assert checks["docker"]["verdict"] == "fail"
 
 
-def test_status_before_install_says_how_to_begin() -> None:
+def test_status_before_install_says_how_to_begin(monkeypatch) -> None:
+    monkeypatch.setenv("OLLAMA_STACK_PROJECT", f"ost{uuid.uuid4().hex[:8]}")  # surely unused
     result = run_cli("stack.status")
     assert result.returncode == 0
     assert "stack.install" in result.stdout
@@ -220,3 +224,78 @@ def test_health_check_and_doctor_json(make_installation) -> None:
     verdicts = {c["name"]: c["verdict"] for c in doctor["checks"]}
     assert verdicts["docker"] == "pass" and verdicts["compose"] == "pass"
     assert verdicts[f"port {inst.ports['webui']}"] == "pass"  # ours does not count as taken
+
+
+@pytest.fixture
+def native_ollama(tmp_path):
+    """A process on this host serving Ollama's API on loopback, like a native install."""
+    root = tmp_path / "native-www"
+    (root / "api").mkdir(parents=True)
+    (root / "index.html").write_text("Ollama is running")
+    (root / "api" / "version").write_text('{"version":"0.9.0-native"}')
+    (root / "api" / "tags").write_text('{"models":[{"name":"llama3:8b"},{"name":"qwen:1b"}]}')
+    (root / "api" / "ps").write_text('{"models":[{"name":"llama3:8b"}]}')
+    port = free_ports(1)[0]
+    server = subprocess.Popen(
+        ["busybox", "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", str(root)]
+    )
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def test_native_ollama_is_used_not_started(make_installation, native_ollama) -> None:
+    inst = make_installation(services_ollama_type="native-api", services_ollama_url=native_ollama)
+    inst.ok("stack.start", "--pull", "never")
+    assert not any("-ollama-" in c for c in inst.containers())
+    webui = next(c for c in inst.containers() if "-webui-" in c)
+    env = docker("inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", webui)
+    port = native_ollama.rsplit(":", 1)[1]
+    assert f"OLLAMA_BASE_URL=http://host.docker.internal:{port}" in env.splitlines()
+    ollama = next(s for s in inst.status()["services"] if s["name"] == "ollama")
+    assert ollama["type"] == "native-api" and ollama["state"] == "external"
+    assert ollama["health"] == "healthy" and ollama["url"] == native_ollama
+    assert (ollama["models"], ollama["loaded_models"]) == (2, 1)
+
+
+def test_remote_api_service_that_does_not_answer_is_unhealthy(make_installation) -> None:
+    dead = f"http://127.0.0.1:{free_ports(1)[0]}"
+    inst = make_installation(services_ollama_type="remote-api", services_ollama_url=dead)
+    ollama = next(s for s in inst.status()["services"] if s["name"] == "ollama")
+    assert ollama["type"] == "remote-api" and ollama["health"] == "unhealthy"
+    result = inst.cli("stack.start", "--pull", "never", "--timeout", "3")
+    assert result.returncode == 7 and "ollama" in result.stderr
+
+
+def test_ctrl_c_during_the_wait_says_what_was_left(make_installation, standin_images) -> None:
+    images = dict(
+        standin_images, ollama=standin_images["ollama"].replace(":test", f":{BROKEN_TAG}")
+    )
+    inst = make_installation(images=images)
+    cmd = [str(CLI), "stack.start", "--pull", "never", "--timeout", "120"]
+    proc = subprocess.Popen(
+        cmd, env=inst.env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # wait until the health wait has begun
+        seen.append(line)
+        if line.startswith("• ollama "):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=30)
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "stopped waiting for health" in rest and "stack.stop" in rest
+    assert "Traceback" not in rest
+    assert len(inst.containers()) == 3  # compose had finished; nothing half-created
+
+
+def test_missing_compose_plugin_is_named(make_installation, tmp_path) -> None:
+    inst = make_installation()
+    inst.env["DOCKER_CONFIG"] = str(tmp_path / "empty-docker-config")
+    probe = subprocess.run(["docker", "compose", "version"], env=inst.env, capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip("a system-wide compose plugin is installed; cannot hide it")
+    result = inst.cli("stack.start")
+    assert result.returncode == 4, result.stderr
+    assert "Compose v2 is not installed" in result.stderr
