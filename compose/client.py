@@ -55,6 +55,13 @@ class ContainerState(BaseModel):
 
 
 @dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    repo_digests: tuple[str, ...]
+    repo_tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     server_version: str
     runtimes: tuple[str, ...]
@@ -132,14 +139,14 @@ class ComposeProject:
         with self._translated():
             return [str(a) for a in self.docker.client_config.docker_compose_cmd] + list(args)
 
-    def _stream(self, argv: list[str], sink: LineSink | None) -> None:
+    def _stream(self, argv: list[str], sink: LineSink | None, dedupe: bool = True) -> None:
         from python_on_whales.utils import stream_stdout_and_stderr
 
         seen: set[str] = set()  # compose repeats each progress line when not on a TTY
         with self._translated():
             for _source, raw in stream_stdout_and_stderr(argv):
                 line = raw.decode(errors="replace").strip()
-                if line and sink and line not in seen:
+                if line and sink and not (dedupe and line in seen):
                     seen.add(line)
                     sink(line)
 
@@ -183,11 +190,14 @@ class ComposeProject:
         *,
         pull: PullPolicy = "missing",
         force_recreate: bool = False,
+        no_deps: bool = False,
         sink: LineSink | None = None,
     ) -> None:
         argv = self.compose_argv("up", "--detach", "--pull", pull, "--remove-orphans")
         if force_recreate:
             argv.append("--force-recreate")
+        if no_deps:
+            argv.append("--no-deps")
         self._stream([*argv, *services], sink)
 
     def stop(self, services: Sequence[str] = (), sink: LineSink | None = None) -> None:
@@ -257,6 +267,73 @@ class ComposeProject:
     def image_exists(self, reference: str) -> bool:
         with self._translated():
             return self.docker.image.exists(reference)
+
+    def image_info(self, reference: str) -> ImageInfo | None:
+        """Local image facts, or None when the engine does not have it."""
+        with self._translated():
+            if not self.docker.image.exists(reference):
+                return None
+            image = self.docker.image.inspect(reference)
+        return ImageInfo(image.id, tuple(image.repo_digests or ()), tuple(image.repo_tags or ()))
+
+    def container_image_ids(self) -> dict[str, str]:
+        """service → image ID its container runs now (stopped containers too)."""
+        names = {c.name: c.service for c in self.ps()}
+        if not names:
+            return {}
+        with self._translated():
+            containers = self.docker.container.inspect(list(names))
+        return {names[c.name.lstrip("/")]: c.image for c in containers}
+
+    def pull_image(self, reference: str, sink: LineSink | None = None) -> None:
+        """`docker pull`, its per-layer lines streamed to ``sink``."""
+        argv = [*self._docker_argv(), "pull", reference]
+        self._stream(argv, sink, dedupe=False)
+
+    def tag(self, source: str, target: str) -> None:
+        with self._translated():
+            self.docker.image.tag(source, target)
+
+    def remove_image(self, reference: str) -> bool:
+        """Untag/remove without force; False when a container still uses it."""
+        from python_on_whales.exceptions import DockerException
+
+        try:
+            self.docker.image.remove(reference)
+        except DockerException as exc:
+            if "conflict" in (exc.stderr or "").lower() or "in use" in (exc.stderr or ""):
+                return False
+            raise translate(exc.stderr or "", [str(a) for a in exc.docker_command]) from None
+        return True
+
+    def images_matching(self, reference: str) -> list[str]:
+        """Local tags matching a `docker images` reference pattern (``repo:*``)."""
+        out = self._run(
+            [*self._docker_argv(), "images", "--format", "{{.Repository}}:{{.Tag}}", reference]
+        )
+        return [line for line in out.split() if line and "<none>" not in line]
+
+    # -- resources by label -----------------------------------------------------
+
+    def labelled(self, kind: Literal["container", "volume", "network"]) -> list[str]:
+        """Names of this project's containers, volumes or networks, found by label."""
+        label = f"label=com.docker.compose.project={self.project}"
+        listing = {
+            "container": ["ps", "--all", "--filter", label, "--format", "{{.Names}}"],
+            "volume": ["volume", "ls", "--filter", label, "--format", "{{.Name}}"],
+            "network": ["network", "ls", "--filter", label, "--format", "{{.Name}}"],
+        }[kind]
+        return sorted(self._run([*self._docker_argv(), *listing]).split())
+
+    def remove(self, kind: Literal["container", "volume", "network"], names: Sequence[str]) -> None:
+        if not names:
+            return
+        command = {
+            "container": ["rm", "--force"],
+            "volume": ["volume", "rm"],
+            "network": ["network", "rm"],
+        }
+        self._run([*self._docker_argv(), *command[kind], *names])
 
 
 def compose_file(name: str) -> Path:

@@ -22,7 +22,19 @@ if TYPE_CHECKING:
     from .doctor import Check
     from .health import ProbeResult
     from .lifecycle import StartResult, StatusReport
+    from .uninstall import Plan
+    from .update import ServiceCheck, UpdateReport
 
+OUTCOME_STYLE = {
+    "updated": "green",
+    "up-to-date": "green",
+    "validated": "green",
+    "rolled-back": "yellow",
+    "needs-sudo": "yellow",
+    "manual": "yellow",
+    "failed": "red",
+    "unreachable": "red",
+}
 HEALTH_STYLE = {"healthy": "green", "reachable": "yellow", "unhealthy": "red", "unknown": "dim"}
 PIPE_WIDTH = 200
 VERDICT_STYLE = {"pass": "green", "warn": "yellow", "fail": "red"}
@@ -81,6 +93,11 @@ class Display:
         if remedy:
             line.append(f" — {remedy}", style="yellow")
         self.err.print(line)
+
+    def confirm(self, question: str) -> bool:
+        from rich.prompt import Confirm
+
+        return Confirm.ask(question, console=self.err, default=False)
 
     def json(self, document: Any) -> None:
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
@@ -158,3 +175,46 @@ class Display:
             if check.remedy and check.verdict != "pass":
                 line.append(f" — {check.remedy}", style="yellow")
             self.out.print(line)
+
+    def update_checks(self, checks: list[ServiceCheck]) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table()
+        for column in ("service", "type", "runs", "status", "detail"):
+            table.add_column(column, overflow="fold")
+        for c in checks:
+            runs = c.version or (c.local_digest or c.image_id or "")[:19]
+            style = "yellow" if c.status == "update-available" else OUTCOME_STYLE.get(c.status, "")
+            table.add_row(
+                c.service,
+                c.type,
+                Text(f"{c.image} {runs}".strip()),
+                Text(c.status, style=style),
+                Text(c.detail),
+            )
+        self.out.print(table)
+
+    def update_report(self, report: UpdateReport) -> None:
+        from rich.text import Text
+
+        for o in report.outcomes:
+            line = Text(f"{self.prefix}{o.service:<10} ")
+            line.append(o.outcome, style=OUTCOME_STYLE.get(o.outcome, ""))
+            if o.detail:
+                line.append(f"  {o.detail}")
+            self.out.print(line)
+
+    def uninstall_plan(self, plan: Plan, target: str) -> None:
+        from rich.text import Text
+
+        console = self.err if self.json_mode else self.out
+        if plan.empty:
+            console.print(Text(f"nothing of this installation is left on {target}"))
+        for kind in ("containers", "networks", "volumes", "images"):
+            for name in getattr(plan, kind):
+                console.print(Text(f"  remove {kind[:-1]:<9} {name}"))
+        if plan.config_dir:
+            console.print(Text(f"  remove config    {plan.config_dir}"))
+        for item in plan.kept:
+            console.print(Text(f"  keep   {item}", style="green"))

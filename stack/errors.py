@@ -24,6 +24,9 @@ class ExitCode(IntEnum):
     NOT_INSTALLED = 9
     ALREADY_INSTALLED = 10
     DOCKER_FAILED = 11  # docker/compose refused for a reason we do not recognise
+    ROLLED_BACK = 12  # an update was unhealthy and the previous images are back
+    PARTLY_UPDATED = 13  # some services updated, others failed or need a hand
+    REGISTRY_UNREACHABLE = 14
     INTERRUPTED = 130
 
 

@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from . import dev, health, stack
+from . import dev, health, stack, update
 
-ns = Collection(stack, health, dev)
+ns = Collection(stack, health, update, dev)
 ns.configure({"ollama_stack": {}})

@@ -66,5 +66,21 @@ def runtime(c: Context, remote: str | None = None, **flags: Any) -> Runtime:
     return Runtime.open(remote=remote or None, invoke_layer=invoke_layer, flags=flags)
 
 
+def confirmer(yes: bool, out: Display) -> Callable[[str], bool]:
+    """Ask on a terminal; without one, refuse unless --yes was given (never hang)."""
+    import sys
+
+    def confirm(question: str) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            from ollama_stack.stack.errors import ConfigError
+
+            raise ConfigError(f"not asking without a terminal: {question}", "add --yes to proceed")
+        return out.confirm(question)
+
+    return confirm
+
+
 def split_names(value: str | None) -> list[str]:
     return [n.strip() for n in (value or "").replace(" ", ",").split(",") if n.strip()]

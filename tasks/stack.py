@@ -160,3 +160,49 @@ def config_(c: Context, remote: str = "") -> None:
     from ollama_stack.stack import lifecycle
 
     display().text(lifecycle.merged_config(runtime(c, remote)))
+
+
+@task(
+    help={
+        "remote": REMOTE_HELP,
+        "yes": "do not ask for confirmation",
+        "force": "same as --yes",
+        "remove_volumes": "also delete the data volumes (models, chats): irreversible",
+        "remove_images": "also remove the images pulled or built for this installation",
+        "remove_config": "also delete config and secrets (backups live elsewhere and stay)",
+        "json": "print the plan and result as JSON on stdout",
+    }
+)
+@guarded
+def uninstall(
+    c: Context,
+    remote: str = "",
+    yes: bool = False,
+    force: bool = False,
+    remove_volumes: bool = False,
+    remove_images: bool = False,
+    remove_config: bool = False,
+    json: bool = False,
+) -> None:
+    """Remove this installation's containers and networks; data stays unless asked."""
+    from ollama_stack.stack import uninstall as remover
+
+    from ._base import confirmer
+
+    rt = runtime(c, remote)
+    out = display(json_mode=json)
+    todo = remover.plan(
+        rt, remove_volumes=remove_volumes, remove_images=remove_images, remove_config=remove_config
+    )
+    out.uninstall_plan(todo, rt.target.label)
+    if todo.empty:
+        return
+    if not confirmer(yes or force, out)(f"remove the above from {rt.target.label}?"):
+        out.info("cancelled; nothing was removed")
+        raise Exit(code=1)
+    left = remover.execute(rt, todo, progress=out.progress)
+    if json:
+        out.json({**todo.to_json(), "left": left})
+    for item in left:
+        out.info(f"  kept {item}")
+    out.success(f"uninstalled {rt.settings.project} from {rt.target.label}")

@@ -158,6 +158,15 @@ class Installation:
         ).split()
         if nets:
             docker("network", "rm", *nets, host=self.docker_host, check=False)
+        rollback = docker(
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            f"ollama-stack-rollback/{self.project}-*",
+            host=self.docker_host,
+        ).split()
+        if rollback:
+            docker("rmi", *rollback, host=self.docker_host, check=False)
 
 
 @pytest.fixture
@@ -269,3 +278,28 @@ def test_host(
 def remote_host(test_host: TestHost, isolated_home: Path) -> TestHost:
     test_host.trust(isolated_home)
     return test_host
+
+
+# -- a real registry on loopback ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def standin_v2(engine: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A second, newer build of the stand-ins (a different digest, same behaviour)."""
+    home = tmp_path_factory.mktemp("standin-v2-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_STACK_")}
+    env["OLLAMA_STACK_HOME"] = str(home)
+    result = run_cli("dev.standins", "--version", "v2", env=env)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load((home / "config.yaml").read_text())["images"]
+
+
+@pytest.fixture(scope="session")
+def registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    from .registry import start_registry
+
+    if shutil.which("docker-registry") is None and not Path("/usr/bin/docker-registry").exists():
+        _unavailable("Debian's docker-registry is not installed")
+    running = start_registry(tmp_path_factory.mktemp("registry"))
+    yield running
+    running.stop()

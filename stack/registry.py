@@ -1,0 +1,324 @@
+"""What a registry says an image reference points to, without pulling layers.
+
+``update.check`` compares the digest a tag has in its registry now with the
+digest the local image was pulled by (its RepoDigests). Asking costs one
+``HEAD`` on the manifest (plus an anonymous token round trip on Docker Hub and
+ghcr.io); no layer is downloaded.
+
+Stdlib only: one HTTP exchange does not justify a client library, and this
+runs on the operator's machine, not on the boxes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from email.message import Message
+from http.client import HTTPException, HTTPResponse
+from urllib.parse import urlencode, urlsplit
+
+from .errors import ConfigError, ExitCode, StackError
+
+DOCKER_HUB = "registry-1.docker.io"
+# Names Docker itself rewrites to the Hub (`docker.io/busybox` is `busybox`).
+HUB_ALIASES = frozenset({"docker.io", "index.docker.io", DOCKER_HUB})
+
+# All four, because a registry answers with the stored manifest only if its
+# type is accepted; otherwise distribution 2.x converts it to schema1 on the
+# fly, whose digest matches nothing on the engine (measured: a Docker v2
+# manifest asked for with only the OCI types gets a schema1 digest). Indexes
+# count too: RepoDigests of a multi-platform image hold the index digest.
+ACCEPT = ", ".join(
+    (
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+)
+MAX_MANIFEST = 4 << 20  # distribution refuses manifests above 4 MiB; so do we
+UNREACHABLE_REMEDY = "check the network or a proxy; `--pull never` to skip updates"
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_REGISTRY = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?")
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_DIGEST = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}")
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+class RegistryUnreachable(StackError):
+    code = ExitCode.REGISTRY_UNREACHABLE
+
+
+class ImageNotInRegistry(StackError):
+    code = ExitCode.IMAGE_UNAVAILABLE
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A fully qualified image reference, as Docker normalises it.
+
+    ``tag`` is empty only for ``name@digest`` (Docker adds ``latest`` only to a
+    bare name).
+    """
+
+    registry: str  # host[:port]
+    repository: str
+    tag: str
+    digest: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def manifest(self) -> str:
+        """What to ask the manifests endpoint for: a pinned digest wins over the tag."""
+        return self.digest or self.tag
+
+    def __str__(self) -> str:
+        tag = f":{self.tag}" if self.tag else ""
+        digest = f"@{self.digest}" if self.digest else ""
+        return f"{self.name}{tag}{digest}"
+
+
+def parse_reference(image: str) -> Reference:
+    """Split ``[registry/]repository[:tag][@digest]`` the way the docker CLI does."""
+    name, at, digest = image.strip().partition("@")
+    tag: str | None = None
+    if name.rfind(":") > name.rfind("/"):  # a colon before the last slash is a port
+        name, _, tag = name.rpartition(":")
+    registry, repository = _split_registry(name)
+    _validate(image, registry, repository, tag, digest if at else None)
+    if tag is None:
+        tag = "" if at else "latest"
+    return Reference(registry, repository, tag, digest if at else None)
+
+
+def _split_registry(name: str) -> tuple[str, str]:
+    first, slash, rest = name.partition("/")
+    # Docker's rule: the first component is a registry only if it cannot be a
+    # repository component (has a dot, a port, capitals) or is "localhost".
+    is_registry = "." in first or ":" in first or first == "localhost" or first != first.lower()
+    registry, repository = (first, rest) if slash and is_registry else (DOCKER_HUB, name)
+    if registry in HUB_ALIASES:
+        registry = DOCKER_HUB
+        if "/" not in repository:
+            repository = f"library/{repository}"  # official images live under library/
+    return registry, repository
+
+
+def _validate(
+    image: str, registry: str, repository: str, tag: str | None, digest: str | None
+) -> None:
+    problems = [
+        (not _REGISTRY.fullmatch(registry), "registry"),
+        (not _REPOSITORY.fullmatch(repository) or len(repository) > 255, "repository"),
+        (tag is not None and not _TAG.fullmatch(tag), "tag"),
+        (digest is not None and not _DIGEST.fullmatch(digest), "digest"),
+    ]
+    bad = [part for failed, part in problems if failed]
+    if bad:
+        raise ConfigError(
+            f"invalid image reference {image!r} (bad {', '.join(bad)})",
+            "use [REGISTRY/]NAME[:TAG] or NAME@sha256:DIGEST, lower-case",
+        )
+
+
+# -- asking the registry ----------------------------------------------------------
+
+
+def is_loopback(registry: str) -> bool:
+    """localhost, 127.0.0.0/8 and ::1: registries Docker lets us reach over plain http."""
+    host = urlsplit(f"//{registry}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def manifest_url(ref: Reference) -> str:
+    scheme = "http" if is_loopback(ref.registry) else "https"
+    return f"{scheme}://{ref.registry}/v2/{ref.repository}/manifests/{ref.manifest}"
+
+
+def remote_digest(image: str, timeout: float = 10.0) -> str:
+    """The digest the registry serves for ``image`` now (``sha256:…``).
+
+    Raises ImageNotInRegistry (404) or RegistryUnreachable (network, TLS,
+    authentication, any other answer).
+    """
+    ref = parse_reference(image)
+    try:
+        return _fetch_digest(ref, timeout)
+    except (urllib.error.URLError, OSError, HTTPException) as exc:
+        raise RegistryUnreachable(
+            f"cannot reach registry {ref.registry} for {ref}: {_describe(exc, timeout)}",
+            UNREACHABLE_REMEDY,
+        ) from exc
+
+
+def _fetch_digest(ref: Reference, timeout: float) -> str:
+    url = manifest_url(ref)
+    headers = {"Accept": ACCEPT}
+    answer = _request("HEAD", url, headers, timeout)
+    if answer.status == 401:
+        challenge = answer.headers.get("WWW-Authenticate", "")
+        headers["Authorization"] = f"Bearer {_anonymous_token(ref, challenge, timeout)}"
+        answer = _request("HEAD", url, headers, timeout)
+    _check(ref, answer)
+    digest = _digest_header(answer)
+    if digest:
+        return digest
+    # Some registries (and proxies in front of them) drop the header on HEAD;
+    # the digest is by definition the sha256 of the manifest bytes.
+    answer = _request("GET", url, headers, timeout, read_body=True)
+    _check(ref, answer)
+    return "sha256:" + hashlib.sha256(answer.body).hexdigest()
+
+
+def _anonymous_token(ref: Reference, challenge: str, timeout: float) -> str:
+    """A pull token from the challenge's realm, as ``docker pull`` gets without login."""
+    scheme, _, params = challenge.strip().partition(" ")
+    fields = dict(_CHALLENGE_PARAM.findall(params))
+    realm = fields.get("realm", "")
+    if scheme.lower() != "bearer" or not _acceptable_realm(realm):
+        raise _auth_required(ref)
+    query = {"scope": fields.get("scope") or f"repository:{ref.repository}:pull"}
+    if fields.get("service"):
+        query["service"] = fields["service"]
+    separator = "&" if "?" in realm else "?"
+    answer = _request("GET", realm + separator + urlencode(query), {}, timeout, read_body=True)
+    token = _token_from(answer) if answer.status == 200 else None
+    if not token:
+        raise _auth_required(ref)
+    return token
+
+
+def _acceptable_realm(realm: str) -> bool:
+    # The realm comes from the registry's answer: never follow it to file:// or
+    # to plain http on another machine.
+    parts = urlsplit(realm)
+    return parts.scheme == "https" or (
+        parts.scheme == "http" and is_loopback(parts.netloc.rpartition("@")[2])
+    )
+
+
+def _token_from(answer: _Answer) -> str | None:
+    try:
+        document = json.loads(answer.body)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    token = document.get("token") or document.get("access_token")  # both are in the spec
+    return token if isinstance(token, str) and token else None
+
+
+def _check(ref: Reference, answer: _Answer) -> None:
+    if answer.status == 200:
+        return
+    if answer.status == 404:
+        raise ImageNotInRegistry(
+            f"{ref} is not in registry {ref.registry}",
+            "check the image name and tag (images.* in the config)",
+        )
+    if answer.status in (401, 403):
+        raise _auth_required(ref)
+    raise RegistryUnreachable(
+        f"registry {ref.registry} answered HTTP {answer.status} for {ref}", UNREACHABLE_REMEDY
+    )
+
+
+def _auth_required(ref: Reference) -> RegistryUnreachable:
+    # Docker Hub answers 401, not 404, for a repository that does not exist.
+    return RegistryUnreachable(
+        f"registry {ref.registry} requires authentication for {ref.repository}"
+        " (private, or it does not exist)",
+        "private registries are not supported yet; `--pull never` to skip updates",
+    )
+
+
+def _digest_header(answer: _Answer) -> str | None:
+    digest = answer.headers.get("Docker-Content-Digest", "").strip()
+    return digest if _SHA256.fullmatch(digest) else None
+
+
+def _describe(exc: BaseException, timeout: float) -> str:
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(reason, ssl.SSLError):  # before OSError: it is one
+        return f"TLS failed ({getattr(reason, 'verify_message', '') or reason})"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, OSError) and reason.errno is not None and reason.errno < 0:
+        return f"name lookup failed ({reason.strerror})"  # socket.gaierror
+    return str(reason) or type(reason).__name__
+
+
+# -- HTTP -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: Message
+    body: bytes = b""
+
+
+def _request(
+    method: str, url: str, headers: dict[str, str], timeout: float, *, read_body: bool = False
+) -> _Answer:
+    """One exchange; an HTTP error status is an answer here, not an exception."""
+    request = urllib.request.Request(url, headers=headers, method=method)
+    try:
+        with _opener(url).open(request, timeout=timeout) as response:
+            body = _read_limited(response) if read_body else b""
+            return _Answer(response.status, response.headers, body)
+    except urllib.error.HTTPError as err:
+        with err:
+            return _Answer(err.code, err.headers)
+
+
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    # Proxies from the environment apply, except to loopback: a proxy cannot
+    # reach this machine's 127.0.0.1, and no_proxy often forgets it.
+    host = urlsplit(url).netloc.rpartition("@")[2]
+    proxies = urllib.request.ProxyHandler({} if is_loopback(host) else None)
+    return urllib.request.build_opener(proxies)
+
+
+def _read_limited(response: HTTPResponse) -> bytes:
+    body = response.read(MAX_MANIFEST + 1)
+    if len(body) > MAX_MANIFEST:
+        raise HTTPException(f"answer larger than {MAX_MANIFEST >> 20} MiB")
+    return body
+
+
+def local_repo_digest(repo_digests: list[str], image: str) -> str | None:
+    """The digest in an image's RepoDigests that belongs to ``image``'s repository.
+
+    Docker records Hub images without a registry (``ollama/ollama@…``) or as
+    ``docker.io/…``; both normalise to the same name as the reference does.
+    """
+    wanted = parse_reference(image).name
+    for entry in repo_digests:
+        try:
+            ref = parse_reference(entry)
+        except ConfigError:
+            continue  # not ours to judge; another entry may match
+        if ref.digest and ref.name == wanted:
+            return ref.digest
+    return None

@@ -1,0 +1,91 @@
+"""Uninstall one installation, found by its labels, keeping data unless asked.
+
+Everything is listed before anything is removed. Volumes, images and the
+config directory each need their own flag; backups never live in the config
+directory, so `--remove-config` cannot take them along.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass, field
+
+from .config import SERVICE_NAMES
+from .errors import ExitCode, StackError
+from .events import Progress, emit
+from .runtime import Runtime
+from .update import ROLLBACK_REPO
+
+
+@dataclass
+class Plan:
+    containers: list[str] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    config_dir: str | None = None
+    kept: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.containers or self.networks or self.volumes or self.images or self.config_dir
+        )
+
+
+def plan(rt: Runtime, *, remove_volumes: bool, remove_images: bool, remove_config: bool) -> Plan:
+    compose = rt.compose
+    result = Plan(containers=compose.labelled("container"), networks=compose.labelled("network"))
+    volumes = compose.labelled("volume")
+    images = _images(rt)
+    if remove_volumes:
+        result.volumes = volumes
+    elif volumes:
+        result.kept.append(f"volumes {', '.join(volumes)} (add --remove-volumes to delete data)")
+    if remove_images:
+        result.images = images
+    elif images:
+        result.kept.append(f"{len(images)} images (--remove-images)")
+    if remove_config and rt.paths.root.exists():
+        result.config_dir = str(rt.paths.root)
+    elif rt.paths.root.exists():
+        result.kept.append(f"config and secrets in {rt.paths.root} (--remove-config)")
+    return result
+
+
+def _images(rt: Runtime) -> list[str]:
+    """Images pulled or built for this installation, and its rollback tags."""
+    wanted = [
+        getattr(rt.settings.images, name)
+        for name in SERVICE_NAMES
+        if rt.settings.service_type(name) == "docker"
+    ]
+    present = [image for image in wanted if rt.compose.image_exists(image)]
+    rollback = rt.compose.images_matching(f"{ROLLBACK_REPO}/{rt.settings.project}-*")
+    return sorted(set(present) | set(rollback))
+
+
+def execute(rt: Runtime, todo: Plan, progress: Progress | None = None) -> list[str]:
+    """Remove what the plan lists; return what could not be removed, with why."""
+    compose = rt.compose
+    emit(progress, "step", f"removing {len(todo.containers)} containers on {rt.target.label}")
+    compose.remove("container", todo.containers)
+    compose.remove("network", todo.networks)
+    compose.remove("volume", todo.volumes)
+    left = []
+    for image in todo.images:
+        if not compose.remove_image(image):
+            left.append(f"{image} (still used by another container)")
+    if todo.config_dir:
+        _remove_config_dir(rt, todo.config_dir)
+    return left
+
+
+def _remove_config_dir(rt: Runtime, directory: str) -> None:
+    # Refuse anything that is not exactly this installation's directory.
+    if directory != str(rt.paths.root) or not rt.paths.config_file.parent.samefile(rt.paths.root):
+        raise StackError(f"refusing to remove {directory}", code=ExitCode.CONFIG)
+    shutil.rmtree(directory)

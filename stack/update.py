@@ -1,0 +1,384 @@
+"""Updates that can roll back, for every service type.
+
+docker services: compare the local repo digest with the registry's (no layer
+pull), pull what changed, recreate only those containers, wait for health; if
+health does not come, put the previous images back under the same reference,
+recreate again and report "rolled back". The previous image of each updated
+service keeps a local tag until the next successful update, so neither a
+rollback nor `update.rollback` ever needs the network.
+
+native-api: `stack.native` detects how Ollama was installed and updates it.
+remote-api: the endpoint and its version are re-validated; nothing remote changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from . import config, native, registry
+from .config import SERVICE_NAMES
+from .errors import ConfigError, ExitCode, HealthTimeout, StackError
+from .events import Progress, emit
+from .health import endpoint_for, get_json
+from .lifecycle import check_service_names, wait_healthy
+from .runtime import Runtime
+
+ROLLBACK_REPO = "ollama-stack-rollback"
+Status = Literal["up-to-date", "update-available", "not-pulled", "unknown", "ok", "unreachable"]
+Outcome = Literal[
+    "updated",
+    "up-to-date",
+    "rolled-back",
+    "failed",
+    "needs-sudo",
+    "manual",
+    "unchanged",
+    "validated",
+    "unreachable",
+    "skipped",
+]
+
+
+@dataclass
+class ServiceCheck:
+    service: str
+    type: str
+    image: str = ""
+    image_id: str | None = None
+    local_digest: str | None = None
+    registry_digest: str | None = None
+    version: str | None = None
+    status: Status = "unknown"
+    detail: str = ""
+
+
+@dataclass
+class ServiceOutcome:
+    service: str
+    type: str
+    outcome: Outcome
+    detail: str = ""
+    previous: str | None = None
+    current: str | None = None
+
+
+@dataclass
+class UpdateReport:
+    outcomes: list[ServiceOutcome] = field(default_factory=list)
+    backup: str = ""
+
+    @property
+    def exit_code(self) -> ExitCode:
+        kinds = {o.outcome for o in self.outcomes}
+        bad = kinds & {"failed", "needs-sudo", "manual", "unreachable"}
+        if "rolled-back" in kinds:
+            return ExitCode.ROLLED_BACK
+        if bad and kinds & {"updated"}:
+            return ExitCode.PARTLY_UPDATED
+        return ExitCode.FAILED if bad else ExitCode.OK
+
+    def to_json(self) -> dict:
+        return {
+            "exit_code": int(self.exit_code),
+            "backup": self.backup,
+            "services": [asdict(o) for o in self.outcomes],
+        }
+
+
+# -- selection ------------------------------------------------------------------
+
+
+def select(
+    rt: Runtime,
+    services: list[str],
+    *,
+    docker_only: bool = False,
+    native_only: bool = False,
+    remote_only: bool = False,
+) -> list[str]:
+    """The services an update touches, after name and type filters."""
+    if sum((docker_only, native_only, remote_only)) > 1:
+        raise ConfigError(
+            "--docker-only, --native-only and --remote-only exclude each other", "pick one"
+        )
+    chosen = check_service_names(services) if services else list(SERVICE_NAMES)
+    wanted = {"docker": docker_only, "native-api": native_only, "remote-api": remote_only}
+    if any(wanted.values()):
+        chosen = [s for s in chosen if wanted[rt.settings.service_type(s)]]
+    return chosen
+
+
+# -- check ----------------------------------------------------------------------
+
+
+def check(rt: Runtime, services: list[str], *, strict: bool = False) -> list[ServiceCheck]:
+    """What each service runs and whether a newer one exists.
+
+    ``strict`` turns an unreachable registry into an error (apply must not
+    half-start); for `update.check` it is a status on that service.
+    """
+    running_ids = rt.compose.container_image_ids() if rt.paths.installed else {}
+    return [_check_one(rt, name, running_ids, strict) for name in services]
+
+
+def _check_one(rt: Runtime, name: str, running_ids: dict[str, str], strict: bool) -> ServiceCheck:
+    kind = rt.settings.service_type(name)
+    if kind != "docker":
+        return _check_external(rt, name, kind)
+    image = getattr(rt.settings.images, name)
+    result = ServiceCheck(name, kind, image=image)
+    local = rt.compose.image_info(image)
+    result.image_id = running_ids.get(name) or (local.id if local else None)
+    result.local_digest = (
+        registry.local_repo_digest(list(local.repo_digests), image) if local else None
+    )
+    try:
+        result.registry_digest = registry.remote_digest(image)
+    except StackError as exc:
+        if strict:
+            raise
+        result.detail = exc.message
+        return result
+    if local is None:
+        result.status, result.detail = "not-pulled", "not on this engine yet"
+    elif result.local_digest == result.registry_digest:
+        stale = running_ids.get(name) not in (None, local.id)
+        result.status = "update-available" if stale else "up-to-date"
+        result.detail = "pulled; container still runs the old image" if stale else ""
+    else:
+        result.status = "update-available"
+    return result
+
+
+def _check_external(rt: Runtime, name: str, kind: str) -> ServiceCheck:
+    url = rt.url(name)
+    result = ServiceCheck(name, kind, image=url)
+    data = get_json(endpoint_for(name, url), "/api/version", rt.target.dial)
+    result.version = data.get("version") if isinstance(data, dict) else None
+    if result.version is None:
+        result.status, result.detail = "unreachable", f"no version from {url}/api/version"
+        return result
+    result.status = "ok"
+    if kind == "native-api":
+        method = native.detect_install(rt.target.shell())
+        result.detail = f"installed via {method.name}; update.apply asks it for a newer version"
+    else:
+        result.detail = "remote service: validated, never changed from here"
+    return result
+
+
+# -- apply ----------------------------------------------------------------------
+
+
+Confirm = Callable[[str], bool]
+
+
+def apply(
+    rt: Runtime,
+    services: list[str],
+    *,
+    confirm: Confirm,
+    timeout: float | None = None,
+    backup: bool = True,
+    progress: Progress | None = None,
+) -> UpdateReport:
+    report = UpdateReport()
+    docker = [s for s in services if rt.settings.service_type(s) == "docker"]
+    if docker:
+        config.read_secrets(rt.paths)  # not installed → stop before any network or engine work
+    running = {c.service for c in rt.compose.ps() if c.state == "running"} if docker else set()
+    if running & set(services) and not confirm(
+        f"update {', '.join(services)} on {rt.target.label} while the stack runs?"
+    ):
+        raise StackError("cancelled; nothing was changed", code=ExitCode.FAILED)
+    checks = check(rt, docker, strict=True) if docker else []
+    stale = [c for c in checks if c.status in ("update-available", "not-pulled")]
+    report.outcomes += [
+        ServiceOutcome(c.service, "docker", "up-to-date", current=c.local_digest)
+        for c in checks
+        if c not in stale
+    ]
+    if stale:
+        report.backup = _backup_hook(rt, backup, progress)
+        report.outcomes += _apply_docker(rt, stale, timeout, progress)
+    for name in services:
+        kind = rt.settings.service_type(name)
+        if kind == "native-api":
+            report.outcomes.append(_apply_native(rt, name, progress))
+        elif kind == "remote-api":
+            report.outcomes.append(_validate_remote(rt, name))
+    return report
+
+
+def _backup_hook(rt: Runtime, wanted: bool, progress: Progress | None) -> str:
+    """Where a pre-update backup goes once the backup engine exists."""
+    if not wanted:
+        return "skipped (--no-backup)"
+    emit(progress, "warn", "no backup taken: the backup engine is not part of this version yet")
+    return "unavailable"
+
+
+def _rollback_tag(rt: Runtime, service: str, entry_id: str) -> str:
+    return f"{ROLLBACK_REPO}/{rt.settings.project}-{service}:{entry_id}"
+
+
+def _apply_docker(
+    rt: Runtime, stale: list[ServiceCheck], timeout: float | None, progress: Progress | None
+) -> list[ServiceOutcome]:
+    from .lifecycle import prepare
+
+    entry_id = time.strftime("%Y%m%dT%H%M%S")
+    previous = {c.service: c.image_id for c in stale}
+    for service, image_id in previous.items():
+        if image_id:  # keep the old image reachable by name, whatever happens to its tag
+            rt.compose.tag(image_id, _rollback_tag(rt, service, entry_id))
+    _record(rt, entry_id, stale, "started")
+    for c in stale:
+        emit(progress, "step", f"pulling {c.image} for {c.service}", service=c.service)
+        rt.compose.pull_image(
+            c.image, sink=lambda line, s=c.service: emit(progress, "output", line, service=s)
+        )
+    names = [c.service for c in stale]
+    prepare(rt, progress)
+    emit(progress, "step", f"recreating {', '.join(names)}")
+    rt.compose.up(
+        names, pull="never", no_deps=True, sink=lambda line: emit(progress, "output", line)
+    )
+    try:
+        wait_healthy(rt, timeout or rt.settings.start_timeout, progress)
+    except HealthTimeout as failure:
+        return _roll_back(rt, entry_id, stale, failure, timeout, progress)
+    current = rt.compose.container_image_ids()
+    _record(rt, entry_id, stale, "applied", current)
+    _release_older_rollback_tags(rt, entry_id)
+    return [
+        ServiceOutcome(
+            c.service, "docker", "updated", previous=c.image_id, current=current.get(c.service)
+        )
+        for c in stale
+    ]
+
+
+def _roll_back(
+    rt: Runtime,
+    entry_id: str,
+    stale: list[ServiceCheck],
+    failure: HealthTimeout,
+    timeout: float | None,
+    progress: Progress | None,
+) -> list[ServiceOutcome]:
+    emit(progress, "warn", f"update unhealthy ({failure.message}); rolling back")
+    restore(rt, {c.service: (c.image, c.image_id) for c in stale}, timeout, progress)
+    _record(rt, entry_id, stale, "rolled-back")
+    return [
+        ServiceOutcome(
+            c.service, "docker", "rolled-back", detail=failure.message, current=c.image_id
+        )
+        for c in stale
+    ]
+
+
+def restore(
+    rt: Runtime,
+    images: dict[str, tuple[str, str | None]],
+    timeout: float | None,
+    progress: Progress | None,
+) -> None:
+    """Point each reference back at its previous image ID and recreate."""
+    back = [s for s, (_, image_id) in images.items() if image_id]
+    for service in back:
+        reference, image_id = images[service]
+        rt.compose.tag(str(image_id), reference)
+    emit(progress, "step", f"restoring previous images of {', '.join(back)}")
+    rt.compose.up(
+        back,
+        pull="never",
+        no_deps=True,
+        force_recreate=True,
+        sink=lambda line: emit(progress, "output", line),
+    )
+    try:
+        wait_healthy(rt, timeout or rt.settings.start_timeout, progress)
+    except HealthTimeout as again:
+        raise HealthTimeout(
+            f"rolled back, but still unhealthy: {again.message}",
+            "see `inv stack.logs`; the previous images are tagged " + ROLLBACK_REPO + "/…",
+        ) from None
+
+
+def _record(
+    rt: Runtime,
+    entry_id: str,
+    stale: list[ServiceCheck],
+    status: str,
+    current: dict[str, str] | None = None,
+) -> None:
+    history = [e for e in config.read_state(rt.paths).get("updates", []) if e.get("id") != entry_id]
+    history.append(
+        {
+            "id": entry_id,
+            "status": status,
+            "services": {
+                c.service: {
+                    "image": c.image,
+                    "previous_id": c.image_id,
+                    "new_id": (current or {}).get(c.service),
+                }
+                for c in stale
+            },
+        }
+    )
+    config.write_state(rt.paths, {"updates": history[-20:]})
+
+
+def _release_older_rollback_tags(rt: Runtime, keep: str) -> None:
+    """After a successful update only its own previous images stay tagged."""
+    for tag in rt.compose.images_matching(f"{ROLLBACK_REPO}/{rt.settings.project}-*"):
+        if not tag.endswith(f":{keep}"):
+            rt.compose.remove_image(tag)
+
+
+def _apply_native(rt: Runtime, name: str, progress: Progress | None) -> ServiceOutcome:
+    endpoint = endpoint_for(name, rt.url(name))
+
+    def version() -> str | None:
+        data = get_json(endpoint, "/api/version", rt.target.dial)
+        return data.get("version") if isinstance(data, dict) else None
+
+    result = native.update_native(rt.target.shell(), version, progress=progress)
+    outcome = result.outcome if result.outcome != "unchanged" else "up-to-date"
+    return ServiceOutcome(name, "native-api", outcome, result.message, result.before, result.after)
+
+
+def _validate_remote(rt: Runtime, name: str) -> ServiceOutcome:
+    found = _check_external(rt, name, "remote-api")
+    outcome: Outcome = "validated" if found.status == "ok" else "unreachable"
+    return ServiceOutcome(name, "remote-api", outcome, found.detail, current=found.version)
+
+
+# -- rollback by hand -------------------------------------------------------------
+
+
+def rollback(rt: Runtime, timeout: float | None = None, progress: Progress | None = None) -> dict:
+    """Put back the images the last applied update replaced."""
+    history = config.read_state(rt.paths).get("updates", [])
+    applied = [e for e in history if e.get("status") == "applied"]
+    if not applied:
+        raise StackError(
+            "no applied update to roll back",
+            "`inv update.apply` records what it replaces; nothing was recorded here",
+            code=ExitCode.FAILED,
+        )
+    entry = applied[-1]
+    images = {s: (v["image"], v["previous_id"]) for s, v in entry["services"].items()}
+    config.read_secrets(rt.paths)
+    from .lifecycle import prepare
+
+    prepare(rt, progress)
+    restore(rt, images, timeout, progress)
+    entry["status"] = "rolled-back-by-hand"
+    config.write_state(rt.paths, {"updates": history})
+    return entry

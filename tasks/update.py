@@ -1,0 +1,114 @@
+"""`update.*`: check, apply (the default), rollback."""
+
+from __future__ import annotations
+
+from invoke import Context, Exit, task
+
+from ._base import confirmer, display, guarded, runtime, split_names
+from .stack import REMOTE_HELP
+
+FILTER_HELP = {
+    "services": "comma-separated services (default: all): ollama, webui, mcp_proxy",
+    "docker_only": "only services of type docker",
+    "native_only": "only native-api services (Ollama installed on the host)",
+    "remote_only": "only remote-api services (validated, never changed)",
+    "remote": REMOTE_HELP,
+}
+
+
+def _selection(
+    c: Context, remote: str, services: str, docker_only: bool, native_only: bool, remote_only: bool
+):
+    from ollama_stack.stack import update
+
+    rt = runtime(c, remote)
+    chosen = update.select(
+        rt,
+        split_names(services),
+        docker_only=docker_only,
+        native_only=native_only,
+        remote_only=remote_only,
+    )
+    return rt, chosen
+
+
+@task(help={**FILTER_HELP, "json": "print one JSON document on stdout"})
+@guarded
+def check(
+    c: Context,
+    services: str = "",
+    docker_only: bool = False,
+    native_only: bool = False,
+    remote_only: bool = False,
+    json: bool = False,
+    remote: str = "",
+) -> None:
+    """Show what each service runs and whether a newer version exists."""
+    from ollama_stack.stack import update
+
+    rt, chosen = _selection(c, remote, services, docker_only, native_only, remote_only)
+    checks = update.check(rt, chosen)
+    out = display(json_mode=json)
+    if json:
+        out.json({"target": rt.target.label, "services": [vars(x) for x in checks]})
+    else:
+        out.update_checks(checks)
+
+
+@task(
+    default=True,
+    help={
+        **FILTER_HELP,
+        "extensions": "also update extensions (none exist yet; accepted for scripts)",
+        "yes": "do not ask before touching a running stack",
+        "no_backup": "skip the backup taken before updating",
+        "timeout": "seconds to wait for health before rolling back (default: start_timeout)",
+        "json": "print one JSON document on stdout",
+    },
+)
+@guarded
+def apply(
+    c: Context,
+    services: str = "",
+    extensions: bool = False,
+    docker_only: bool = False,
+    native_only: bool = False,
+    remote_only: bool = False,
+    yes: bool = False,
+    no_backup: bool = False,
+    timeout: float = 0.0,
+    json: bool = False,
+    remote: str = "",
+) -> None:
+    """Update, wait for health, and roll back automatically if it does not come."""
+    from ollama_stack.stack import update
+
+    rt, chosen = _selection(c, remote, services, docker_only, native_only, remote_only)
+    out = display(json_mode=json)
+    report = update.apply(
+        rt,
+        chosen,
+        confirm=confirmer(yes, out),
+        timeout=timeout or None,
+        backup=not no_backup,
+        progress=out.progress,
+    )
+    if json:
+        out.json(report.to_json())
+    else:
+        out.update_report(report)
+    if report.exit_code:
+        raise Exit(code=int(report.exit_code))
+
+
+@task(help={"remote": REMOTE_HELP, "timeout": "seconds to wait for health"})
+@guarded
+def rollback(c: Context, remote: str = "", timeout: float = 0.0) -> None:
+    """Put back the images the last update replaced."""
+    from ollama_stack.stack import update
+
+    out = display()
+    entry = update.rollback(runtime(c, remote), timeout or None, out.progress)
+    out.success(
+        f"rolled back {', '.join(entry['services'])} to the images before update {entry['id']}"
+    )

@@ -1,0 +1,70 @@
+"""stack.uninstall: lists first, keeps data unless asked, never touches another installation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .conftest import docker
+
+pytestmark = pytest.mark.docker
+
+
+def write_marker(inst, text: str) -> None:
+    ollama = next(c for c in inst.containers() if "-ollama-" in c)
+    docker("exec", ollama, "sh", "-c", f"echo {text} > /root/.ollama/models/marker.txt")
+
+
+def read_marker(inst) -> str:
+    ollama = next(c for c in inst.containers() if "-ollama-" in c)
+    return docker("exec", ollama, "cat", "/root/.ollama/models/marker.txt").strip()
+
+
+def test_default_uninstall_keeps_data_and_install_start_brings_it_back(make_installation) -> None:
+    inst = make_installation()
+    other = make_installation()
+    inst.ok("stack.start", "--pull", "never")
+    other.ok("stack.start", "--pull", "never")
+    write_marker(inst, "every-byte")
+    other_before = other.containers()
+
+    refused = inst.cli("stack.uninstall")  # no terminal, no --yes
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert len(inst.containers()) == 3
+
+    done = inst.ok("stack.uninstall", "--yes", "--remove-config")
+    assert "remove container" in done.stdout and "keep   volumes" in done.stdout
+    assert inst.containers() == []
+    assert len(inst.volumes()) == 2
+    assert not Path(inst.env["OLLAMA_STACK_HOME"], "secrets.env").exists()
+    assert other.containers() == other_before
+
+    inst.ok("stack.install")
+    inst.ok("stack.start", "--pull", "never")
+    assert read_marker(inst) == "every-byte"
+
+
+def test_remove_volumes_removes_exactly_this_installations_volumes(make_installation) -> None:
+    inst = make_installation()
+    other = make_installation()
+    inst.ok("stack.start", "--pull", "never")
+    other.ok("stack.start", "--pull", "never")
+    write_marker(other, "not-yours")
+    other_volumes = other.volumes()
+
+    inst.ok("stack.uninstall", "--yes", "--remove-volumes")
+    assert inst.volumes() == [] and inst.containers() == []
+    assert other.volumes() == other_volumes
+    assert read_marker(other) == "not-yours"
+    assert Path(inst.env["OLLAMA_STACK_HOME"], "secrets.env").exists()  # config kept by default
+
+
+def test_remove_images_keeps_images_another_container_uses(make_installation) -> None:
+    inst = make_installation()
+    other = make_installation()
+    inst.ok("stack.start", "--pull", "never")
+    other.ok("stack.start", "--pull", "never")  # same stand-in images
+    result = inst.ok("stack.uninstall", "--yes", "--remove-images")
+    assert "still used by another container" in result.stdout
+    assert {s["health"] for s in other.status()["services"]} == {"healthy"}

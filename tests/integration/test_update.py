@@ -1,0 +1,157 @@
+"""update.* against a real registry on loopback, with stand-in v1, v2 and a broken v3."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from .conftest import BROKEN_TAG, SERVICES, docker, free_ports
+from .registry import push
+
+pytestmark = pytest.mark.docker
+
+
+def container_ids(inst) -> dict[str, str]:
+    out = docker(
+        "ps",
+        "--filter",
+        f"label=com.docker.compose.project={inst.project}",
+        "--format",
+        '{{.ID}} {{.Label "com.docker.compose.service"}}',
+    )
+    return {line.split()[1]: line.split()[0] for line in out.splitlines()}
+
+
+def running_image(inst, service: str) -> str:
+    container = next(c for c in inst.containers() if f"-{service}-" in c)
+    return docker("inspect", "--format", "{{.Image}}", container).strip()
+
+
+def image_id(reference: str) -> str:
+    return docker("image", "inspect", "--format", "{{.Id}}", reference).strip()
+
+
+@pytest.fixture
+def published(registry, standin_images, make_installation):
+    """An installation whose images come from the registry, at v1, running."""
+    repo = f"u{uuid.uuid4().hex[:6]}"
+    refs = {s: f"{registry.address}/{repo}/{s.replace('_', '-')}:stable" for s in SERVICES}
+    for service in SERVICES:
+        push(registry, standin_images[service], f"{repo}/{service.replace('_', '-')}", "stable")
+        docker("rmi", refs[service])  # start must really pull it
+    inst = make_installation(images=refs)
+    inst.ok("stack.start", "--pull", "missing")
+    yield inst, refs, repo
+    inst.teardown()  # containers first, so the images below are free to go
+    # Untag by name only: the same image IDs carry the session's stand-in tags.
+    for line in docker(
+        "images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"
+    ).splitlines():
+        name, tag, digest = line.split()
+        if name.startswith(f"{registry.address}/{repo}/"):
+            docker("rmi", f"{name}:{tag}" if tag != "<none>" else f"{name}@{digest}", check=False)
+
+
+def publish(registry, source: str, repository: str, local_ref: str) -> None:
+    """Push a new release as if from elsewhere: this engine's tag stays where it was."""
+    before = image_id(local_ref)
+    push(registry, source, repository, "stable")
+    docker("tag", before, local_ref)
+
+
+def check(inst) -> dict[str, dict]:
+    return {
+        s["service"]: s for s in json.loads(inst.ok("update.check", "--json").stdout)["services"]
+    }
+
+
+def test_apply_updates_only_what_changed_and_rolls_back_a_broken_release(
+    registry, standin_v2, standin_images, published
+) -> None:
+    inst, refs, repo = published
+    assert {s["status"] for s in check(inst).values()} == {"up-to-date"}
+    v1 = running_image(inst, "webui")
+    webui = next(c for c in inst.containers() if "-webui-" in c)
+    docker("exec", webui, "sh", "-c", "echo chats > /app/backend/data/keep.txt")
+
+    publish(registry, standin_v2["webui"], f"{repo}/webui", refs["webui"])
+    found = check(inst)
+    assert found["webui"]["status"] == "update-available"
+    assert found["ollama"]["status"] == "up-to-date"
+    assert found["webui"]["registry_digest"] != found["webui"]["local_digest"]
+
+    before = container_ids(inst)
+    applied = inst.cli("update.apply", "--yes", "--no-backup", "--json")
+    assert applied.returncode == 0, applied.stderr
+    outcomes = {o["service"]: o["outcome"] for o in json.loads(applied.stdout)["services"]}
+    assert outcomes == {"webui": "updated", "ollama": "up-to-date", "mcp_proxy": "up-to-date"}
+    after = container_ids(inst)
+    assert after["ollama"] == before["ollama"] and after["mcp_proxy"] == before["mcp_proxy"]
+    assert after["webui"] != before["webui"]
+    v2 = running_image(inst, "webui")
+    assert v2 != v1 and v2 == image_id(refs["webui"])
+    assert {s["health"] for s in inst.status()["services"]} == {"healthy"}
+
+    # v3 never becomes healthy: apply must put v2 back by itself.
+    push(
+        registry,
+        standin_images["webui"].replace(":test", f":{BROKEN_TAG}"),
+        f"{repo}/webui",
+        "stable",
+    )
+    broken = inst.cli("update.apply", "--yes", "--no-backup", "--timeout", "5")
+    assert broken.returncode == 12, broken.stderr
+    assert "rolled-back" in broken.stdout
+    assert running_image(inst, "webui") == v2
+    assert {s["health"] for s in inst.status()["services"]} == {"healthy"}
+    webui = next(c for c in inst.containers() if "-webui-" in c)
+    assert docker("exec", webui, "cat", "/app/backend/data/keep.txt").strip() == "chats"
+
+    # By hand: back to what the last applied update replaced (v1).
+    inst.ok("update.rollback")
+    assert running_image(inst, "webui") == v1
+    assert {s["health"] for s in inst.status()["services"]} == {"healthy"}
+    webui = next(c for c in inst.containers() if "-webui-" in c)
+    assert docker("exec", webui, "cat", "/app/backend/data/keep.txt").strip() == "chats"
+
+
+def test_running_stack_is_not_touched_without_yes(registry, standin_v2, published) -> None:
+    inst, refs, repo = published
+    publish(registry, standin_v2["ollama"], f"{repo}/ollama", refs["ollama"])
+    before = container_ids(inst)
+    refused = inst.cli("update.apply")  # stdin is not a terminal: must not hang or ask
+    assert refused.returncode == 2, refused.stderr
+    assert "--yes" in refused.stderr
+    assert container_ids(inst) == before
+    assert check(inst)["ollama"]["status"] == "update-available"
+
+
+def test_unreachable_registry_stops_before_anything_changes(
+    standin_images, make_installation
+) -> None:
+    dead = f"127.0.0.1:{free_ports(1)[0]}"
+    refs = {s: f"{dead}/gone/{s.replace('_', '-')}:stable" for s in SERVICES}
+    for service in SERVICES:
+        docker("tag", standin_images[service], refs[service])
+    inst = make_installation(images=refs)
+    try:
+        inst.ok("stack.start", "--pull", "never")
+        before = container_ids(inst)
+        result = inst.cli("update.apply", "--yes", "--no-backup")
+        assert result.returncode == 14, result.stderr
+        assert dead in result.stderr and "Traceback" not in result.stderr
+        assert container_ids(inst) == before
+        looked = check(inst)
+        assert looked["webui"]["status"] == "unknown" and dead in looked["webui"]["detail"]
+    finally:
+        for ref in refs.values():
+            docker("rmi", ref, check=False)
+
+
+def test_unknown_service_lists_the_valid_ones(make_installation) -> None:
+    inst = make_installation()
+    result = inst.cli("update.apply", "--services", "olama", "--yes")
+    assert result.returncode == 2
+    assert "olama" in result.stderr and "mcp_proxy" in result.stderr
