@@ -295,9 +295,20 @@ class ComposeProject:
             self.docker.image.tag(source, target)
 
     def remove_image(self, reference: str) -> bool:
-        """Untag/remove without force; False when a container still uses it."""
+        """Untag/remove without force; False when any container still uses it.
+
+        `docker rmi` happily drops one tag of a multi-tagged image even while
+        a container was created from that very tag, which would strand another
+        installation using the same reference: so look first.
+        """
         from python_on_whales.exceptions import DockerException
 
+        # `ps` shows the reference each container was created from; the
+        # `ancestor` filter would match by image ID and keep every shared layer.
+        used = self._run([*self._docker_argv(), "ps", "--all", "--format", "{{.Image}}"]).split()
+        names = {reference, reference.removesuffix(":latest")}
+        if names & set(used):
+            return False
         try:
             self.docker.image.remove(reference)
         except DockerException as exc:

@@ -190,8 +190,12 @@ def apply(
     if docker:
         config.read_secrets(rt.paths)  # not installed → stop before any network or engine work
     running = {c.service for c in rt.compose.ps() if c.state == "running"} if docker else set()
-    if running & set(services) and not confirm(
-        f"update {', '.join(services)} on {rt.target.label} while the stack runs?"
+    # A native update restarts the host's Ollama: that touches a running stack too.
+    touched = (running & set(services)) | {
+        s for s in services if rt.settings.service_type(s) == "native-api"
+    }
+    if touched and not confirm(
+        f"update {', '.join(sorted(touched))} on {rt.target.label} while the stack runs?"
     ):
         raise StackError("cancelled; nothing was changed", code=ExitCode.FAILED)
     checks = check(rt, docker, strict=True) if docker else []
@@ -236,11 +240,15 @@ def _apply_docker(
         if image_id:  # keep the old image reachable by name, whatever happens to its tag
             rt.compose.tag(image_id, _rollback_tag(rt, service, entry_id))
     _record(rt, entry_id, stale, "started")
-    for c in stale:
-        emit(progress, "step", f"pulling {c.image} for {c.service}", service=c.service)
-        rt.compose.pull_image(
-            c.image, sink=lambda line, s=c.service: emit(progress, "output", line, service=s)
-        )
+    try:  # every pull before any recreate: a failure here leaves the old stack running
+        for c in stale:
+            emit(progress, "step", f"pulling {c.image} for {c.service}", service=c.service)
+            rt.compose.pull_image(
+                c.image, sink=lambda line, s=c.service: emit(progress, "output", line, service=s)
+            )
+    except StackError:
+        _record(rt, entry_id, stale, "aborted-pull")
+        raise
     names = [c.service for c in stale]
     prepare(rt, progress)
     emit(progress, "step", f"recreating {', '.join(names)}")

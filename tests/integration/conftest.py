@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -189,7 +190,7 @@ def make_installation(standin_images: dict[str, str]) -> Iterator:
         env["OLLAMA_STACK_PROJECT"] = project
         for service, port in ports.items():
             env[f"OLLAMA_STACK_PORTS_{service.upper()}"] = str(port)
-        for service, image in (images or standin_images).items():
+        for service, image in {**standin_images, **(images or {})}.items():
             env[f"OLLAMA_STACK_IMAGES_{service.upper()}"] = image
         for key, value in settings.items():
             env[f"OLLAMA_STACK_{key.upper()}"] = value
@@ -303,3 +304,53 @@ def registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     running = start_registry(tmp_path_factory.mktemp("registry"))
     yield running
     running.stop()
+
+
+# -- a native Ollama on this host --------------------------------------------------
+
+BUSYBOX = "/bin/busybox"
+
+
+@pytest.fixture
+def ollama_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(url, the file served as /api/version) from a busybox httpd we start and stop."""
+    if not Path(BUSYBOX).exists():
+        _unavailable("busybox is not installed")
+    docroot = tmp_path / "www"
+    (docroot / "api").mkdir(parents=True)
+    version_file = docroot / "api" / "version"
+    version_file.write_text('{"version":"0.5.1"}')
+    port = free_ports(1)[0]
+    httpd = subprocess.Popen(
+        [BUSYBOX, "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", str(docroot)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_listening(port, httpd)
+        yield f"http://127.0.0.1:{port}", version_file
+    finally:
+        httpd.terminate()
+        httpd.wait(timeout=10)
+
+
+def _wait_listening(port: int, httpd: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if httpd.poll() is not None:
+            pytest.fail(
+                f"busybox httpd exited: {httpd.stderr.read().decode() if httpd.stderr else ''}"
+            )
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"busybox httpd did not listen on 127.0.0.1:{port}")
+
+
+def standin(path: Path, body: str, log: Path) -> None:
+    """An executable that logs its argv to ``log``, then runs ``body``."""
+    path.write_text(f'#!/bin/bash\necho "{path.name} $*" >> "{log}"\n{body}\n')
+    path.chmod(0o755)

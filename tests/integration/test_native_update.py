@@ -10,9 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import invoke
@@ -21,53 +18,7 @@ import pytest
 from ollama_stack.stack.health import endpoint_for, get_json
 from ollama_stack.stack.native import update_native
 
-from .conftest import _unavailable, free_ports
-
-BUSYBOX = "/bin/busybox"
-
-
-@pytest.fixture
-def ollama_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """(url, the file served as /api/version) from a busybox httpd we start and stop."""
-    if not Path(BUSYBOX).exists():
-        _unavailable("busybox is not installed")
-    docroot = tmp_path / "www"
-    (docroot / "api").mkdir(parents=True)
-    version_file = docroot / "api" / "version"
-    version_file.write_text('{"version":"0.5.1"}')
-    port = free_ports(1)[0]
-    httpd = subprocess.Popen(
-        [BUSYBOX, "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", str(docroot)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_listening(port, httpd)
-        yield f"http://127.0.0.1:{port}", version_file
-    finally:
-        httpd.terminate()
-        httpd.wait(timeout=10)
-
-
-def _wait_listening(port: int, httpd: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if httpd.poll() is not None:
-            pytest.fail(
-                f"busybox httpd exited: {httpd.stderr.read().decode() if httpd.stderr else ''}"
-            )
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"busybox httpd did not listen on 127.0.0.1:{port}")
-
-
-def _standin(path: Path, body: str, log: Path) -> None:
-    path.write_text(f'#!/bin/bash\necho "{path.name} $*" >> "{log}"\n{body}\n')
-    path.chmod(0o755)
+from .conftest import standin as _standin
 
 
 def test_homebrew_update_is_seen_through_the_api(

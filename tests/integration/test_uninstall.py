@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
@@ -60,11 +61,22 @@ def test_remove_volumes_removes_exactly_this_installations_volumes(make_installa
     assert Path(inst.env["OLLAMA_STACK_HOME"], "secrets.env").exists()  # config kept by default
 
 
-def test_remove_images_keeps_images_another_container_uses(make_installation) -> None:
-    inst = make_installation()
-    other = make_installation()
+def test_remove_images_keeps_images_another_container_uses(
+    make_installation, standin_images
+) -> None:
+    # Private tags, so the session's stand-in tags are never at stake.
+    private = {s: f"ost-uninstall/{s}:{uuid.uuid4().hex[:6]}" for s in standin_images}
+    for service, ref in private.items():
+        docker("tag", standin_images[service], ref)
+    shared = dict(private, webui=standin_images["webui"])
+    inst = make_installation(images=shared)
+    other = make_installation(images={"webui": standin_images["webui"]})
     inst.ok("stack.start", "--pull", "never")
     other.ok("stack.start", "--pull", "never")  # same stand-in images
     result = inst.ok("stack.uninstall", "--yes", "--remove-images")
-    assert "still used by another container" in result.stdout
+    assert f"{standin_images['webui']} (still used by another container)" in result.stdout
     assert {s["health"] for s in other.status()["services"]} == {"healthy"}
+    tags = docker("images", "--format", "{{.Repository}}:{{.Tag}}").split()
+    assert standin_images["webui"] in tags  # the other installation's reference survives
+    assert private["ollama"] not in tags and private["mcp_proxy"] not in tags  # ours are gone
+    docker("rmi", private["webui"])  # never used by anyone

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
 import uuid
 
 import pytest
 
-from .conftest import BROKEN_TAG, SERVICES, docker, free_ports
+from .conftest import BROKEN_TAG, CLI, SERVICES, docker, free_ports, standin
 from .registry import push
 
 pytestmark = pytest.mark.docker
@@ -155,3 +158,66 @@ def test_unknown_service_lists_the_valid_ones(make_installation) -> None:
     result = inst.cli("update.apply", "--services", "olama", "--yes")
     assert result.returncode == 2
     assert "olama" in result.stderr and "mcp_proxy" in result.stderr
+
+
+def test_declined_on_a_terminal_changes_nothing(registry, standin_v2, published) -> None:
+    inst, refs, repo = published
+    publish(registry, standin_v2["webui"], f"{repo}/webui", refs["webui"])
+    before = container_ids(inst)
+    primary, secondary = pty.openpty()  # a real terminal, so the tool asks
+    proc = subprocess.Popen(
+        [str(CLI), "update.apply", "--no-backup"],
+        env=inst.env,
+        stdin=secondary,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(secondary)
+    os.write(primary, b"n\n")
+    _, err = proc.communicate(timeout=120)
+    os.close(primary)
+    assert proc.returncode == 1, err
+    assert "cancelled; nothing was changed" in err
+    assert container_ids(inst) == before
+    assert check(inst)["webui"]["status"] == "update-available"
+
+
+def test_mixed_types_report_each_service_and_exit_partly_updated(
+    registry, standin_images, standin_v2, make_installation, ollama_api, tmp_path
+) -> None:
+    url, _ = ollama_api
+    repo = f"u{uuid.uuid4().hex[:6]}"
+    refs = {
+        s: f"{registry.address}/{repo}/{s.replace('_', '-')}:stable" for s in ("webui", "mcp_proxy")
+    }
+    for service, ref in refs.items():
+        push(registry, standin_images[service], ref.split("/", 1)[1].rsplit(":", 1)[0], "stable")
+    inst = make_installation(
+        images=refs, services_ollama_type="native-api", services_ollama_url=url
+    )
+    try:
+        inst.ok("stack.start", "--pull", "missing")
+        publish(registry, standin_v2["webui"], f"{repo}/webui", refs["webui"])
+        # The host's Ollama came from apt, and we are not root and sudo wants a password.
+        bindir, log = tmp_path / "bin", tmp_path / "calls.log"
+        bindir.mkdir()
+        standin(bindir / "ollama", 'echo "ollama version is 0.5.1"', log)
+        standin(bindir / "dpkg", f'echo "ollama: {bindir}/ollama"', log)
+        standin(bindir / "apt-get", "exit 0", log)
+        standin(bindir / "id", "echo 1000", log)
+        standin(bindir / "sudo", 'echo "sudo: a password is required" >&2; exit 1', log)
+        inst.env["PATH"] = f"{bindir}{os.pathsep}{inst.env['PATH']}"
+
+        result = inst.cli("update.apply", "--yes", "--no-backup", "--json")
+        assert result.returncode == 13, result.stderr
+        outcomes = {o["service"]: o for o in json.loads(result.stdout)["services"]}
+        assert outcomes["webui"]["outcome"] == "updated"
+        assert outcomes["mcp_proxy"]["outcome"] == "up-to-date"
+        assert outcomes["ollama"]["outcome"] == "needs-sudo"
+        assert "sudo apt-get install --only-upgrade -y ollama" in outcomes["ollama"]["detail"]
+        calls = log.read_text()
+        assert "apt-get" not in calls.replace(f"{bindir}/ollama", "")  # never ran it
+    finally:
+        for ref in refs.values():
+            docker("rmi", ref, check=False)
