@@ -48,10 +48,13 @@ def published(registry, standin_images, make_installation):
     inst.ok("stack.start", "--pull", "missing")
     yield inst, refs, repo
     inst.teardown()  # containers first, so the images below are free to go
-    # Untag by name only: the same image IDs carry the session's stand-in tags.
-    for line in docker(
-        "images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}"
-    ).splitlines():
+    untag_pushed(registry, repo)
+
+
+def untag_pushed(registry, repo: str) -> None:
+    """Untag by name only: the same image IDs carry the session's stand-in tags."""
+    listing = docker("images", "--digests", "--format", "{{.Repository}} {{.Tag}} {{.Digest}}")
+    for line in listing.splitlines():
         name, tag, digest = line.split()
         if name.startswith(f"{registry.address}/{repo}/"):
             docker("rmi", f"{name}:{tag}" if tag != "<none>" else f"{name}@{digest}", check=False)
@@ -149,8 +152,8 @@ def test_unreachable_registry_stops_before_anything_changes(
         looked = check(inst)
         assert looked["webui"]["status"] == "unknown" and dead in looked["webui"]["detail"]
     finally:
-        for ref in refs.values():
-            docker("rmi", ref, check=False)
+        inst.teardown()
+        untag_pushed(registry, repo)
 
 
 def test_unknown_service_lists_the_valid_ones(make_installation) -> None:
@@ -219,5 +222,5 @@ def test_mixed_types_report_each_service_and_exit_partly_updated(
         calls = log.read_text()
         assert "apt-get" not in calls.replace(f"{bindir}/ollama", "")  # never ran it
     finally:
-        for ref in refs.values():
-            docker("rmi", ref, check=False)
+        inst.teardown()
+        untag_pushed(registry, repo)
