@@ -131,3 +131,20 @@ def test_unreachable_host_is_one_line(make_installation, isolated_home) -> None:
     result = inst.cli("stack.status")
     assert result.returncode == 8, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_remote_uninstall_leaves_this_machine_alone(make_installation, remote_host) -> None:
+    remote = make_installation(remote=remote_host.name, docker_host=remote_host.docker_host)
+    local = make_installation()
+    local.env["OLLAMA_STACK_PROJECT"] = remote.project  # the same project on both engines
+    local.project = remote.project
+    local.ok("stack.install", "--force")
+    remote.ok("stack.start", "--pull", "never")
+    local.ok("stack.start", "--pull", "never")
+    local_containers, local_volumes = local.containers(), local.volumes()
+
+    done = remote.ok("stack.uninstall", "--yes", "--remove-volumes")
+    assert "remove volume" in done.stdout
+    assert remote.containers() == [] and remote.volumes() == []
+    assert local.containers() == local_containers and local.volumes() == local_volumes
+    assert json.loads(local.ok("stack.status", "--json").stdout)["healthy"] is True
