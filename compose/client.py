@@ -328,11 +328,18 @@ class ComposeProject:
 
     def labelled(self, kind: Literal["container", "volume", "network"]) -> list[str]:
         """Names of this project's containers, volumes or networks, found by label."""
-        label = f"label=com.docker.compose.project={self.project}"
+        # Both labels (filters AND together): a foreign compose project that
+        # happens to share the name is not ours to remove.
+        ours = [
+            "--filter",
+            f"label=com.docker.compose.project={self.project}",
+            "--filter",
+            f"label=io.ollama-stack.installation={self.project}",
+        ]
         listing = {
-            "container": ["ps", "--all", "--filter", label, "--format", "{{.Names}}"],
-            "volume": ["volume", "ls", "--filter", label, "--format", "{{.Name}}"],
-            "network": ["network", "ls", "--filter", label, "--format", "{{.Name}}"],
+            "container": ["ps", "--all", *ours, "--format", "{{.Names}}"],
+            "volume": ["volume", "ls", *ours, "--format", "{{.Name}}"],
+            "network": ["network", "ls", *ours, "--format", "{{.Name}}"],
         }[kind]
         return sorted(self._run([*self._docker_argv(), *listing]).split())
 

@@ -12,7 +12,7 @@ standins=0
 [ "${1:-}" = "--standins" ] && standins=1
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[compose]' 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/pip install -q --disable-pip-version-check -e '.[compose]' 2>&1 | { grep -v '^WARNING: Location' || [ $? -eq 1 ]; }
 if [ "$(id -u)" = 0 ]; then
     bash scripts/ensure-docker.sh "$PWD/.venv"
 fi

@@ -10,6 +10,7 @@ controller (python-on-whales reads compose and env files locally).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -55,6 +57,17 @@ class Ports(_Strict):
 class ServiceSettings(_Strict):
     type: ServiceType = "docker"
     url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must look like http://host:port (http or https)")
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+        return value.rstrip("/")
 
 
 class Limits(_Strict):
@@ -175,8 +188,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
             f"{path}{where}: malformed YAML ({getattr(exc, 'problem', exc)})",
             "fix the file or remove it to use the defaults",
         ) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read {path}: {why}", "fix or remove the file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -298,7 +312,14 @@ def read_secrets(paths: InstallPaths) -> dict[str, str]:
             "run `inv stack.install` first (add --remote HOST for a remote box)",
         )
     values = {}
-    for line in paths.secrets_file.read_text().splitlines():
+    try:
+        text = paths.secrets_file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read {paths.secrets_file}: {getattr(exc, 'strerror', None) or exc}",
+            "it must be a readable KEY=value file; `inv stack.install --force` rewrites it",
+        ) from None
+    for line in text.splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             key, _, value = line.partition("=")
             values[key.strip()] = value.strip()
@@ -349,6 +370,13 @@ def install(
     values = {k: old.get(k) or _secrets.token_urlsafe(32) for k in SECRET_KEYS}
     current = read_yaml(paths.config_file) if paths.config_file.exists() else {}
     document = deep_merge(current, {k: v for k, v in (chosen or {}).items() if v is not None})
+    old_project = current.get("project", "ollama-stack")
+    if paths.installed and document.get("project", "ollama-stack") != old_project:
+        raise ConfigError(
+            f"this installation's project is {old_project!r}; changing it would hide its "
+            "containers and volumes",
+            "`inv stack.uninstall` it first, or use another OLLAMA_STACK_HOME for a second one",
+        )
     validate([(str(paths.config_file), document)])
     header = "# ollama-stack settings chosen for this installation (README: Configuration)\n"
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -395,6 +423,29 @@ def write_runtime_env(paths: InstallPaths, values: Mapping[str, str]) -> Path:
     """The interpolation values compose reads with --env-file (private: holds secrets)."""
     _write_private(paths.runtime_env_file, "".join(f"{k}={v}\n" for k, v in values.items()))
     return paths.runtime_env_file
+
+
+def remove_installation(paths: InstallPaths) -> list[Path]:
+    """Delete this installation's config, secrets and state, and nothing else.
+
+    The local installation's directory is also the parent of every remote
+    installation (and may be any directory the user chose), so never remove
+    the directory tree itself: only our files, then the directory if empty.
+    """
+    removed = []
+    for path in (paths.config_file, paths.secrets_file):
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    state_dir = paths.state_file.parent
+    for path in (paths.state_file, paths.runtime_env_file):
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    for directory in (state_dir, paths.root):
+        with contextlib.suppress(OSError):  # not empty (or gone): leave it
+            directory.rmdir()
+    return removed
 
 
 def read_state(paths: InstallPaths) -> dict[str, Any]:

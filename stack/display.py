@@ -97,7 +97,10 @@ class Display:
     def confirm(self, question: str) -> bool:
         from rich.prompt import Confirm
 
-        return Confirm.ask(question, console=self.err, default=False)
+        try:
+            return Confirm.ask(question, console=self.err, default=False)
+        except EOFError:  # Ctrl-D is a no
+            return False
 
     def json(self, document: Any) -> None:
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from ollama_stack.compose.client import EngineInfo
 
@@ -111,6 +112,20 @@ def check_gpu(rt: Runtime, engine: EngineInfo | None) -> Check:
     )
 
 
+def check_native_reach(rt: Runtime) -> Check | None:
+    """Containers reach a native Ollama through the docker bridge, not loopback."""
+    svc = rt.settings.services["ollama"]
+    host = urlsplit(str(svc.url)).hostname if svc.type == "native-api" else None
+    if host not in ("localhost", "127.0.0.1", "::1") or rt.facts.system != "Linux":
+        return None
+    return Check(
+        "native",
+        "warn",
+        f"Ollama at {svc.url} listens on loopback; Open WebUI in a container cannot reach it",
+        "run Ollama with OLLAMA_HOST=0.0.0.0 (firewalled) so host.docker.internal reaches it",
+    )
+
+
 def check_install(rt: Runtime) -> Check:
     if rt.paths.installed:
         return Check("install", "pass", f"config and secrets in {rt.paths.root}")
@@ -130,6 +145,7 @@ def run_doctor(rt: Runtime | None, config_problem: StackError | None = None) -> 
         lambda: check_disk(rt, engine),
         lambda: check_gpu(rt, engine),
         lambda: check_install(rt),
+        lambda: [c for c in [check_native_reach(rt)] if c],
     ]
     if engine:
         steps.insert(1, lambda: check_ports(rt))

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from .errors import StackError
+
 Health = Literal["healthy", "reachable", "unhealthy", "unknown"]
 Dialer = Callable[[str, int, float], Any]
 MAX_BODY = 1 << 20  # health answers are tiny; a huge one is not our service
@@ -27,6 +29,11 @@ class Endpoint:
     url: str  # what the user opens; also what we probe
     path: str  # health path on that URL
     check: Callable[[int, bytes], str | None]  # None = good, else why not
+
+    @property
+    def full_path(self) -> str:
+        """The health path under the URL's own path (a service behind a prefix)."""
+        return urlsplit(self.url).path.rstrip("/") + self.path
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -149,6 +156,8 @@ def _tcp_open(dialer: Dialer, host: str, port: int, timeout: float) -> bool:
     try:
         dialer(host, port, timeout).close()
         return True
+    except StackError:
+        raise
     except Exception:
         return False
 
@@ -161,7 +170,9 @@ def probe(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> ProbeResu
         return round((time.monotonic() - started) * 1000, 1)
 
     try:
-        status, body = _http_get(dialer, host, port, endpoint.path, timeout)
+        status, body = _http_get(dialer, host, port, endpoint.full_path, timeout)
+    except StackError:
+        raise  # e.g. SSH to the target failed: that is not the service's health
     except Exception as exc:  # refused, reset, timeout, SSH channel refused …
         if _tcp_open(dialer, host, port, timeout):
             return ProbeResult(
@@ -185,7 +196,10 @@ def get_json(endpoint: Endpoint, path: str, dialer: Dialer, timeout: float = 2.0
     """GET another path on a service's URL; None when it does not answer with JSON."""
     host, port = endpoint.host_port
     try:
-        status, body = _http_get(dialer, host, port, path, timeout)
+        prefix = urlsplit(endpoint.url).path.rstrip("/")
+        status, body = _http_get(dialer, host, port, prefix + path, timeout)
+    except StackError:
+        raise
     except Exception:
         return None
     return _json_body(body) if status == 200 else None

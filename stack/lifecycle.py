@@ -240,10 +240,7 @@ class StatusReport:
 
 
 def status(rt: Runtime) -> StatusReport:
-    state = config.read_state(rt.paths)
-    platform = state.get("platform")
-    if platform == "apple":
-        rt.settings = rt._settings_for("apple")
+    platform = config.read_state(rt.paths).get("platform")
     # Probe every endpoint while `compose ps` runs; results for containers
     # that turn out not to be running are dropped below (their port may be
     # someone else's).

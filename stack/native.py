@@ -356,7 +356,7 @@ def _recheck(
             return done("updated", f"installed Ollama {installed}; it is not running")
         hint = RESTART_HINTS.get(method.name, SYSTEMD_RESTART)
         return done(
-            "unchanged",
+            "manual",  # installed but not running yet: a hand is needed, not "up to date"
             f"installed {installed}, but the running server is still {running}: "
             f"restart it (`{hint}`)",
         )

@@ -50,7 +50,13 @@ class Runtime:
             config.validate([("--platform", {"platform": platform_override})])
         paths = InstallPaths.for_target(remote, environ)
         settings = config.load_settings(paths, invoke_layer, flags, environ)
-        return cls(Target(remote), paths, settings, platform_override)
+        rt = cls(Target(remote), paths, settings, platform_override)
+        # What the last start decided (e.g. apple: Ollama is native) holds for
+        # status, health, update and uninstall too, until the next start.
+        last = config.read_state(paths).get("platform")
+        if last and not platform_override:
+            rt.settings = rt.settings_for(last)
+        return rt
 
     # -- platform and effective services -----------------------------------
 
@@ -74,14 +80,14 @@ class Runtime:
                     "(install Ollama.app for Metal); running Ollama in Docker on CPU",
                 )
             self._platform = choice
-            self.settings = self._settings_for(choice.name)
+            self.settings = self.settings_for(choice.name)
         return self._platform
 
     def _native_ollama_answers(self) -> bool:
         endpoint = endpoint_for("ollama", NATIVE_OLLAMA_URL)
         return probe(endpoint, self.target.dial, timeout=1.0).ok
 
-    def _settings_for(self, platform: str) -> Settings:
+    def settings_for(self, platform: str) -> Settings:
         """On Apple Silicon Ollama is a native-api service unless configured otherwise."""
         if platform != "apple" or self.settings.service_type("ollama") != "docker":
             return self.settings

@@ -147,5 +147,11 @@ def _local_context() -> invoke.Context:
 def run_quiet(shell: Shell, command: str) -> tuple[int, str]:
     """Run a host command for a check: never echo, never raise on failure."""
     env = {"LC_ALL": "C"}
-    result = shell.run(command, hide=True, warn=True, in_stream=False, env=env)
+    try:
+        result = shell.run(command, hide=True, warn=True, in_stream=False, env=env)
+    except Exception as exc:  # the SSH session dropped under us
+        host = getattr(shell, "host", None)
+        if host is None:
+            raise
+        raise _ssh_failure(host, exc) from None
     return result.exited, result.stdout

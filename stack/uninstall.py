@@ -7,14 +7,13 @@ directory, so `--remove-config` cannot take them along.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict, dataclass, field
 
+from . import config
 from .config import SERVICE_NAMES
-from .errors import ExitCode, StackError
 from .events import Progress, emit
 from .runtime import Runtime
-from .update import ROLLBACK_REPO
+from .update import rollback_repository
 
 
 @dataclass
@@ -49,9 +48,9 @@ def plan(rt: Runtime, *, remove_volumes: bool, remove_images: bool, remove_confi
         result.images = images
     elif images:
         result.kept.append(f"{len(images)} images (--remove-images)")
-    if remove_config and rt.paths.root.exists():
-        result.config_dir = str(rt.paths.root)
-    elif rt.paths.root.exists():
+    if remove_config and rt.paths.installed:
+        result.config_dir = str(rt.paths.root)  # its config, secrets and state only
+    elif rt.paths.installed:
         result.kept.append(f"config and secrets in {rt.paths.root} (--remove-config)")
     return result
 
@@ -64,7 +63,7 @@ def _images(rt: Runtime) -> list[str]:
         if rt.settings.service_type(name) == "docker"
     ]
     present = [image for image in wanted if rt.compose.image_exists(image)]
-    rollback = rt.compose.images_matching(f"{ROLLBACK_REPO}/{rt.settings.project}-*")
+    rollback = rt.compose.images_matching(f"{rollback_repository(rt.settings.project)}/*")
     return sorted(set(present) | set(rollback))
 
 
@@ -80,12 +79,5 @@ def execute(rt: Runtime, todo: Plan, progress: Progress | None = None) -> list[s
         if not compose.remove_image(image):
             left.append(f"{image} (still used by another container)")
     if todo.config_dir:
-        _remove_config_dir(rt, todo.config_dir)
+        config.remove_installation(rt.paths)
     return left
-
-
-def _remove_config_dir(rt: Runtime, directory: str) -> None:
-    # Refuse anything that is not exactly this installation's directory.
-    if directory != str(rt.paths.root) or not rt.paths.config_file.parent.samefile(rt.paths.root):
-        raise StackError(f"refusing to remove {directory}", code=ExitCode.CONFIG)
-    shutil.rmtree(directory)

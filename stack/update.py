@@ -13,6 +13,7 @@ remote-api: the endpoint and its version are re-validated; nothing remote change
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,7 @@ from .config import SERVICE_NAMES
 from .errors import ConfigError, ExitCode, HealthTimeout, StackError
 from .events import Progress, emit
 from .health import endpoint_for, get_json
-from .lifecycle import check_service_names, wait_healthy
+from .lifecycle import check_service_names, prepare, wait_healthy
 from .runtime import Runtime
 
 ROLLBACK_REPO = "ollama-stack-rollback"
@@ -225,40 +226,47 @@ def _backup_hook(rt: Runtime, wanted: bool, progress: Progress | None) -> str:
     return "unavailable"
 
 
+def rollback_repository(project: str) -> str:
+    """A project name cannot contain "/", so no other project's tags match this."""
+    return f"{ROLLBACK_REPO}/{project}"
+
+
 def _rollback_tag(rt: Runtime, service: str, entry_id: str) -> str:
-    return f"{ROLLBACK_REPO}/{rt.settings.project}-{service}:{entry_id}"
+    return f"{rollback_repository(rt.settings.project)}/{service}:{entry_id}"
 
 
 def _apply_docker(
     rt: Runtime, stale: list[ServiceCheck], timeout: float | None, progress: Progress | None
 ) -> list[ServiceOutcome]:
-    from .lifecycle import prepare
-
     entry_id = time.strftime("%Y%m%dT%H%M%S")
-    previous = {c.service: c.image_id for c in stale}
-    for service, image_id in previous.items():
-        if image_id:  # keep the old image reachable by name, whatever happens to its tag
-            rt.compose.tag(image_id, _rollback_tag(rt, service, entry_id))
+    for c in stale:
+        if c.image_id:  # keep the old image reachable by name, whatever happens to its tag
+            rt.compose.tag(c.image_id, _rollback_tag(rt, c.service, entry_id))
     _record(rt, entry_id, stale, "started")
-    try:  # every pull before any recreate: a failure here leaves the old stack running
+    names = [c.service for c in stale]
+    recreated = False
+    try:
+        # Every pull before any recreate: a failed pull leaves the old stack running.
         for c in stale:
             emit(progress, "step", f"pulling {c.image} for {c.service}", service=c.service)
             rt.compose.pull_image(
                 c.image, sink=lambda line, s=c.service: emit(progress, "output", line, service=s)
             )
-    except StackError:
-        _record(rt, entry_id, stale, "aborted-pull")
-        raise
-    names = [c.service for c in stale]
-    prepare(rt, progress)
-    emit(progress, "step", f"recreating {', '.join(names)}")
-    rt.compose.up(
-        names, pull="never", no_deps=True, sink=lambda line: emit(progress, "output", line)
-    )
-    try:
-        wait_healthy(rt, timeout or rt.settings.start_timeout, progress)
+        prepare(rt, progress)
+        emit(progress, "step", f"recreating {', '.join(names)}")
+        recreated = True
+        rt.compose.up(
+            names, pull="never", no_deps=True, sink=lambda line: emit(progress, "output", line)
+        )
+        # Only the updated services decide: an unrelated service that is down
+        # must not roll back a good update.
+        wait_healthy(rt, timeout or rt.settings.start_timeout, progress, services=names)
     except HealthTimeout as failure:
         return _roll_back(rt, entry_id, stale, failure, timeout, progress)
+    except BaseException:  # a failed pull or up, Ctrl-C: put the old images back
+        _put_back(rt, stale, recreated, timeout, progress)
+        _record(rt, entry_id, stale, "failed")
+        raise
     current = rt.compose.container_image_ids()
     _record(rt, entry_id, stale, "applied", current)
     _release_older_rollback_tags(rt, entry_id)
@@ -268,6 +276,26 @@ def _apply_docker(
         )
         for c in stale
     ]
+
+
+def _put_back(
+    rt: Runtime,
+    stale: list[ServiceCheck],
+    recreated: bool,
+    timeout: float | None,
+    progress: Progress | None,
+) -> None:
+    """After a failure mid-update: the references point at the old images again,
+    and if containers were already being recreated, they are recreated on those."""
+    images = {c.service: (c.image, c.image_id) for c in stale}
+    if recreated:
+        with contextlib.suppress(StackError):  # the original error is the one to report
+            restore(rt, images, timeout, progress)
+        return
+    for reference, image_id in images.values():
+        if image_id:
+            with contextlib.suppress(StackError):
+                rt.compose.tag(image_id, reference)
 
 
 def _roll_back(
@@ -297,6 +325,8 @@ def restore(
 ) -> None:
     """Point each reference back at its previous image ID and recreate."""
     back = [s for s, (_, image_id) in images.items() if image_id]
+    if not back:  # `up` without services would recreate the whole stack
+        return
     for service in back:
         reference, image_id = images[service]
         rt.compose.tag(str(image_id), reference)
@@ -309,7 +339,7 @@ def restore(
         sink=lambda line: emit(progress, "output", line),
     )
     try:
-        wait_healthy(rt, timeout or rt.settings.start_timeout, progress)
+        wait_healthy(rt, timeout or rt.settings.start_timeout, progress, services=back)
     except HealthTimeout as again:
         raise HealthTimeout(
             f"rolled back, but still unhealthy: {again.message}",
@@ -344,7 +374,7 @@ def _record(
 
 def _release_older_rollback_tags(rt: Runtime, keep: str) -> None:
     """After a successful update only its own previous images stay tagged."""
-    for tag in rt.compose.images_matching(f"{ROLLBACK_REPO}/{rt.settings.project}-*"):
+    for tag in rt.compose.images_matching(f"{rollback_repository(rt.settings.project)}/*"):
         if not tag.endswith(f":{keep}"):
             rt.compose.remove_image(tag)
 
@@ -383,8 +413,6 @@ def rollback(rt: Runtime, timeout: float | None = None, progress: Progress | Non
     entry = applied[-1]
     images = {s: (v["image"], v["previous_id"]) for s, v in entry["services"].items()}
     config.read_secrets(rt.paths)
-    from .lifecycle import prepare
-
     prepare(rt, progress)
     restore(rt, images, timeout, progress)
     entry["status"] = "rolled-back-by-hand"

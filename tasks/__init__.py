@@ -5,4 +5,3 @@ from invoke import Collection
 from . import dev, health, stack, update
 
 ns = Collection(stack, health, update, dev)
-ns.configure({"ollama_stack": {}})

@@ -33,8 +33,12 @@ def guarded(func: F) -> F:
         except StackError as exc:
             _display().error(exc.message, exc.remedy)
             raise Exit(code=int(exc.code)) from None
+        except OSError as exc:  # a full disk, a read-only home: say which file
+            where = f" ({exc.filename})" if exc.filename else ""
+            _display().error(f"{exc.strerror or exc}{where}", "check the path and free space")
+            raise Exit(code=int(ExitCode.FAILED)) from None
         except KeyboardInterrupt:
-            _display().error("interrupted", "nothing was changed after that point")
+            _display().error("interrupted", "see `inv stack.status` for what runs now")
             raise Exit(code=int(ExitCode.INTERRUPTED)) from None
 
     return wrapper  # type: ignore[return-value]
@@ -63,6 +67,12 @@ def runtime(c: Context, remote: str | None = None, **flags: Any) -> Runtime:
     from ollama_stack.stack.runtime import Runtime
 
     invoke_layer = plain(c.config.get("ollama_stack", {}) or {})
+    if not isinstance(invoke_layer, dict):
+        from ollama_stack.stack.errors import ConfigError
+
+        raise ConfigError(
+            f"invoke.yaml: ollama_stack must be a mapping of settings, not {invoke_layer!r}"
+        )
     return Runtime.open(remote=remote or None, invoke_layer=invoke_layer, flags=flags)
 
 

@@ -49,15 +49,19 @@ def install(
     out.info(f"Next: inv stack.start{where}   (offline? inv dev.standins{where} first)")
 
 
-def _start(c: Context, remote: str, pull: str, platform: str | None, timeout: float) -> None:
+def _start(
+    c: Context, remote: str, pull: str, platform: str | None, timeout: float, restart: bool = False
+) -> None:
     from ollama_stack.stack import lifecycle
 
     if pull not in ("missing", "always", "never"):
         from ollama_stack.stack.errors import ConfigError
 
         raise ConfigError(f"--pull {pull!r} is not allowed", "use missing, always or never")
-    rt = runtime(c, remote, platform=platform)
+    rt = runtime(c, remote, platform=platform)  # every flag is validated before anything stops
     out = display()
+    if restart:
+        lifecycle.stop(rt, progress=out.progress)
     result = lifecycle.start(rt, pull=pull, timeout=timeout or None, progress=out.progress)  # type: ignore[arg-type]
     out.started(result)
 
@@ -96,10 +100,7 @@ def restart(
     timeout: float = 0.0,
 ) -> None:
     """Stop, then start with the same options."""
-    from ollama_stack.stack import lifecycle
-
-    lifecycle.stop(runtime(c, remote), progress=display().progress)
-    _start(c, remote, pull, platform, timeout)
+    _start(c, remote, pull, platform, timeout, restart=True)
 
 
 @task(help={"remote": REMOTE_HELP, "json": "print one JSON document on stdout"})
@@ -196,13 +197,17 @@ def uninstall(
     )
     out.uninstall_plan(todo, rt.target.label)
     if todo.empty:
+        if json:
+            out.json({**todo.to_json(), "result": "nothing to remove"})
         return
     if not confirmer(yes or force, out)(f"remove the above from {rt.target.label}?"):
+        if json:
+            out.json({**todo.to_json(), "result": "cancelled"})
         out.info("cancelled; nothing was removed")
         raise Exit(code=1)
     left = remover.execute(rt, todo, progress=out.progress)
     if json:
-        out.json({**todo.to_json(), "left": left})
+        out.json({**todo.to_json(), "result": "removed", "left": left})
     for item in left:
         out.info(f"  kept {item}")
     out.success(f"uninstalled {rt.settings.project} from {rt.target.label}")

@@ -163,7 +163,7 @@ class Installation:
             "images",
             "--format",
             "{{.Repository}}:{{.Tag}}",
-            f"ollama-stack-rollback/{self.project}-*",
+            f"ollama-stack-rollback/{self.project}/*",
             host=self.docker_host,
         ).split()
         if rollback:

@@ -404,12 +404,20 @@ def test_second_install_is_refused_without_force(local_paths):
 def test_force_rewrites_config_but_keeps_secrets(local_paths):
     config.install(local_paths, {})
     secrets = config.read_secrets(local_paths)
-    result = config.install(local_paths, {"project": "renamed"}, force=True)
+    result = config.install(local_paths, {"bind": "0.0.0.0"}, force=True)
     assert config.read_secrets(local_paths) == secrets
     assert result.secrets_kept == list(config.SECRET_KEYS)
     assert result.secrets_created == []
-    assert load_settings(local_paths, environ={}).project == "renamed"
+    assert load_settings(local_paths, environ={}).bind == "0.0.0.0"
     assert mode(local_paths.secrets_file) == 0o600
+
+
+def test_force_refuses_to_repoint_an_installation_at_another_project(local_paths):
+    config.install(local_paths, {"project": "first"})
+    with pytest.raises(ConfigError) as info:
+        config.install(local_paths, {"project": "renamed"}, force=True)
+    assert "'first'" in info.value.message and "stack.uninstall" in info.value.remedy
+    assert load_settings(local_paths, environ={}).project == "first"
 
 
 def test_force_adds_only_the_missing_secret(local_paths):

@@ -266,7 +266,7 @@ def test_apple_keeps_a_configured_ollama_service(local_paths):
     rt = make_runtime(
         local_paths, services={"ollama": {"type": "remote-api", "url": "http://gpu:11434"}}
     )
-    assert rt._settings_for("apple").services["ollama"].url == "http://gpu:11434"
+    assert rt.settings_for("apple").services["ollama"].url == "http://gpu:11434"
 
 
 def test_refresh_compose_points_at_platform_files_and_env_file(local_paths, fake_docker):
