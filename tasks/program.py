@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 
 from invoke import Config, Exit, Program
 
@@ -22,20 +21,24 @@ class StackProgram(Program):
         except Exception as exc:  # yaml errors and unreadable files
             raise Exit(f"error: cannot read ./invoke.yaml: {exc}", code=2) from None
 
+    # Looking the version up costs ~20 ms (importlib.metadata scans site-packages);
+    # only `--version` needs it, so --help and --list do not pay for it.
+    @property
+    def version(self) -> str:
+        from importlib import metadata
 
-def _version() -> str:
-    try:
-        return version("ollama-stack")
-    except PackageNotFoundError:
-        return "unknown"
+        try:
+            return metadata.version("ollama-stack")
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    @version.setter
+    def version(self, _value: str | None) -> None:
+        pass  # Program.__init__ assigns one; ours is looked up on demand
 
 
 program = StackProgram(
-    name="ollama-stack",
-    binary="ollama-stack",
-    namespace=ns,
-    version=_version(),
-    config_class=Config,
+    name="ollama-stack", binary="ollama-stack", namespace=ns, config_class=Config
 )
 
 
