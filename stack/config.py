@@ -81,7 +81,9 @@ def _default_services() -> dict[str, ServiceSettings]:
 
 
 class Settings(_Strict):
-    project: str = Field(default="ollama-stack", pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    # Compose's rule, narrowed to what Docker accepts inside an image name
+    # (rollback tags use it): no trailing "_" or "-", no "_-" runs.
+    project: str = Field(default="ollama-stack", pattern=r"^[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*$")
     images: Images = Field(default_factory=Images)
     ports: Ports = Field(default_factory=Ports)
     bind: str = "127.0.0.1"

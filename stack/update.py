@@ -14,6 +14,7 @@ remote-api: the endpoint and its version are re-validated; nothing remote change
 from __future__ import annotations
 
 import contextlib
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,7 @@ from . import config, native, registry
 from .config import SERVICE_NAMES
 from .errors import ConfigError, ExitCode, HealthTimeout, StackError
 from .events import Progress, emit
-from .health import endpoint_for, get_json
+from .health import endpoint_for, get_json, probe
 from .lifecycle import check_service_names, prepare, wait_healthy
 from .runtime import Runtime
 
@@ -154,15 +155,20 @@ def _check_one(rt: Runtime, name: str, running_ids: dict[str, str], strict: bool
     return result
 
 
+def _api_version(rt: Runtime, name: str, url: str) -> str | None:
+    """Ollama and Open WebUI both answer GET /api/version with {"version": …}."""
+    data = get_json(endpoint_for(name, url), "/api/version", rt.target.dial)
+    return data.get("version") if isinstance(data, dict) else None
+
+
 def _check_external(rt: Runtime, name: str, kind: str) -> ServiceCheck:
     url = rt.url(name)
     result = ServiceCheck(name, kind, image=url)
-    data = get_json(endpoint_for(name, url), "/api/version", rt.target.dial)
-    result.version = data.get("version") if isinstance(data, dict) else None
-    if result.version is None:
-        result.status, result.detail = "unreachable", f"no version from {url}/api/version"
+    found = probe(endpoint_for(name, url), rt.target.dial)  # each service's own endpoint
+    if not found.ok:
+        result.status, result.detail = "unreachable", found.detail
         return result
-    result.status = "ok"
+    result.status, result.version = "ok", found.version or _api_version(rt, name, url)
     if kind == "native-api":
         method = native.detect_install(rt.target.shell())
         result.detail = f"installed via {method.name}; update.apply asks it for a newer version"
@@ -238,7 +244,7 @@ def _rollback_tag(rt: Runtime, service: str, entry_id: str) -> str:
 def _apply_docker(
     rt: Runtime, stale: list[ServiceCheck], timeout: float | None, progress: Progress | None
 ) -> list[ServiceOutcome]:
-    entry_id = time.strftime("%Y%m%dT%H%M%S")
+    entry_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     for c in stale:
         if c.image_id:  # keep the old image reachable by name, whatever happens to its tag
             rt.compose.tag(c.image_id, _rollback_tag(rt, c.service, entry_id))
@@ -312,6 +318,13 @@ def _roll_back(
     return [
         ServiceOutcome(
             c.service, "docker", "rolled-back", detail=failure.message, current=c.image_id
+        )
+        if c.image_id
+        else ServiceOutcome(
+            c.service,
+            "docker",
+            "failed",
+            detail=f"{failure.message}; no earlier image to go back to",
         )
         for c in stale
     ]

@@ -491,7 +491,7 @@ def test_waits_while_the_service_restarts(host: Host, shell: RecordingContext) -
 def test_installed_but_server_not_restarted(host: Host, shell: RecordingContext) -> None:
     homebrew(host)  # writes NEW to disk, but the server keeps answering OLD
     result = update_native(shell, Probe(OLD), restart_wait=0.2)
-    assert result.outcome == "unchanged"
+    assert result.outcome == "manual"  # a hand is needed: not "up to date"
     assert f"installed {NEW}" in result.message
     assert "`brew services restart ollama`" in result.message
 

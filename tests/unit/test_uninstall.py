@@ -1,0 +1,350 @@
+"""stack/uninstall.py: the plan lists, execute removes in order, config removal is guarded.
+
+``FakeCompose`` stands in for ``ComposeProject`` over an in-memory engine that
+holds resources of several compose projects, so "only this installation's"
+is checked against real neighbours.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pytest
+
+from ollama_stack.compose.client import ComposeProject
+from ollama_stack.stack import config, uninstall
+from ollama_stack.stack.config import InstallPaths
+from ollama_stack.stack.errors import StackError
+from ollama_stack.stack.events import Event
+from ollama_stack.stack.runtime import Runtime
+from ollama_stack.stack.target import Target
+from ollama_stack.stack.uninstall import Plan
+
+from .helpers import linux_shell
+
+Kind = Literal["container", "volume", "network"]
+OURS, OTHER = "ollama-stack", "lab"
+IMAGES = {
+    "ollama": "ollama/ollama:latest",
+    "webui": "ghcr.io/open-webui/open-webui:main",
+    "mcp_proxy": "ghcr.io/open-webui/mcpo:main",
+}
+
+
+class FakeCompose:
+    """ComposeProject's resource methods over an engine shared by several projects."""
+
+    def __init__(self, project: str) -> None:
+        self.project = project
+        # name → owning project (the com.docker.compose.project label)
+        self.resources: dict[Kind, dict[str, str]] = {"container": {}, "network": {}, "volume": {}}
+        self.created_from: dict[str, str] = {}  # container → the reference it was created from
+        self.tags: set[str] = set()
+        self.calls: list[tuple[Any, ...]] = []
+
+    def add_project(self, project: str, images: dict[str, str]) -> None:
+        """Containers, a network and two volumes, as compose creates them."""
+        for service, reference in images.items():
+            name = f"{project}-{service}-1"
+            self.resources["container"][name] = project
+            self.created_from[name] = reference
+            self.tags.add(reference)
+        self.resources["network"][f"{project}_default"] = project
+        for volume in ("ollama", "webui"):
+            self.resources["volume"][f"{project}_{volume}"] = project
+
+    # -- ComposeProject's methods --
+
+    def labelled(self, kind: Kind) -> list[str]:
+        self.calls.append(("labelled", kind))
+        return sorted(n for n, p in self.resources[kind].items() if p == self.project)
+
+    def remove(self, kind: Kind, names: Sequence[str]) -> None:
+        self.calls.append(("remove", kind, list(names)))
+        for name in names:
+            del self.resources[kind][name]
+            self.created_from.pop(name, None)
+
+    def image_exists(self, reference: str) -> bool:
+        return reference in self.tags
+
+    def images_matching(self, reference: str) -> list[str]:
+        """`docker images PATTERN`: path.Match on the name, so `*` never crosses a "/"."""
+        pattern = re.compile("[^/]*".join(re.escape(part) for part in reference.split("*")))
+        return sorted(t for t in self.tags if pattern.fullmatch(t.rpartition(":")[0]))
+
+    def remove_image(self, reference: str) -> bool:
+        self.calls.append(("remove_image", reference))
+        if {reference, reference.removesuffix(":latest")} & set(self.created_from.values()):
+            return False
+        self.tags.remove(reference)
+        return True
+
+
+def test_the_fake_takes_the_wrappers_arguments():
+    for name in ("labelled", "remove", "image_exists", "images_matching", "remove_image"):
+        ours = inspect.signature(getattr(FakeCompose, name)).parameters
+        theirs = inspect.signature(getattr(ComposeProject, name)).parameters
+        assert list(ours) == list(theirs), name
+
+
+def make_runtime(paths: InstallPaths, engine: FakeCompose, **settings: Any) -> Runtime:
+    merged = config.validate([("test", {"platform": "cpu", **settings})])
+    rt = Runtime(Target(None, _shell=linux_shell(2)), paths, merged)
+    rt.compose = engine  # the cached property, replaced at the wrapper boundary
+    return rt
+
+
+@pytest.fixture
+def engine() -> FakeCompose:
+    """Our installation and a neighbour ("lab") on one engine; lab uses our webui image."""
+    fake = FakeCompose(OURS)
+    fake.add_project(OURS, IMAGES)
+    fake.add_project(OTHER, {"webui": IMAGES["webui"], "mcp_proxy": "lab/mcpo:dev"})
+    fake.tags |= {
+        f"ollama-stack-rollback/{OURS}/webui:20250101T000000",
+        f"ollama-stack-rollback/{OTHER}/webui:20250101T000000",
+        "busybox:latest",
+    }
+    return fake
+
+
+@pytest.fixture
+def rt(local_paths, engine) -> Runtime:
+    config.install(local_paths, {})
+    return make_runtime(local_paths, engine)
+
+
+OUR_CONTAINERS = [f"{OURS}-mcp_proxy-1", f"{OURS}-ollama-1", f"{OURS}-webui-1"]
+OUR_VOLUMES = [f"{OURS}_ollama", f"{OURS}_webui"]
+OUR_IMAGES = sorted([*IMAGES.values(), f"ollama-stack-rollback/{OURS}/webui:20250101T000000"])
+
+
+# -- plan ----------------------------------------------------------------------------------
+
+
+def test_plan_by_default_removes_containers_and_networks_only(rt, local_paths):
+    todo = uninstall.plan(rt, remove_volumes=False, remove_images=False, remove_config=False)
+    assert todo.containers == OUR_CONTAINERS
+    assert todo.networks == [f"{OURS}_default"]
+    assert (todo.volumes, todo.images, todo.config_dir) == ([], [], None)
+    assert todo.kept == [
+        f"volumes {', '.join(OUR_VOLUMES)} (add --remove-volumes to delete data)",
+        f"{len(OUR_IMAGES)} images (--remove-images)",
+        f"config and secrets in {local_paths.root} (--remove-config)",
+    ]
+    assert not todo.empty
+
+
+def test_plan_with_every_flag(rt, local_paths):
+    todo = uninstall.plan(rt, remove_volumes=True, remove_images=True, remove_config=True)
+    assert todo.volumes == OUR_VOLUMES
+    assert todo.images == OUR_IMAGES
+    assert todo.config_dir == str(local_paths.root)
+    assert todo.kept == []
+    assert todo.to_json() == {
+        "containers": OUR_CONTAINERS,
+        "networks": [f"{OURS}_default"],
+        "volumes": OUR_VOLUMES,
+        "images": OUR_IMAGES,
+        "config_dir": str(local_paths.root),
+        "kept": [],
+    }
+
+
+@pytest.mark.parametrize("flag", ["remove_volumes", "remove_images", "remove_config"])
+def test_each_flag_moves_only_its_own_kind_from_kept(rt, flag):
+    flags = dict.fromkeys(("remove_volumes", "remove_images", "remove_config"), False)
+    todo = uninstall.plan(rt, **(flags | {flag: True}))
+    assert bool(todo.volumes) == (flag == "remove_volumes")
+    assert bool(todo.images) == (flag == "remove_images")
+    assert (todo.config_dir is not None) == (flag == "remove_config")
+    assert len(todo.kept) == 2
+    word = {"remove_volumes": "volumes", "remove_images": "images", "remove_config": "config"}
+    assert not any(word[flag] in line for line in todo.kept)
+
+
+def test_plan_images_are_the_docker_services_images_present_and_our_rollback_tags(
+    local_paths, engine
+):
+    engine.tags.discard(IMAGES["mcp_proxy"])  # not pulled here
+    rt = make_runtime(
+        local_paths,
+        engine,
+        services={"ollama": {"type": "native-api", "url": "http://127.0.0.1:11434"}},
+    )
+    todo = uninstall.plan(rt, remove_volumes=False, remove_images=True, remove_config=False)
+    assert todo.images == sorted(
+        [IMAGES["webui"], f"ollama-stack-rollback/{OURS}/webui:20250101T000000"]
+    )
+
+
+def test_plan_follows_the_configured_images(local_paths, engine):
+    engine.tags.add("registry.example.org/webui:7")
+    rt = make_runtime(local_paths, engine, images={"webui": "registry.example.org/webui:7"})
+    todo = uninstall.plan(rt, remove_volumes=False, remove_images=True, remove_config=False)
+    assert "registry.example.org/webui:7" in todo.images
+    assert IMAGES["webui"] not in todo.images
+
+
+def test_plan_of_nothing_is_empty(stack_home):
+    never = InstallPaths.for_target("user@never-installed")
+    rt = make_runtime(never, FakeCompose(OURS))  # no directory, nothing on the engine
+    todo = uninstall.plan(rt, remove_volumes=True, remove_images=True, remove_config=True)
+    assert todo.empty
+    assert todo == Plan()
+
+
+def test_plan_empty_counts_every_list():
+    assert Plan().empty
+    for field in ("containers", "networks", "volumes", "images"):
+        assert not Plan(**{field: ["x"]}).empty
+    assert not Plan(config_dir="/x").empty
+    assert Plan(kept=["volumes a"]).empty  # only kept: nothing to remove
+
+
+def test_plan_never_lists_another_installations_rollback_tags(rt, engine):
+    neighbours = {  # a project whose name starts like ours, in both tag layouts
+        f"ollama-stack-rollback/{OURS}-dev/webui:20250101T000000",
+        f"ollama-stack-rollback/{OURS}-dev-webui:20250101T000000",
+    }
+    engine.tags |= neighbours
+    todo = uninstall.plan(rt, remove_volumes=False, remove_images=True, remove_config=False)
+    assert todo.images == OUR_IMAGES
+
+
+def test_plan_keeps_no_config_line_for_a_directory_without_an_installation(local_paths, engine):
+    assert local_paths.root.exists() and not local_paths.installed
+    rt = make_runtime(local_paths, engine)
+    todo = uninstall.plan(rt, remove_volumes=True, remove_images=True, remove_config=True)
+    assert todo.config_dir is None
+    assert todo.kept == []
+
+
+# -- execute -------------------------------------------------------------------------------
+
+
+def test_execute_removes_in_order_and_names_images_still_in_use(rt, engine, local_paths):
+    todo = uninstall.plan(rt, remove_volumes=True, remove_images=True, remove_config=True)
+    engine.calls.clear()
+    events: list[Event] = []
+    left = uninstall.execute(rt, todo, progress=events.append)
+
+    assert engine.calls == [
+        ("remove", "container", OUR_CONTAINERS),
+        ("remove", "network", [f"{OURS}_default"]),
+        ("remove", "volume", OUR_VOLUMES),
+        *(("remove_image", image) for image in OUR_IMAGES),
+    ]
+    assert left == [f"{IMAGES['webui']} (still used by another container)"]
+    assert not local_paths.root.exists()
+    assert [(e.kind, e.message) for e in events] == [("step", "removing 3 containers on local")]
+
+    # the neighbour is whole; of our images only the shared one is left
+    assert engine.resources["container"] == {
+        f"{OTHER}-webui-1": OTHER,
+        f"{OTHER}-mcp_proxy-1": OTHER,
+    }
+    assert set(engine.resources["volume"]) == {f"{OTHER}_ollama", f"{OTHER}_webui"}
+    assert set(engine.resources["network"]) == {f"{OTHER}_default"}
+    assert engine.tags == {
+        IMAGES["webui"],
+        "lab/mcpo:dev",
+        f"ollama-stack-rollback/{OTHER}/webui:20250101T000000",
+        "busybox:latest",
+    }
+
+
+def test_execute_default_plan_keeps_volumes_images_and_config(rt, engine, local_paths):
+    todo = uninstall.plan(rt, remove_volumes=False, remove_images=False, remove_config=False)
+    assert uninstall.execute(rt, todo) == []
+    assert set(OUR_VOLUMES) <= set(engine.resources["volume"])
+    assert set(OUR_IMAGES) <= engine.tags
+    assert "remove_image" not in [c[0] for c in engine.calls]
+    assert local_paths.secrets_file.exists()
+
+
+def test_execute_stops_at_the_first_engine_failure(rt, engine, local_paths):
+    todo = uninstall.plan(rt, remove_volumes=True, remove_images=True, remove_config=True)
+
+    def refuse(kind: Kind, names: Sequence[str]) -> None:
+        if kind == "network":
+            raise StackError("network has active endpoints")
+        FakeCompose.remove(engine, kind, names)
+
+    engine.remove = refuse  # type: ignore[method-assign]
+    with pytest.raises(StackError, match="active endpoints"):
+        uninstall.execute(rt, todo)
+    assert set(OUR_VOLUMES) <= set(engine.resources["volume"])
+    assert local_paths.secrets_file.exists()
+
+
+def test_local_remove_config_keeps_remote_installations(rt, local_paths):
+    remote = InstallPaths.for_target("user@box")
+    config.install(remote, {})
+    assert remote.root.is_relative_to(local_paths.root)  # the layout that makes it bite
+    todo = uninstall.plan(rt, remove_volumes=False, remove_images=False, remove_config=True)
+    uninstall.execute(rt, todo)
+    assert not local_paths.secrets_file.exists()
+    assert remote.secrets_file.exists()
+
+
+def test_remote_remove_config_removes_only_that_hosts_directory(local_paths, engine):
+    config.install(local_paths, {})
+    remote = InstallPaths.for_target("user@box")
+    config.install(remote, {})
+    rt = make_runtime(remote, engine)
+    todo = uninstall.plan(rt, remove_volumes=False, remove_images=False, remove_config=True)
+    assert todo.config_dir == str(remote.root)
+    uninstall.execute(rt, todo)
+    assert not remote.root.exists()
+    assert local_paths.secrets_file.exists()
+
+
+# -- removing the config ---------------------------------------------------------------------
+
+
+def test_remove_config_removes_only_the_installations_own_files(rt, local_paths, tmp_path):
+    """The local root may be any directory the user chose (OLLAMA_STACK_HOME)."""
+    config.write_state(local_paths, {"platform": "cpu"})
+    config.write_runtime_env(local_paths, {"A": "1"})
+    mine = local_paths.root / "notes.txt"
+    mine.write_text("the user's own file")
+    todo = uninstall.plan(rt, remove_volumes=False, remove_images=False, remove_config=True)
+    uninstall.execute(rt, todo)
+    for path in (
+        local_paths.config_file,
+        local_paths.secrets_file,
+        local_paths.state_file,
+        local_paths.runtime_env_file,
+    ):
+        assert not path.exists(), path
+    assert mine.read_text() == "the user's own file"
+
+
+def test_remove_config_leaves_no_empty_directory(local_paths, engine):
+    remote = InstallPaths.for_target("user@box")
+    config.install(remote, {})
+    config.write_state(remote, {"platform": "cpu"})
+    rt = make_runtime(remote, engine)
+    uninstall.execute(rt, Plan(config_dir=str(remote.root)))
+    assert not remote.root.exists()
+    assert remote.root.parent.exists()  # remotes/: other boxes may live there
+
+
+def test_execute_never_removes_the_directory_a_plan_names(rt, local_paths, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "config.yaml").write_text("{}\n")
+    (elsewhere / "secrets.env").write_text("A=1\n")
+    uninstall.execute(rt, Plan(config_dir=str(elsewhere)))
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["config.yaml", "secrets.env"]
+
+
+def test_execute_without_config_dir_keeps_the_config(rt, local_paths):
+    uninstall.execute(rt, Plan(containers=list(OUR_CONTAINERS)))
+    assert local_paths.installed
+    assert local_paths.config_file.exists()
