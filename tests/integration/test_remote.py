@@ -121,6 +121,9 @@ def test_unknown_host_key_stops_with_fingerprint(
     )
     assert f"SHA256:{digest}" in result.stderr
     assert "Traceback" not in result.stderr
+    # Probes travel over SSH too: an untrusted host is an SSH error, never "unhealthy".
+    check = inst.cli("health.check")
+    assert check.returncode == 8 and "SHA256:" in check.stderr, check.stdout + check.stderr
 
 
 def test_unreachable_host_is_one_line(make_installation, isolated_home) -> None:
