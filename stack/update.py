@@ -138,7 +138,7 @@ def _check_one(rt: Runtime, name: str, running_ids: dict[str, str], strict: bool
         registry.local_repo_digest(list(local.repo_digests), image) if local else None
     )
     try:
-        result.registry_digest = registry.remote_digest(image)
+        result.registry_digest = _registry_digest(rt, image)
     except StackError as exc:
         if strict:
             raise
@@ -153,6 +153,21 @@ def _check_one(rt: Runtime, name: str, running_ids: dict[str, str], strict: bool
     else:
         result.status = "update-available"
     return result
+
+
+def _registry_digest(rt: Runtime, image: str) -> str:
+    """The registry's digest, asked from this machine.
+
+    A loopback registry named by a remote box's config is that box's own:
+    this machine's loopback would answer for a different registry, or not at all.
+    """
+    where = registry.parse_reference(image).registry
+    if rt.target.is_remote and registry.is_loopback(where):
+        raise registry.RegistryUnreachable(
+            f"{where} is on {rt.target.label}'s own loopback; it cannot be checked from here",
+            "publish the registry on an address this machine reaches, or update on the box",
+        )
+    return registry.remote_digest(image)
 
 
 def _api_version(rt: Runtime, name: str, url: str) -> str | None:

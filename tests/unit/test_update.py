@@ -1163,3 +1163,15 @@ def test_rollback_that_stays_unhealthy_keeps_the_entry_applied(stack):
     with pytest.raises(HealthTimeout, match="rolled back, but still unhealthy"):
         update.rollback(stack.rt, timeout=0.2)
     assert [e["status"] for e in stack.history()] == ["applied"]
+
+
+def test_a_remote_boxs_loopback_registry_is_not_asked_from_here(monkeypatch):
+    asked: list[str] = []
+    monkeypatch.setattr(registry, "remote_digest", lambda image, **kw: asked.append(image) or "x")
+    rt = Runtime.open(remote="box", environ={"OLLAMA_STACK_HOME": config.stack_home().as_posix()})
+    with pytest.raises(registry.RegistryUnreachable) as info:
+        update._registry_digest(rt, "127.0.0.1:5000/team/ollama:stable")
+    assert "box's own loopback" in info.value.message and asked == []
+    assert update._registry_digest(rt, "registry.example:5000/team/ollama:stable") == "x"
+    local = Runtime.open(environ={"OLLAMA_STACK_HOME": config.stack_home().as_posix()})
+    assert update._registry_digest(local, "127.0.0.1:5000/team/ollama:stable") == "x"
