@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +31,10 @@ class Endpoint:
     url: str  # what the user opens; also what we probe
     path: str  # health path on that URL
     check: Callable[[int, bytes], str | None]  # None = good, else why not
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "https"
 
     @property
     def full_path(self) -> str:
@@ -98,13 +104,22 @@ def endpoint_for(service: str, url: str) -> Endpoint:
 class _DialedHTTPConnection(http.client.HTTPConnection):
     """http.client over a socket we dial ourselves (plain or SSH channel)."""
 
-    def __init__(self, host: str, port: int, timeout: float, dialer: Dialer) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float, dialer: Dialer, tls: bool = False
+    ) -> None:
         super().__init__(host, port, timeout=timeout)
         self._dialer = dialer
+        self._tls = tls
 
     def connect(self) -> None:
-        self.raw = self._dialer(self.host, self.port, self.timeout)
-        self.sock = _CloseLater(self.raw)
+        raw = self._dialer(self.host, self.port, self.timeout)
+        if self._tls:
+            if not isinstance(raw, socket.socket):
+                raw.close()
+                raise OSError("https through an SSH tunnel is not supported yet")
+            raw = ssl.create_default_context().wrap_socket(raw, server_hostname=self.host)
+        self.raw = raw
+        self.sock = _CloseLater(raw)
 
 
 class _CloseLater:
@@ -122,8 +137,10 @@ class _CloseLater:
         pass
 
 
-def _http_get(dialer: Dialer, host: str, port: int, path: str, timeout: float) -> tuple[int, bytes]:
-    conn = _DialedHTTPConnection(host, port, timeout, dialer)
+def _http_get(
+    dialer: Dialer, host: str, port: int, path: str, timeout: float, tls: bool = False
+) -> tuple[int, bytes]:
+    conn = _DialedHTTPConnection(host, port, timeout, dialer, tls)
     try:
         conn.request("GET", path, headers={"Accept": "application/json", "Connection": "close"})
         response = conn.getresponse()
@@ -170,7 +187,7 @@ def probe(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> ProbeResu
         return round((time.monotonic() - started) * 1000, 1)
 
     try:
-        status, body = _http_get(dialer, host, port, endpoint.full_path, timeout)
+        status, body = _http_get(dialer, host, port, endpoint.full_path, timeout, endpoint.tls)
     except StackError:
         raise  # e.g. SSH to the target failed: that is not the service's health
     except Exception as exc:  # refused, reset, timeout, SSH channel refused …
@@ -197,7 +214,7 @@ def get_json(endpoint: Endpoint, path: str, dialer: Dialer, timeout: float = 2.0
     host, port = endpoint.host_port
     try:
         prefix = urlsplit(endpoint.url).path.rstrip("/")
-        status, body = _http_get(dialer, host, port, prefix + path, timeout)
+        status, body = _http_get(dialer, host, port, prefix + path, timeout, endpoint.tls)
     except StackError:
         raise
     except Exception:

@@ -316,3 +316,82 @@ def test_an_endless_body_does_not_hold_the_probe():
         listener.close()
     assert result.health != "healthy"
     assert took < 1.5, f"probe took {took:.1f} s reading an endless body"
+
+
+# -- https ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_server(tmp_path, monkeypatch):
+    """An https Ollama on 127.0.0.1 with a certificate for `localhost` that we trust."""
+    import ssl
+    import subprocess
+    import threading
+
+    from .helpers import ServiceServer, ollama_routes
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = ServiceServer(ollama_routes())
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted like a real CA would be
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_endpoint_is_probed_over_tls(tls_server):
+    url = f"https://localhost:{tls_server.port}"
+    result = probe(endpoint_for("ollama", url), dial, timeout=3)
+    assert result.health == "healthy", result.detail
+    plain = probe(endpoint_for("ollama", f"http://localhost:{tls_server.port}"), dial, timeout=3)
+    assert plain.health == "reachable"  # the port answers, but not in plain HTTP
+
+
+def test_https_certificate_is_verified(tls_server, monkeypatch):
+    monkeypatch.delenv("SSL_CERT_FILE")
+    result = probe(endpoint_for("ollama", f"https://localhost:{tls_server.port}"), dial, timeout=3)
+    assert result.health == "reachable" and "CERTIFICATE_VERIFY_FAILED" in result.detail
+
+
+def test_https_through_an_ssh_channel_says_it_is_unsupported(tls_server):
+    class Channel:  # what Target.dial returns for a remote box: not a socket
+        def __init__(self) -> None:
+            self.closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    channels: list[Channel] = []
+
+    def ssh_dial(host: str, port: int, timeout: float) -> Channel:
+        channels.append(Channel())
+        return channels[-1]
+
+    result = probe(endpoint_for("ollama", f"https://localhost:{tls_server.port}"), ssh_dial)
+    assert "not supported" in result.detail
+    assert channels and all(c.closed for c in channels)
