@@ -29,7 +29,9 @@ from .lifecycle import check_service_names, prepare, wait_healthy
 from .runtime import Runtime
 
 ROLLBACK_REPO = "ollama-stack-rollback"
-Status = Literal["up-to-date", "update-available", "not-pulled", "unknown", "ok", "unreachable"]
+Status = Literal[
+    "up-to-date", "update-available", "not-pulled", "local-build", "unknown", "ok", "unreachable"
+]
 Outcome = Literal[
     "updated",
     "up-to-date",
@@ -137,6 +139,9 @@ def _check_one(rt: Runtime, name: str, running_ids: dict[str, str], strict: bool
     result.local_digest = (
         registry.local_repo_digest(list(local.repo_digests), image) if local else None
     )
+    if local and not local.repo_digests:  # built here (stand-ins, air-gapped builds)
+        result.status, result.detail = "local-build", "built on this engine; no registry to ask"
+        return result
     try:
         result.registry_digest = _registry_digest(rt, image)
     except StackError as exc:
@@ -223,7 +228,9 @@ def apply(
     checks = check(rt, docker, strict=True) if docker else []
     stale = [c for c in checks if c.status in ("update-available", "not-pulled")]
     report.outcomes += [
-        ServiceOutcome(c.service, "docker", "up-to-date", current=c.local_digest)
+        ServiceOutcome(c.service, "docker", "skipped", c.detail)
+        if c.status == "local-build"
+        else ServiceOutcome(c.service, "docker", "up-to-date", current=c.local_digest)
         for c in checks
         if c not in stale
     ]

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from .conftest import BROKEN_TAG, CLI, SERVICES, docker, free_ports, standin
-from .registry import push
+from .conftest import BROKEN_TAG, CLI, SERVICES, docker, standin
+from .registry import push, start_registry
 
 pytestmark = pytest.mark.docker
 
@@ -135,25 +135,30 @@ def test_running_stack_is_not_touched_without_yes(registry, standin_v2, publishe
 
 
 def test_unreachable_registry_stops_before_anything_changes(
-    standin_images, make_installation
+    standin_images, make_installation, tmp_path
 ) -> None:
-    dead = f"127.0.0.1:{free_ports(1)[0]}"
-    refs = {s: f"{dead}/gone/{s.replace('_', '-')}:stable" for s in SERVICES}
-    for service in SERVICES:
-        docker("tag", standin_images[service], refs[service])
+    # A registry of its own, pulled from, then gone: the images carry real repo digests.
+    own = start_registry(tmp_path / "registry")
+    refs = {s: f"{own.address}/gone/{s.replace('_', '-')}:stable" for s in SERVICES}
     inst = make_installation(images=refs)
     try:
-        inst.ok("stack.start", "--pull", "never")
+        for service in SERVICES:
+            push(own, standin_images[service], f"gone/{service.replace('_', '-')}", "stable")
+            docker("rmi", refs[service])
+        inst.ok("stack.start", "--pull", "missing")
+        own.stop()
         before = container_ids(inst)
         result = inst.cli("update.apply", "--yes", "--no-backup")
         assert result.returncode == 14, result.stderr
-        assert dead in result.stderr and "Traceback" not in result.stderr
+        assert own.address in result.stderr and "Traceback" not in result.stderr
         assert container_ids(inst) == before
+        assert {s["health"] for s in inst.status()["services"]} == {"healthy"}
         looked = check(inst)
-        assert looked["webui"]["status"] == "unknown" and dead in looked["webui"]["detail"]
+        assert looked["webui"]["status"] == "unknown" and own.address in looked["webui"]["detail"]
     finally:
-        for ref in refs.values():
-            docker("rmi", ref, check=False)
+        own.stop()
+        inst.teardown()
+        untag_pushed(own, "gone")
 
 
 def test_unknown_service_lists_the_valid_ones(make_installation) -> None:

@@ -481,11 +481,13 @@ def test_check_not_pulled_keeps_the_id_the_container_still_runs(stack):
     assert webui.image_id == image_id("webui", "v1")
 
 
-def test_check_an_image_without_repo_digest_counts_as_an_update(stack):
-    stack.engine.repo_digests[image_id("webui", "v1")] = ()  # built here, never pulled
+def test_check_an_image_without_repo_digest_is_a_local_build(stack):
+    # Built here or `docker load`ed (RepoDigests are empty then): there is no
+    # digest to compare, so claiming an update would be a guess.
+    stack.engine.repo_digests[image_id("webui", "v1")] = ()
     webui = checks_by_name(stack, ["webui"])["webui"]
     assert webui.local_digest is None
-    assert webui.status == "update-available"
+    assert webui.status == "local-build"
 
 
 def test_check_before_install_reads_no_containers(make_stack):
@@ -1175,3 +1177,14 @@ def test_a_remote_boxs_loopback_registry_is_not_asked_from_here(monkeypatch):
     assert update._registry_digest(rt, "registry.example:5000/team/ollama:stable") == "x"
     local = Runtime.open(environ={"OLLAMA_STACK_HOME": config.stack_home().as_posix()})
     assert update._registry_digest(local, "127.0.0.1:5000/team/ollama:stable") == "x"
+
+
+def test_a_locally_built_image_is_not_looked_up_in_any_registry(stack, monkeypatch):
+    asked: list[str] = []
+    monkeypatch.setattr(registry, "remote_digest", lambda image, **kw: asked.append(image) or "x")
+    stack.engine.repo_digests[image_id("webui", "v1")] = ()  # e.g. `dev.standins`
+    found = checks_by_name(stack, ["webui"])["webui"]
+    assert found.status == "local-build" and asked == []
+    report, _ = apply(stack, ["webui"])
+    assert [(o.outcome, o.service) for o in report.outcomes] == [("skipped", "webui")]
+    assert report.exit_code == 0 and asked == []
