@@ -217,16 +217,18 @@ def apply(
     if docker:
         config.read_secrets(rt.paths)  # not installed → stop before any network or engine work
     running = {c.service for c in rt.compose.ps() if c.state == "running"} if docker else set()
+    # Read-only first: an unreachable registry stops here, and nobody is asked
+    # about a change that will not happen.
+    checks = check(rt, docker, strict=True) if docker else []
+    stale = [c for c in checks if c.status in ("update-available", "not-pulled")]
     # A native update restarts the host's Ollama: that touches a running stack too.
-    touched = (running & set(services)) | {
+    touched = (running & {c.service for c in stale}) | {
         s for s in services if rt.settings.service_type(s) == "native-api"
     }
     if touched and not confirm(
         f"update {', '.join(sorted(touched))} on {rt.target.label} while the stack runs?"
     ):
         raise StackError("cancelled; nothing was changed", code=ExitCode.FAILED)
-    checks = check(rt, docker, strict=True) if docker else []
-    stale = [c for c in checks if c.status in ("update-available", "not-pulled")]
     report.outcomes += [
         ServiceOutcome(c.service, "docker", "skipped", c.detail)
         if c.status == "local-build"

@@ -617,7 +617,8 @@ def test_apply_pulls_everything_before_recreating_only_what_changed(stack):
         image_id("webui", "v2"),
     )
     assert report.exit_code == ExitCode.OK
-    assert confirm.asked == ["update mcp_proxy, ollama, webui on local while the stack runs?"]
+    # asked once, naming only what will change (ollama has nothing new)
+    assert confirm.asked == ["update mcp_proxy, webui on local while the stack runs?"]
 
     (entry,) = stack.history()
     assert entry["status"] == "applied"
@@ -730,11 +731,11 @@ def test_apply_asks_only_when_a_selected_service_runs(make_stack):
     s = make_stack()
     s.engine.run("webui", "v1")
     s.engine.run("mcp_proxy", "v1", state="exited")
-    for name in SERVICE_NAMES:
-        s.engine.publish(name, "v1")
     s.engine.have("ollama", "v1")
+    for name in SERVICE_NAMES:
+        s.engine.publish(name, "v2")  # something new for everyone
 
-    _, confirm = apply(s, ["ollama", "mcp_proxy"])
+    _, confirm = apply(s, ["ollama", "mcp_proxy"])  # neither runs
     assert confirm.asked == []
     _, confirm = apply(s, ["mcp_proxy", "webui"])
     assert confirm.asked == ["update webui on local while the stack runs?"]
@@ -757,13 +758,19 @@ def test_apply_asks_before_a_native_update_even_when_nothing_runs(make_stack, mo
     assert s.engine.calls == []  # no docker service selected: the engine is not asked
 
 
+def test_apply_with_nothing_new_asks_nothing(stack):
+    _, confirm = apply(stack, ["webui"], answer=False)
+    assert confirm.asked == []
+
+
 def test_apply_declined_changes_nothing(stack):
     stack.engine.publish("webui", "v2")
     with pytest.raises(StackError) as info:
         apply(stack, ["webui"], answer=False)
     assert info.value.code == ExitCode.FAILED
     assert info.value.message == "cancelled; nothing was changed"
-    assert stack.engine.kinds() == ["ps"]  # no registry question, tag, pull or up
+    # only read-only questions were asked before the answer: no tag, pull or up
+    assert not {"tag", "pull", "up"} & set(stack.engine.kinds())
     assert stack.history() == []
 
 
