@@ -7,6 +7,10 @@
 # engine answers, and links the Compose v2 plugin from the venv if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# CI may start us with a bare environment: make sure of HOME and the sbin dirs
+# (dockerd, sshd and ip live there on Debian).
+export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 standins=0
 [ "${1:-}" = "--standins" ] && standins=1

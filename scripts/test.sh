@@ -6,6 +6,10 @@
 # Usage: bash scripts/test.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# CI may start us with a bare environment: make sure of HOME and the sbin dirs
+# (dockerd, sshd and ip live there on Debian).
+export HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | { grep -v '^WARNING: Location' || [ $? -eq 1 ]; }
