@@ -115,50 +115,34 @@ class Installation:
     def status(self) -> dict:
         return json.loads(self.ok("stack.status", "--json").stdout)
 
-    def containers(self) -> list[str]:
+    def _labelled(self, *listing: str) -> list[str]:
+        """Names of this project's resources, by compose label, from the plain docker CLI."""
+        label = f"label=com.docker.compose.project={self.project}"
         out = docker(
-            "ps",
-            "-a",
-            "--filter",
-            f"label=com.docker.compose.project={self.project}",
-            "--format",
-            "{{.Names}}",
-            host=self.docker_host,
+            *listing[:-1], "--filter", label, "--format", listing[-1], host=self.docker_host
         )
         return sorted(out.split())
 
+    def containers(self) -> list[str]:
+        return self._labelled("ps", "-a", "{{.Names}}")
+
     def volumes(self) -> list[str]:
-        out = docker(
-            "volume",
-            "ls",
-            "--filter",
-            f"label=com.docker.compose.project={self.project}",
-            "--format",
-            "{{.Name}}",
-            host=self.docker_host,
-        )
-        return sorted(out.split())
+        return self._labelled("volume", "ls", "{{.Name}}")
+
+    def networks(self) -> list[str]:
+        return self._labelled("network", "ls", "{{.Name}}")
 
     def teardown(self) -> None:
         # Clean up by label with the plain docker CLI: independent of the code under test.
-        for kind, listing in (("container", self.containers), ("volume", self.volumes)):
+        removals = (
+            (["rm", "-f"], self.containers),
+            (["volume", "rm", "-f"], self.volumes),
+            (["network", "rm"], self.networks),
+        )
+        for command, listing in removals:
             names = listing()
             if names:
-                args = (
-                    ["rm", "-f", *names] if kind == "container" else ["volume", "rm", "-f", *names]
-                )
-                docker(*args, host=self.docker_host, check=False)
-        nets = docker(
-            "network",
-            "ls",
-            "--filter",
-            f"label=com.docker.compose.project={self.project}",
-            "--format",
-            "{{.Name}}",
-            host=self.docker_host,
-        ).split()
-        if nets:
-            docker("network", "rm", *nets, host=self.docker_host, check=False)
+                docker(*command, *names, host=self.docker_host, check=False)
         rollback = docker(
             "images",
             "--format",
