@@ -91,6 +91,7 @@ class ComposeProject:
     docker_host: str | None = None
     target_label: str = "local"
     images: Mapping[str, str] = field(default_factory=dict)
+    installation: str | None = None  # our io.ollama-stack.installation label value
     _client: Any = field(default=None, init=False, repr=False)
 
     # -- plumbing -------------------------------------------------------------
@@ -328,20 +329,29 @@ class ComposeProject:
 
     def labelled(self, kind: Literal["container", "volume", "network"]) -> list[str]:
         """Names of this project's containers, volumes or networks, found by label."""
-        # Both labels (filters AND together): a foreign compose project that
-        # happens to share the name is not ours to remove.
-        ours = [
-            "--filter",
-            f"label=com.docker.compose.project={self.project}",
-            "--filter",
-            f"label=io.ollama-stack.installation={self.project}",
-        ]
+        # Both labels (filters AND together): another compose project, or
+        # another installation, that happens to share the name is not ours.
+        ours = ["--filter", f"label=com.docker.compose.project={self.project}"]
+        if self.installation:
+            ours += ["--filter", f"label=io.ollama-stack.installation={self.installation}"]
         listing = {
             "container": ["ps", "--all", *ours, "--format", "{{.Names}}"],
             "volume": ["volume", "ls", *ours, "--format", "{{.Name}}"],
             "network": ["network", "ls", *ours, "--format", "{{.Name}}"],
         }[kind]
         return sorted(self._run([*self._docker_argv(), *listing]).split())
+
+    def foreign_installations(self) -> set[str]:
+        """Installation ids, other than ours, on containers or volumes of this project."""
+        project = f"label=com.docker.compose.project={self.project}"
+        label = '{{.Label "io.ollama-stack.installation"}}'
+        found: set[str] = set()
+        for listing in (["ps", "--all"], ["volume", "ls"]):
+            out = self._run(
+                [*self._docker_argv(), *listing, "--filter", project, "--format", label]
+            )
+            found |= {line.strip() for line in out.splitlines() if line.strip()}
+        return found - {self.installation or ""}
 
     def remove(self, kind: Literal["container", "volume", "network"], names: Sequence[str]) -> None:
         if not names:

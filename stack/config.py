@@ -397,6 +397,17 @@ def install(
     )
 
 
+def installation_id(paths: InstallPaths) -> str:
+    """Labels this installation's containers and volumes.
+
+    Derived from the installation directory, so a second OLLAMA_STACK_HOME
+    using the same project name never mistakes them for its own, while
+    uninstalling with --remove-config and installing again in the same place
+    finds its kept volumes again.
+    """
+    return hashlib.sha256(str(paths.root.resolve()).encode()).hexdigest()[:16]
+
+
 def read_secrets_lenient(paths: InstallPaths) -> dict[str, str]:
     try:
         return read_secrets(paths)

@@ -63,6 +63,7 @@ def start(
 ) -> StartResult:
     began = time.monotonic()
     services = prepare(rt, progress)
+    refuse_foreign(rt)
     ours = rt.compose.ps()
     running = {c.service for c in ours if c.state == "running"}
     if services and set(services) <= running:
@@ -90,6 +91,18 @@ def _result(
         urls={name: rt.url(name) for name in SERVICE_NAMES},
         seconds=round(time.monotonic() - began, 2),
     )
+
+
+def refuse_foreign(rt: Runtime) -> None:
+    """Never start on top of another installation that uses the same project name."""
+    others = rt.compose.foreign_installations()
+    if others:
+        raise ConfigError(
+            f"compose project {rt.settings.project!r} on {rt.target.label} belongs to another "
+            f"ollama-stack installation (id {', '.join(sorted(others))})",
+            "give this one its own project: `inv stack.uninstall --remove-config`, then "
+            "`inv stack.install --project NAME`",
+        )
 
 
 def check_ports(

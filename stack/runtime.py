@@ -113,6 +113,7 @@ class Runtime:
             docker_host=self.target.docker_host,
             target_label=self.target.label,
             images=self.settings.images.model_dump(),
+            installation=config.installation_id(self.paths),
         )
 
     def refresh_compose(self) -> ComposeProject:
@@ -165,6 +166,7 @@ class Runtime:
             cpus = min(wanted.cpus, host_cpus) if wanted and wanted.cpus else host_cpus
             env[CPU_ENV[name]] = f"{cpus:g}"
         env.update({k: secrets[k] for k in config.SECRET_KEYS})
+        env["OLLAMA_STACK_INSTALLATION"] = config.installation_id(self.paths)
         return env
 
     def with_target(self, remote: str | None) -> Runtime:

@@ -268,12 +268,14 @@ def _rollback_tag(rt: Runtime, service: str, entry_id: str) -> str:
 def _apply_docker(
     rt: Runtime, stale: list[ServiceCheck], timeout: float | None, progress: Progress | None
 ) -> list[ServiceOutcome]:
+    running = {c.service for c in rt.compose.ps() if c.state == "running"}
     entry_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     for c in stale:
         if c.image_id:  # keep the old image reachable by name, whatever happens to its tag
             rt.compose.tag(c.image_id, _rollback_tag(rt, c.service, entry_id))
     _record(rt, entry_id, stale, "started")
-    names = [c.service for c in stale]
+    # An update does not start what the user stopped: those are only pulled.
+    names = [c.service for c in stale if c.service in running]
     recreated = False
     try:
         # Every pull before any recreate: a failed pull leaves the old stack running.
@@ -282,27 +284,38 @@ def _apply_docker(
             rt.compose.pull_image(
                 c.image, sink=lambda line, s=c.service: emit(progress, "output", line, service=s)
             )
-        prepare(rt, progress)
-        emit(progress, "step", f"recreating {', '.join(names)}")
-        recreated = True
-        rt.compose.up(
-            names, pull="never", no_deps=True, sink=lambda line: emit(progress, "output", line)
-        )
-        # Only the updated services decide: an unrelated service that is down
-        # must not roll back a good update.
-        wait_healthy(rt, timeout or rt.settings.start_timeout, progress, services=names)
+        if names:
+            prepare(rt, progress)
+            emit(progress, "step", f"recreating {', '.join(names)}")
+            recreated = True
+            rt.compose.up(
+                names, pull="never", no_deps=True, sink=lambda line: emit(progress, "output", line)
+            )
+            # Only the updated services decide: an unrelated service that is down
+            # must not roll back a good update.
+            wait_healthy(rt, timeout or rt.settings.start_timeout, progress, services=names)
     except HealthTimeout as failure:
         return _roll_back(rt, entry_id, stale, failure, timeout, progress)
     except BaseException:  # a failed pull or up, Ctrl-C: put the old images back
         _put_back(rt, stale, recreated, timeout, progress)
         _record(rt, entry_id, stale, "failed")
         raise
-    current = rt.compose.container_image_ids()
+    current: dict[str, str] = {}
+    with contextlib.suppress(StackError):  # the update itself is done and healthy
+        current = rt.compose.container_image_ids()
     _record(rt, entry_id, stale, "applied", current)
-    _release_older_rollback_tags(rt, entry_id)
+    try:
+        _release_older_rollback_tags(rt, entry_id)
+    except StackError as exc:
+        emit(progress, "warn", f"could not release older rollback tags: {exc.message}")
     return [
         ServiceOutcome(
-            c.service, "docker", "updated", previous=c.image_id, current=current.get(c.service)
+            c.service,
+            "docker",
+            "updated",
+            "" if c.service in names else "pulled; not started because it was stopped",
+            previous=c.image_id,
+            current=current.get(c.service),
         )
         for c in stale
     ]
@@ -337,8 +350,10 @@ def _roll_back(
     progress: Progress | None,
 ) -> list[ServiceOutcome]:
     emit(progress, "warn", f"update unhealthy ({failure.message}); rolling back")
-    restore(rt, {c.service: (c.image, c.image_id) for c in stale}, timeout, progress)
-    _record(rt, entry_id, stale, "rolled-back")
+    try:
+        restore(rt, {c.service: (c.image, c.image_id) for c in stale}, timeout, progress)
+    finally:
+        _record(rt, entry_id, stale, "rolled-back")
     return [
         ServiceOutcome(
             c.service, "docker", "rolled-back", detail=failure.message, current=c.image_id
@@ -440,18 +455,32 @@ def _validate_remote(rt: Runtime, name: str) -> ServiceOutcome:
 def rollback(rt: Runtime, timeout: float | None = None, progress: Progress | None = None) -> dict:
     """Put back the images the last applied update replaced."""
     history = config.read_state(rt.paths).get("updates", [])
-    applied = [e for e in history if e.get("status") == "applied"]
-    if not applied:
+    # Failed and automatically rolled-back attempts never took effect; what
+    # counts is the newest update that did (or was already undone by hand).
+    settled = [e for e in history if e.get("status") not in ("failed", "rolled-back", "started")]
+    if not settled or settled[-1].get("status") != "applied":
         raise StackError(
-            "no applied update to roll back",
-            "`inv update.apply` records what it replaces; nothing was recorded here",
+            "no applied update to roll back"
+            + (f" (the last one is {settled[-1].get('status')})" if settled else ""),
+            "`inv update.apply` records what it replaces; each update rolls back once",
             code=ExitCode.FAILED,
         )
-    entry = applied[-1]
-    images = {s: (v["image"], v["previous_id"]) for s, v in entry["services"].items()}
+    entry = settled[-1]
+    images = {
+        s: (v["image"], v["previous_id"]) for s, v in entry["services"].items() if v["previous_id"]
+    }
+    missing = [s for s, (_, image_id) in images.items() if not rt.compose.image_exists(image_id)]
+    if not images or missing:
+        raise StackError(
+            f"nothing to roll back to for {', '.join(missing or entry['services'])}: "
+            "the earlier image is not on this engine",
+            "the update brought these services in; stop them or update again",
+            code=ExitCode.FAILED,
+        )
     config.read_secrets(rt.paths)
     prepare(rt, progress)
     restore(rt, images, timeout, progress)
     entry["status"] = "rolled-back-by-hand"
+    entry["restored"] = sorted(images)
     config.write_state(rt.paths, {"updates": history})
     return entry

@@ -110,5 +110,5 @@ def rollback(c: Context, remote: str = "", timeout: float = 0.0) -> None:
     out = display()
     entry = update.rollback(runtime(c, remote), timeout or None, out.progress)
     out.success(
-        f"rolled back {', '.join(entry['services'])} to the images before update {entry['id']}"
+        f"rolled back {', '.join(entry['restored'])} to the images before update {entry['id']}"
     )

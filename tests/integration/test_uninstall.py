@@ -80,3 +80,23 @@ def test_remove_images_keeps_images_another_container_uses(
     assert standin_images["webui"] in tags  # the other installation's reference survives
     assert private["ollama"] not in tags and private["mcp_proxy"] not in tags  # ours are gone
     docker("rmi", private["webui"])  # never used by anyone
+
+
+def test_a_second_home_with_the_same_project_never_touches_the_first(make_installation) -> None:
+    first = make_installation()
+    first.ok("stack.start", "--pull", "never")
+    write_marker(first, "first-home")
+    containers, volumes = first.containers(), first.volumes()
+
+    second = make_installation()  # its own OLLAMA_STACK_HOME and secrets...
+    second.env["OLLAMA_STACK_PROJECT"] = first.project  # ...but the same project name
+    second.env["OLLAMA_STACK_PORTS_WEBUI"] = first.env["OLLAMA_STACK_PORTS_WEBUI"]
+    second.project = first.project
+    refused = second.cli("stack.start", "--pull", "never")
+    assert refused.returncode == 2, refused.stderr
+    assert "belongs to another ollama-stack installation" in refused.stderr
+
+    done = second.ok("stack.uninstall", "--yes", "--remove-volumes")
+    assert "remove volume" not in done.stdout
+    assert first.containers() == containers and first.volumes() == volumes
+    assert read_marker(first) == "first-home"

@@ -352,8 +352,8 @@ def test_install_writes_config_and_private_secrets(local_paths):
     assert result.secrets_kept == []
     secrets = config.read_secrets(local_paths)
     assert set(secrets) == set(config.SECRET_KEYS)
-    for value in secrets.values():
-        assert len(value) >= 32
+    for key in config.SECRET_KEYS:
+        assert len(secrets[key]) >= 32
     assert secrets["WEBUI_SECRET_KEY"] != secrets["MCPO_API_KEY"]
     # the config round-trips to the same settings
     reloaded = load_settings(local_paths, environ={})
@@ -515,3 +515,14 @@ def test_deep_merge_does_not_mutate_its_inputs():
     assert merged == {"ports": {"webui": 3, "ollama": 2}, "project": "a", "bind": "::"}
     assert base == {"ports": {"webui": 1, "ollama": 2}, "project": "a"}
     assert top == {"ports": {"webui": 3}, "bind": "::"}
+
+
+def test_installation_id_is_stable_per_directory_and_differs_between_homes(tmp_path):
+    first = config.InstallPaths(tmp_path / "a")
+    assert config.installation_id(first) == config.installation_id(
+        config.InstallPaths(tmp_path / "a")
+    )
+    assert config.installation_id(first) != config.installation_id(
+        config.InstallPaths(tmp_path / "b")
+    )
+    assert len(config.installation_id(first)) == 16

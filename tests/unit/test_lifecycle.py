@@ -243,8 +243,9 @@ def test_start_writes_the_env_file_runs_up_and_waits(local_paths, services, pow_
     assert env["OLLAMA_CPUS"] == "2"
     assert config.read_state(local_paths)["platform"] == "cpu"
 
-    assert pow_calls.subcommands() == ["ps", "up"]
-    up = pow_calls.calls[1][0]
+    # docker ps + volume ls: whose resources carry this project name? then compose ps, up
+    assert pow_calls.subcommands() == ["ps", "volume", "ps", "up"]
+    up = pow_calls.calls[3][0]
     assert up[up.index("--env-file") + 1] == str(env_file)
     assert up[up.index("up") :] == [
         "up",
@@ -265,7 +266,7 @@ def test_start_when_already_running_and_healthy_does_nothing(local_paths, servic
     rt = make_runtime(local_paths, ports_of(services))
     result = lifecycle.start(rt, timeout=5)
     assert result.already_running is True
-    assert pow_calls.subcommands() == ["ps"]
+    assert pow_calls.subcommands() == ["ps", "volume", "ps"]  # looked, changed nothing
 
 
 def test_start_starts_only_docker_services(local_paths, services, pow_calls):
@@ -277,7 +278,7 @@ def test_start_starts_only_docker_services(local_paths, services, pow_calls):
         services={"ollama": {"type": "native-api", "url": services["ollama"].url}},
     )
     lifecycle.start(rt, timeout=5)
-    up = pow_calls.calls[1][0]
+    up = next(argv for argv, _ in pow_calls.calls if "up" in argv)
     assert up[-2:] == ["webui", "mcp_proxy"]
     assert "ollama" not in up[up.index("up") :]
 
@@ -297,6 +298,26 @@ def test_start_before_install_touches_nothing(local_paths, pow_calls):
         lifecycle.start(rt)
     assert pow_calls.calls == []
     assert not local_paths.runtime_env_file.exists()
+
+
+def test_start_refuses_a_project_that_belongs_to_another_installation(
+    local_paths, services, pow_calls
+):
+    config.install(local_paths, {})
+    ours = config.installation_id(local_paths)
+    answer = ps_answer()
+
+    def on_run(argv: list[str]) -> str:
+        if "--format" in argv and "io.ollama-stack.installation" in argv[-1]:
+            return f"{ours}\n0123456789abcdef\n" if argv[1] == "volume" else ""
+        return answer(argv)
+
+    pow_calls.on_run = on_run
+    rt = make_runtime(local_paths, ports_of(services))
+    with pytest.raises(ConfigError) as info:
+        lifecycle.start(rt, timeout=5)
+    assert "0123456789abcdef" in info.value.message and ours not in info.value.message
+    assert "up" not in pow_calls.subcommands()
 
 
 def test_stop_stops_only_when_something_runs(local_paths, pow_calls):

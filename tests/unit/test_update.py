@@ -177,7 +177,9 @@ class FakeCompose:
         return ImageInfo(found, self.repo_digests.get(found, ()), tags)
 
     def image_exists(self, reference: str) -> bool:
-        return reference in self.tags
+        # by name or by ID, like `docker image inspect`; an ID left without
+        # any tag here stands for an image pruned away
+        return reference in self.tags or reference in self.tags.values()
 
     def pull_image(self, reference: str, sink: Callable[[str], None] | None = None) -> None:
         self.calls.append(("pull", reference))
@@ -796,7 +798,10 @@ def test_apply_a_service_never_pulled_is_pulled_and_not_tagged(running_stack):
     report, _ = apply(s, ["webui"])
     assert [(o.outcome, o.previous) for o in report.outcomes] == [("updated", None)]
     assert "tag" not in s.engine.kinds()
-    assert s.engine.ups() == [UpCall(["webui"], "never", False, True)]
+    assert "pull" in s.engine.kinds()
+    # it had no running container: an update pulls it but never starts it
+    assert s.engine.ups() == []
+    assert "not started" in report.outcomes[0].detail
 
 
 def test_apply_backup_hook(stack):
@@ -914,18 +919,43 @@ def test_apply_never_releases_another_installations_rollback_tags(stack):
     assert "remove_image" not in stack.engine.kinds()
 
 
-def test_rollback_with_nothing_to_put_back_recreates_nothing(make_stack):
+def test_a_stopped_stack_is_updated_without_being_started(make_stack):
     s = make_stack()
-    s.engine.run("ollama", "v1")
-    s.engine.run("mcp_proxy", "v1")
-    s.engine.publish("webui", "v1")  # fresh: never pulled, no container yet
-    s.engine.broken.add(image_id("webui", "v1"))
-    report, _ = apply(s, ["webui"], timeout=0.2)
-    # `up` without names would recreate the whole stack
-    assert s.engine.ups() == [UpCall(["webui"], "never", False, True)]
-    # nothing to go back to: a failure, never reported as a rollback
-    assert [(o.outcome, o.current) for o in report.outcomes] == [("failed", None)]
-    assert "no earlier image to go back to" in report.outcomes[0].detail
+    for name in SERVICE_NAMES:
+        s.engine.run(name, "v1", state="exited")
+    s.engine.publish("webui", "v2")
+    s.engine.broken.add(image_id("webui", "v2"))  # would fail health if it were started
+    report, confirm = apply(s, ["webui"], timeout=0.2)
+    assert confirm.asked == []  # nothing running is touched
+    assert s.engine.ups() == []  # `up` would have started what the user stopped
+    assert [(o.outcome, o.detail) for o in report.outcomes] == [
+        ("updated", "pulled; not started because it was stopped")
+    ]
+    assert {c.state for c in s.engine.ps()} == {"exited"}
+
+
+def test_rollback_by_hand_needs_the_earlier_images_on_the_engine(stack):
+    stack.engine.publish("webui", "v2")
+    apply(stack, ["webui"])
+    previous = stack.history()[-1]["services"]["webui"]["previous_id"]
+    for ref in [r for r, i in stack.engine.tags.items() if i == previous]:
+        del stack.engine.tags[ref]  # e.g. `docker image prune -a` ran since
+    ups_before = len(stack.engine.ups())
+    with pytest.raises(StackError) as info:
+        update.rollback(stack.rt, timeout=1)
+    assert "not on this engine" in info.value.message
+    assert len(stack.engine.ups()) == ups_before and stack.history()[-1]["status"] == "applied"
+
+
+def test_each_update_rolls_back_by_hand_once(stack):
+    stack.engine.publish("webui", "v2")
+    apply(stack, ["webui"])
+    stack.engine.publish("webui", "v3")
+    apply(stack, ["webui"])
+    update.rollback(stack.rt, timeout=3)  # v3 → v2
+    with pytest.raises(StackError) as info:
+        update.rollback(stack.rt, timeout=3)  # not on to v1 through a released update
+    assert "rolled-back-by-hand" in info.value.message
 
 
 def test_apply_of_one_service_does_not_wait_for_stopped_others(make_stack):
