@@ -204,15 +204,6 @@ class ComposeProject:
     def stop(self, services: Sequence[str] = (), sink: LineSink | None = None) -> None:
         self._stream([*self.compose_argv("stop"), *services], sink)
 
-    def down(self, *, volumes: bool = False, sink: LineSink | None = None) -> None:
-        argv = self.compose_argv("down", "--remove-orphans")
-        if volumes:
-            argv.append("--volumes")
-        self._stream(argv, sink)
-
-    def restart(self, services: Sequence[str] = (), sink: LineSink | None = None) -> None:
-        self._stream([*self.compose_argv("restart"), *services], sink)
-
     def config_yaml(self) -> str:
         return self._run(self.compose_argv("config"))
 

@@ -20,7 +20,7 @@ import secrets as _secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -476,7 +476,3 @@ def write_state(paths: InstallPaths, changes: Mapping[str, Any]) -> None:
     tmp = paths.state_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(merged, indent=2, sort_keys=True))
     os.replace(tmp, paths.state_file)
-
-
-def allowed_values(literal: Any) -> tuple[str, ...]:
-    return tuple(str(v) for v in get_args(literal))

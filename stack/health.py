@@ -222,6 +222,12 @@ def get_json(endpoint: Endpoint, path: str, dialer: Dialer, timeout: float = 2.0
     return _json_body(body) if status == 200 else None
 
 
+def api_version(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> str | None:
+    """Ollama and Open WebUI both answer GET /api/version with {"version": …}."""
+    data = get_json(endpoint, "/api/version", dialer, timeout)
+    return data.get("version") if isinstance(data, dict) else None
+
+
 def ollama_models(
     endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0
 ) -> tuple[int, int] | None:

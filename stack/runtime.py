@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -168,6 +168,3 @@ class Runtime:
         env.update({k: secrets[k] for k in config.SECRET_KEYS})
         env["OLLAMA_STACK_INSTALLATION"] = config.installation_id(self.paths)
         return env
-
-    def with_target(self, remote: str | None) -> Runtime:
-        return replace(self, target=Target(remote))

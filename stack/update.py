@@ -24,7 +24,7 @@ from . import config, native, registry
 from .config import SERVICE_NAMES
 from .errors import ConfigError, ExitCode, HealthTimeout, StackError
 from .events import Progress, emit
-from .health import endpoint_for, get_json, probe
+from .health import api_version, endpoint_for, probe
 from .lifecycle import check_service_names, prepare, wait_healthy
 from .runtime import Runtime
 
@@ -175,12 +175,6 @@ def _registry_digest(rt: Runtime, image: str) -> str:
     return registry.remote_digest(image)
 
 
-def _api_version(rt: Runtime, name: str, url: str) -> str | None:
-    """Ollama and Open WebUI both answer GET /api/version with {"version": …}."""
-    data = get_json(endpoint_for(name, url), "/api/version", rt.target.dial)
-    return data.get("version") if isinstance(data, dict) else None
-
-
 def _check_external(rt: Runtime, name: str, kind: str) -> ServiceCheck:
     url = rt.url(name)
     result = ServiceCheck(name, kind, image=url)
@@ -188,7 +182,10 @@ def _check_external(rt: Runtime, name: str, kind: str) -> ServiceCheck:
     if not found.ok:
         result.status, result.detail = "unreachable", found.detail
         return result
-    result.status, result.version = "ok", found.version or _api_version(rt, name, url)
+    result.status, result.version = (
+        "ok",
+        found.version or api_version(endpoint_for(name, url), rt.target.dial),
+    )
     if kind == "native-api":
         method = native.detect_install(rt.target.shell())
         result.detail = f"installed via {method.name}; update.apply asks it for a newer version"
@@ -433,12 +430,9 @@ def _release_older_rollback_tags(rt: Runtime, keep: str) -> None:
 
 def _apply_native(rt: Runtime, name: str, progress: Progress | None) -> ServiceOutcome:
     endpoint = endpoint_for(name, rt.url(name))
-
-    def version() -> str | None:
-        data = get_json(endpoint, "/api/version", rt.target.dial)
-        return data.get("version") if isinstance(data, dict) else None
-
-    result = native.update_native(rt.target.shell(), version, progress=progress)
+    result = native.update_native(
+        rt.target.shell(), lambda: api_version(endpoint, rt.target.dial), progress=progress
+    )
     outcome = result.outcome if result.outcome != "unchanged" else "up-to-date"
     return ServiceOutcome(name, "native-api", outcome, result.message, result.before, result.after)
 

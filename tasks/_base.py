@@ -31,23 +31,17 @@ def guarded(func: F) -> F:
         try:
             return func(c, *args, **kwargs)
         except StackError as exc:
-            _display().error(exc.message, exc.remedy)
+            display().error(exc.message, exc.remedy)
             raise Exit(code=int(exc.code)) from None
         except OSError as exc:  # a full disk, a read-only home: say which file
             where = f" ({exc.filename})" if exc.filename else ""
-            _display().error(f"{exc.strerror or exc}{where}", "check the path and free space")
+            display().error(f"{exc.strerror or exc}{where}", "check the path and free space")
             raise Exit(code=int(ExitCode.FAILED)) from None
         except KeyboardInterrupt:
-            _display().error("interrupted", "see `inv stack.status` for what runs now")
+            display().error("interrupted", "see `inv stack.status` for what runs now")
             raise Exit(code=int(ExitCode.INTERRUPTED)) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _display() -> Display:
-    from ollama_stack.stack.display import Display
-
-    return Display()
 
 
 def display(json_mode: bool = False) -> Display:

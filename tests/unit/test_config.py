@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
@@ -226,7 +227,7 @@ def test_bad_platform_names_key_value_allowed_values_and_layer(local_paths):
     err = config_error(local_paths, environ={"OLLAMA_STACK_PLATFORM": "gpu"})
     assert "platform" in err.message
     assert "'gpu'" in err.message
-    for allowed in config.allowed_values(config.Platform):
+    for allowed in get_args(config.Platform):
         assert f"'{allowed}'" in err.message
     assert "(from environment)" in err.message
     assert err.remedy

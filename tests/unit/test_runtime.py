@@ -290,12 +290,3 @@ def test_refresh_compose_points_at_platform_files_and_env_file(local_paths, fake
         "ollama-stack",
         "ps",
     ]
-
-
-def test_with_target_forgets_the_platform(local_paths):
-    rt = make_runtime(local_paths, platform="cpu")
-    _ = rt.platform
-    other = rt.with_target("box")
-    assert other.target.label == "box"
-    assert other._platform is None
-    assert other.paths == rt.paths
