@@ -8,15 +8,21 @@ from ._base import display, guarded, runtime
 from .stack import REMOTE_HELP
 
 
-@task(help={"remote": REMOTE_HELP, "version": "tag for the images (default latest)"})
+@task(
+    help={
+        "remote": REMOTE_HELP,
+        "version": "tag for the images (default latest)",
+        "mirror": "Debian mirror for the base image (default http://deb.debian.org/debian)",
+    }
+)
 @guarded
-def standins(c: Context, remote: str = "", version: str = "latest") -> None:
-    """Build offline stand-in images and point images.* at them."""
+def standins(c: Context, remote: str = "", version: str = "latest", mirror: str = "") -> None:
+    """Build the offline images (the real mcpo, Ollama and Open WebUI stand-ins); use them."""
     from ollama_stack.stack import config
     from ollama_stack.stack import standins as builder
 
     rt = runtime(c, remote)
     out = display()
-    images = builder.build(rt, version, progress=out.progress)
+    images = builder.build(rt, version, out.progress, mirror or builder.DEFAULT_MIRROR)
     path = config.update_user_config(rt.paths, {"images": images})
     out.success(f"built {len(images)} stand-in images; images.* set in {path}")
