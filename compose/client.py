@@ -9,6 +9,7 @@ into a ``StackError`` through ``compose.errors.translate``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,10 +49,31 @@ class ContainerState(BaseModel):
     image: str = Field(default="", alias="Image")
     status: str = Field(default="", alias="Status")
     publishers: list[Publisher] | None = Field(default=None, alias="Publishers")
+    labels: str = Field(default="", alias="Labels")  # "k=v,k=v" as compose prints them
 
     @property
     def published_ports(self) -> set[int]:
         return {p.published_port for p in self.publishers or [] if p.published_port}
+
+    @property
+    def config_hash(self) -> str:
+        """Compose's own hash of the service definition this container was made from."""
+        match = _CONFIG_HASH_LABEL.search(self.labels)
+        return match.group(1) if match else ""
+
+
+_CONFIG_HASH_LABEL = re.compile(r"(?:^|,)com\.docker\.compose\.config-hash=([^,]+)")
+
+
+@dataclass(frozen=True)
+class ContainerRun:
+    """What `docker inspect` says of one container's process: is it staying up?"""
+
+    service: str
+    name: str
+    status: str  # created, running, restarting, exited, paused, dead
+    exit_code: int
+    restart_count: int
 
 
 @dataclass(frozen=True)
@@ -69,6 +91,7 @@ class EngineInfo:
     operating_system: str
     ncpu: int
     mem_total: int
+    architecture: str = ""
 
 
 def parse_ps_output(text: str) -> list[ContainerState]:
@@ -163,6 +186,7 @@ class ComposeProject:
             operating_system=info.operating_system or "",
             ncpu=int(info.n_cpu or 0),
             mem_total=int(info.mem_total or 0),
+            architecture=info.architecture or "",
         )
 
     def compose_version(self) -> str:
@@ -184,6 +208,34 @@ class ComposeProject:
 
     def ps(self) -> list[ContainerState]:
         return parse_ps_output(self._run(self.compose_argv("ps", "--all", "--format", "json")))
+
+    def container_runs(self) -> dict[str, ContainerRun]:
+        """service → exit code and restart count of its container (two engine calls)."""
+        names = [c.name for c in self.ps()]
+        if not names:
+            return {}
+        out = self._run([*self._docker_argv(), "inspect", "--format", _RUN_FORMAT, *names])
+        return {run.service: run for run in map(_parse_run, out.splitlines()) if run}
+
+    def config_hashes(self) -> dict[str, str]:
+        """service → the hash compose would give its container now (`config --hash`)."""
+        out = self._run(self.compose_argv("config", "--hash", "*"))
+        return dict(line.split(maxsplit=1) for line in out.splitlines() if len(line.split()) == 2)
+
+    def exec_in(self, service: str, argv: Sequence[str]) -> tuple[int, str]:
+        """Run a command in the service's running container: (exit code, output).
+
+        A non-zero exit is an answer here, not an error: the caller asked a
+        question from inside the container and reads the reply.
+        """
+        from python_on_whales.exceptions import DockerException
+        from python_on_whales.utils import run
+
+        command = self.compose_argv("exec", "-T", service, *argv)
+        try:
+            return 0, run(command, capture_stderr=True)
+        except DockerException as exc:
+            return exc.return_code, ((exc.stderr or "") + (exc.stdout or "")).strip()
 
     def up(
         self,
@@ -255,6 +307,13 @@ class ComposeProject:
             ):
                 if sink:
                     sink(raw.decode(errors="replace").rstrip())
+
+    def import_image(self, tarball: Path, tag: str, changes: Sequence[str] = ()) -> None:
+        """`docker import` a root file system tarball as an image."""
+        argv = [*self._docker_argv(), "import"]
+        for change in changes:
+            argv += ["--change", change]
+        self._run([*argv, str(tarball), tag])
 
     def image_exists(self, reference: str) -> bool:
         with self._translated():
@@ -353,6 +412,25 @@ class ComposeProject:
             "network": ["network", "rm"],
         }
         self._run([*self._docker_argv(), *command[kind], *names])
+
+
+_RUN_FORMAT = "\t".join(
+    (
+        '{{index .Config.Labels "com.docker.compose.service"}}',
+        "{{.Name}}",
+        "{{.State.Status}}",
+        "{{.State.ExitCode}}",
+        "{{.RestartCount}}",
+    )
+)
+
+
+def _parse_run(line: str) -> ContainerRun | None:
+    parts = line.split("\t")
+    if len(parts) != 5 or not parts[0]:
+        return None
+    service, name, status, exit_code, restarts = parts
+    return ContainerRun(service, name.lstrip("/"), status, int(exit_code), int(restarts))
 
 
 def compose_file(name: str) -> Path:

@@ -24,7 +24,16 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 from .errors import AlreadyInstalled, ConfigError, NotInstalled
 
@@ -54,20 +63,67 @@ class Ports(_Strict):
     mcp_proxy: Port = 8200
 
 
+def _http_url(value: str | None) -> str | None:
+    if value is None:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must look like http://host:port (http or https)")
+    parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
 class ServiceSettings(_Strict):
     type: ServiceType = "docker"
-    url: str | None = None
+    url: HttpUrl | None = None
+    # How the containers reach this service, where that differs from `url`
+    # (for Ollama: the OLLAMA_BASE_URL Open WebUI is given).
+    container_url: HttpUrl | None = None
 
-    @field_validator("url")
-    @classmethod
-    def _url_is_http(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must look like http://host:port (http or https)")
-        parts.port  # noqa: B018 (raises ValueError for a port out of range)
-        return value.rstrip("/")
+
+class WebuiSettings(_Strict):
+    """Open WebUI's outbound behaviour: a private stack stays private by default."""
+
+    openai_api: bool = False  # ENABLE_OPENAI_API (saved by Open WebUI at first start)
+    offline: bool = True  # OFFLINE_MODE: no Hugging Face downloads, no update check
+
+
+MCP_SERVER_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+BUILTIN_MCP_SERVER = "stack"
+
+
+class StdioMcpServer(_Strict):
+    """An MCP server mcpo runs inside its own container (the command must be in the image)."""
+
+    command: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class RemoteMcpServer(_Strict):
+    """An MCP server mcpo reaches over HTTP."""
+
+    type: Literal["sse", "streamable-http"]
+    url: HttpUrl
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+def _mcp_server_kind(value: Any) -> str:
+    remote = isinstance(value, Mapping | BaseModel) and (
+        "type" in value if isinstance(value, Mapping) else isinstance(value, RemoteMcpServer)
+    )
+    return "remote server" if remote else "stdio server"
+
+
+# Tags hold a space, so no config key can look like one (see _loc_keys).
+McpServer = Annotated[
+    Annotated[StdioMcpServer, Tag("stdio server")]
+    | Annotated[RemoteMcpServer, Tag("remote server")],
+    Discriminator(_mcp_server_kind),
+]
 
 
 class Limits(_Strict):
@@ -91,6 +147,11 @@ class Settings(_Strict):
     services: dict[ServiceName, ServiceSettings] = Field(default_factory=_default_services)
     limits: dict[ServiceName, Limits] = Field(default_factory=dict)
     start_timeout: float = Field(default=300.0, gt=0)
+    webui: WebuiSettings = Field(default_factory=WebuiSettings)
+    # More MCP servers behind the proxy, each served under /<name>/.
+    mcp_servers: dict[Annotated[str, Field(pattern=MCP_SERVER_NAME)], McpServer] = Field(
+        default_factory=dict
+    )
 
     @field_validator("bind")
     @classmethod
@@ -108,6 +169,13 @@ class Settings(_Strict):
             if svc.type != "docker" and not svc.url:
                 raise ValueError(f"services.{name}.url is required when type is {svc.type}")
         return merged
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _builtin_name_is_ours(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if BUILTIN_MCP_SERVER in value:
+            raise ValueError(f"{BUILTIN_MCP_SERVER!r} is the built-in server's name; pick another")
+        return value
 
     def service_type(self, name: str) -> ServiceType:
         return self.services[name].type  # type: ignore[index]
@@ -200,8 +268,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _loc_keys(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The config keys in a pydantic error location, without its own markers."""
+    return tuple(p for p in loc if p != "[key]" and " " not in str(p))
+
+
 def _describe(error: dict[str, Any]) -> str:
-    key = ".".join(str(p) for p in error["loc"] if p != "[key]") or "(top level)"
+    key = ".".join(str(p) for p in _loc_keys(error["loc"])) or "(top level)"
     value = error.get("input")
     msg = error["msg"]
     if error["type"] == "extra_forbidden":
@@ -228,17 +301,26 @@ def validate(layers: list[tuple[str, Mapping[str, Any]]]) -> Settings:
 
 
 def _source_of(loc: tuple[Any, ...], layers: list[tuple[str, Mapping[str, Any]]]) -> str:
-    """Name the highest layer that set the offending key, so the user knows where to look."""
-    loc = tuple(p for p in loc if p != "[key]")
+    """Name the highest layer that set the offending key, so the user knows where to look.
+
+    A missing key is blamed on the layer that set the deepest part of its path
+    (the mapping it is missing from).
+    """
+    loc = _loc_keys(loc)
+    best, best_depth = "defaults", 0
     for name, layer in reversed(layers):
         node: Any = layer
+        depth = 0
         for part in loc:
             if not isinstance(node, Mapping) or str(part) not in node:
                 break
             node = node[str(part)]
-        else:
+            depth += 1
+        if depth == len(loc):
             return name
-    return "defaults"
+        if depth > best_depth:
+            best, best_depth = name, depth
+    return best
 
 
 # -- where things live ------------------------------------------------------
@@ -432,9 +514,30 @@ def update_user_config(paths: InstallPaths, changes: Mapping[str, Any]) -> Path:
     return paths.config_file
 
 
+_PLAIN_ENV_VALUE = re.compile(r"[A-Za-z0-9_./:@,+=%\[\]-]*")
+
+
+def env_file_line(key: str, value: str) -> str:
+    """``KEY=value`` as compose's env-file parser reads it back unchanged.
+
+    Anything beyond plain characters is single-quoted, which compose takes
+    literally (no ``$`` interpolation, no ``#`` comment); a value that holds a
+    single quote or a line break has no literal form there and is refused.
+    """
+    if _PLAIN_ENV_VALUE.fullmatch(value):
+        return f"{key}={value}\n"
+    if "'" in value or "\n" in value or "\r" in value:
+        raise ConfigError(
+            f"{key} cannot be written to the compose env file (it holds a quote or line break)",
+            "remove the quote or line break from that setting",
+        )
+    return f"{key}='{value}'\n"
+
+
 def write_runtime_env(paths: InstallPaths, values: Mapping[str, str]) -> Path:
     """The interpolation values compose reads with --env-file (private: holds secrets)."""
-    _write_private(paths.runtime_env_file, "".join(f"{k}={v}\n" for k, v in values.items()))
+    lines = [env_file_line(k, v) for k, v in values.items()]
+    _write_private(paths.runtime_env_file, "".join(lines))
     return paths.runtime_env_file
 
 

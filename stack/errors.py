@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     ROLLED_BACK = 12  # an update was unhealthy and the previous images are back
     PARTLY_UPDATED = 13  # some services updated, others failed or need a hand
     REGISTRY_UNREACHABLE = 14
+    CRASHED = 15  # a container keeps exiting or restarting while we wait for health
     INTERRUPTED = 130
 
 
@@ -68,6 +69,13 @@ class ImageUnavailable(StackError):
 
 class HealthTimeout(StackError):
     code = ExitCode.HEALTH_TIMEOUT
+
+
+class ServiceCrashed(HealthTimeout):
+    """Not worth waiting for: the container keeps exiting. A HealthTimeout
+    too, so an update rolls back on it as on any failed wait."""
+
+    code = ExitCode.CRASHED
 
 
 class SSHError(StackError):

@@ -12,9 +12,9 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -31,6 +31,9 @@ class Endpoint:
     url: str  # what the user opens; also what we probe
     path: str  # health path on that URL
     check: Callable[[int, bytes], str | None]  # None = good, else why not
+    fallback: str | None = None  # asked when `path` is 404 (an older release)
+    version_path: str | None = None  # where the version is, when not in the health answer
+    headers: Mapping[str, str] = field(default_factory=dict)  # e.g. the proxy's API key
 
     @property
     def tls(self) -> bool:
@@ -39,7 +42,10 @@ class Endpoint:
     @property
     def full_path(self) -> str:
         """The health path under the URL's own path (a service behind a prefix)."""
-        return urlsplit(self.url).path.rstrip("/") + self.path
+        return self.under_prefix(self.path)
+
+    def under_prefix(self, path: str) -> str:
+        return urlsplit(self.url).path.rstrip("/") + path
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -72,33 +78,52 @@ def check_ollama(status: int, body: bytes) -> str | None:
     data = _json_body(body)
     if status == 200 and isinstance(data, dict) and "version" in data:
         return None
-    return f"/api/version answered {status} without a version"
+    return f"answered {status} without a version"
 
 
 def check_webui(status: int, body: bytes) -> str | None:
     data = _json_body(body)
     if status == 200 and isinstance(data, dict) and data.get("status") is True:
         return None
-    return f"/health answered {status}, not status=true"
+    return f"answered {status}, not status=true"
 
 
 def check_openapi(status: int, body: bytes) -> str | None:
     data = _json_body(body)
     if status == 200 and isinstance(data, dict) and "openapi" in data:
         return None
-    return f"/openapi.json answered {status} without an OpenAPI document"
+    if status in (401, 403):
+        return f"answered {status}: the proxy refused our API key (MCPO_API_KEY in secrets.env)"
+    return f"answered {status} without an OpenAPI document"
 
 
-HEALTH_PATHS: dict[str, tuple[str, Callable[[int, bytes], str | None]]] = {
-    "ollama": ("/api/version", check_ollama),
-    "webui": ("/health", check_webui),
-    "mcp_proxy": ("/openapi.json", check_openapi),
+@dataclass(frozen=True)
+class ProbeSpec:
+    path: str
+    check: Callable[[int, bytes], str | None]
+    fallback: str | None = None
+    version_path: str | None = None
+
+
+HEALTH_PATHS: dict[str, ProbeSpec] = {
+    "ollama": ProbeSpec("/api/version", check_ollama),
+    # Open WebUI's /health is a fixed answer; /health/db pings its database.
+    "webui": ProbeSpec("/health/db", check_webui, "/health", "/api/version"),
+    "mcp_proxy": ProbeSpec("/openapi.json", check_openapi),
 }
 
 
-def endpoint_for(service: str, url: str) -> Endpoint:
-    path, check = HEALTH_PATHS[service]
-    return Endpoint(service, url.rstrip("/"), path, check)
+def endpoint_for(service: str, url: str, headers: Mapping[str, str] | None = None) -> Endpoint:
+    spec = HEALTH_PATHS[service]
+    return Endpoint(
+        service,
+        url.rstrip("/"),
+        spec.path,
+        spec.check,
+        spec.fallback,
+        spec.version_path,
+        dict(headers or {}),
+    )
 
 
 class _DialedHTTPConnection(http.client.HTTPConnection):
@@ -138,11 +163,18 @@ class _CloseLater:
 
 
 def _http_get(
-    dialer: Dialer, host: str, port: int, path: str, timeout: float, tls: bool = False
+    dialer: Dialer,
+    host: str,
+    port: int,
+    path: str,
+    timeout: float,
+    tls: bool = False,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[int, bytes]:
     conn = _DialedHTTPConnection(host, port, timeout, dialer, tls)
     try:
-        conn.request("GET", path, headers={"Accept": "application/json", "Connection": "close"})
+        sent = {"Accept": "application/json", "Connection": "close", **(headers or {})}
+        conn.request("GET", path, headers=sent)
         response = conn.getresponse()
         return response.status, _read_body(response, time.monotonic() + timeout)
     finally:
@@ -186,8 +218,12 @@ def probe(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> ProbeResu
     def elapsed() -> float:
         return round((time.monotonic() - started) * 1000, 1)
 
+    path = endpoint.path
     try:
-        status, body = _http_get(dialer, host, port, endpoint.full_path, timeout, endpoint.tls)
+        status, body = _get(endpoint, path, dialer, timeout)
+        if status == 404 and endpoint.fallback:
+            path = endpoint.fallback
+            status, body = _get(endpoint, path, dialer, timeout)
     except StackError:
         raise  # e.g. SSH to the target failed: that is not the service's health
     except Exception as exc:  # refused, reset, timeout, SSH channel refused …
@@ -200,21 +236,33 @@ def probe(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> ProbeResu
         )
     problem = endpoint.check(status, body)
     if problem:
-        return ProbeResult(endpoint.service, "reachable", problem, elapsed())
-    data = _json_body(body)
-    version = data.get("version") if isinstance(data, dict) else None
-    info = data.get("info") if isinstance(data, dict) else None
-    if version is None and isinstance(info, dict):
-        version = info.get("version")
-    return ProbeResult(endpoint.service, "healthy", f"{endpoint.path} OK", elapsed(), version)
+        return ProbeResult(endpoint.service, "reachable", f"{path} {problem}", elapsed())
+    version = _version_in(_json_body(body))
+    if version is None and endpoint.version_path:
+        version = _version_in(get_json(endpoint, endpoint.version_path, dialer, timeout))
+    return ProbeResult(endpoint.service, "healthy", f"{path} OK", elapsed(), version)
+
+
+def _version_in(data: Any) -> str | None:
+    """{"version": …} (Ollama, Open WebUI) or an OpenAPI document's info.version (mcpo)."""
+    if not isinstance(data, dict):
+        return None
+    info = data.get("info")
+    version = data.get("version") or (info.get("version") if isinstance(info, dict) else None)
+    return str(version) if version is not None else None
+
+
+def _get(endpoint: Endpoint, path: str, dialer: Dialer, timeout: float) -> tuple[int, bytes]:
+    host, port = endpoint.host_port
+    return _http_get(
+        dialer, host, port, endpoint.under_prefix(path), timeout, endpoint.tls, endpoint.headers
+    )
 
 
 def get_json(endpoint: Endpoint, path: str, dialer: Dialer, timeout: float = 2.0) -> Any:
     """GET another path on a service's URL; None when it does not answer with JSON."""
-    host, port = endpoint.host_port
     try:
-        prefix = urlsplit(endpoint.url).path.rstrip("/")
-        status, body = _http_get(dialer, host, port, prefix + path, timeout, endpoint.tls)
+        status, body = _get(endpoint, path, dialer, timeout)
     except StackError:
         raise
     except Exception:

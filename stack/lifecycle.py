@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ollama_stack.compose.client import ContainerState, PullPolicy
+from ollama_stack.compose.client import ContainerRun, ContainerState, PullPolicy
 
 from . import config, hostcheck
 from .config import SERVICE_NAMES
-from .errors import ConfigError, HealthTimeout, Interrupted, PortInUse
+from .errors import ConfigError, HealthTimeout, Interrupted, PortInUse, ServiceCrashed
 from .events import Progress, emit
 from .health import ProbeResult, ollama_models, probe_all
+from .links import with_links
 from .runtime import Runtime
 
 POLL_SECONDS = 0.5
@@ -66,8 +67,8 @@ def start(
     refuse_foreign(rt)
     ours = rt.compose.ps()
     running = {c.service for c in ours if c.state == "running"}
-    if services and set(services) <= running:
-        health = probe_all(rt.endpoints(), rt.target.dial)
+    if services and set(services) <= running and not stale(rt, ours, services):
+        health = check_health(rt)
         if all(r.ok for r in health.values()):
             return _result(rt, True, health, began)
     check_ports(rt, services, ours, progress)
@@ -91,6 +92,22 @@ def _result(
         urls={name: rt.url(name) for name in SERVICE_NAMES},
         seconds=round(time.monotonic() - began, 2),
     )
+
+
+def check_health(rt: Runtime, timeout: float = 2.0) -> dict[str, ProbeResult]:
+    """Every service's endpoint, and whether Open WebUI reaches Ollama from inside."""
+    return with_links(rt, probe_all(rt.endpoints(), rt.target.dial, timeout=timeout))
+
+
+def stale(rt: Runtime, ours: list[ContainerState], services: list[str]) -> bool:
+    """Does any running container differ from what the settings now describe?
+
+    Compose's own hash of each service (`config --hash`) against the one its
+    container was made from: a new image, port, environment or mcpo config
+    means `up` has work to do even though everything answers.
+    """
+    wanted = rt.compose.config_hashes()
+    return any(c.config_hash != wanted.get(c.service) for c in ours if c.service in services)
 
 
 def refuse_foreign(rt: Runtime) -> None:
@@ -149,14 +166,21 @@ def wait_healthy(
     progress: Progress | None = None,
     services: list[str] | None = None,
 ) -> dict[str, ProbeResult]:
-    """Poll every endpoint until all are healthy, reporting each change of state."""
+    """Poll every endpoint until all are healthy, reporting each change of state.
+
+    A container that keeps exiting fails the wait at once (ServiceCrashed):
+    no timeout is worth waiting out for a crash loop.
+    """
     endpoints = rt.endpoints(services)
+    watched = {e.service for e in endpoints if rt.settings.service_type(e.service) == "docker"}
+    baseline = rt.compose.container_runs() if watched else {}
     deadline = time.monotonic() + timeout
     began = time.monotonic()
     seen: dict[str, str] = {}
     try:
         while True:
             results = probe_all(endpoints, rt.target.dial, timeout=min(2.0, timeout))
+            results = with_links(rt, results)
             for name, result in results.items():
                 if seen.get(name) != result.health:
                     seen[name] = result.health
@@ -170,6 +194,10 @@ def wait_healthy(
                     )
             if all(r.ok for r in results.values()):
                 return results
+            crashed = crash_looping(baseline, rt.compose.container_runs() if watched else {})
+            crashed = [run for run in crashed if run.service in watched]
+            if crashed:
+                raise _crashed(rt, crashed)
             if time.monotonic() >= deadline:
                 raise _timeout(rt, results, timeout)
             time.sleep(POLL_SECONDS)
@@ -178,6 +206,49 @@ def wait_healthy(
             "stopped waiting for health; the containers were left as compose started them",
             "see `inv stack.status`; `inv stack.stop` stops them",
         ) from None
+
+
+CRASH_RESTARTS = 2  # restarts seen during one wait that make a crash loop
+
+
+def crash_looping(
+    baseline: dict[str, ContainerRun], now: dict[str, ContainerRun]
+) -> list[ContainerRun]:
+    """Containers that exited for good, or restarted again and again, since the wait began.
+
+    A container from before the wait that was already looping counts once it
+    is seen restarting again; a new container (another name) starts from zero.
+    """
+    crashed = []
+    for service, run in sorted(now.items()):
+        before = baseline.get(service)
+        restarts = run.restart_count
+        if before is not None and before.name == run.name:
+            restarts -= before.restart_count
+        looping = restarts >= CRASH_RESTARTS or (
+            run.status == "restarting" and run.restart_count > CRASH_RESTARTS
+        )
+        if run.status in ("exited", "dead") or looping:
+            crashed.append(run)
+    return crashed
+
+
+def _crashed(rt: Runtime, crashed: list[ContainerRun]) -> ServiceCrashed:
+    parts = []
+    for run in crashed:
+        how = "exited" if run.status in ("exited", "dead") else "keeps restarting"
+        tail = rt.compose.last_log_lines(run.service, 3)
+        logs = f"; last log: {' | '.join(tail)}" if tail else "; no log output"
+        parts.append(
+            f"{run.service} {how} (exit code {run.exit_code}, "
+            f"restarted {run.restart_count} times){logs}"
+        )
+    names = ",".join(run.service for run in crashed)
+    return ServiceCrashed(
+        f"not healthy: {'; '.join(parts)}",
+        f"see `inv stack.logs -s {names}`; a crashing container keeps restarting until "
+        "`inv stack.stop`",
+    )
 
 
 def _timeout(rt: Runtime, results: dict[str, ProbeResult], timeout: float) -> HealthTimeout:
@@ -261,6 +332,8 @@ def status(rt: Runtime) -> StatusReport:
         listing = pool.submit(rt.compose.ps)
         probed = probe_all(rt.endpoints(), rt.target.dial, timeout=1.5)
         containers = {c.service: c for c in listing.result()}
+    if "webui" in containers and containers["webui"].state == "running":
+        probed = with_links(rt, probed)
     health = {
         name: result
         for name, result in probed.items()

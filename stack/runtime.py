@@ -6,6 +6,8 @@ it instead of reaching for globals.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ IMAGE_ENV = {"ollama": "OLLAMA_IMAGE", "webui": "WEBUI_IMAGE", "mcp_proxy": "MCP
 PORT_ENV = {"ollama": "OLLAMA_PORT", "webui": "WEBUI_PORT", "mcp_proxy": "MCPO_PORT"}
 CPU_ENV = {"ollama": "OLLAMA_CPUS", "webui": "WEBUI_CPUS", "mcp_proxy": "MCPO_CPUS"}
 NATIVE_OLLAMA_URL = "http://127.0.0.1:11434"
+MCPO_STACK_TOOLS = "/app/ollama-stack/stack_tools.py"  # compose/files/base.yml puts it there
 
 
 @dataclass
@@ -139,10 +142,24 @@ class Runtime:
         return f"http://{self.probe_host()}:{port}"
 
     def endpoints(self, services: list[str] | None = None) -> list[Endpoint]:
-        return [endpoint_for(name, self.url(name)) for name in services or SERVICE_NAMES]
+        return [
+            endpoint_for(name, self.url(name), self.probe_headers(name))
+            for name in services or SERVICE_NAMES
+        ]
+
+    def probe_headers(self, service: str) -> dict[str, str]:
+        """The proxy runs with --strict-auth: even its OpenAPI document needs the key."""
+        key = self._secrets.get("MCPO_API_KEY") if service == "mcp_proxy" else None
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    @cached_property
+    def _secrets(self) -> dict[str, str]:
+        return config.read_secrets_lenient(self.paths)
 
     def ollama_url_for_containers(self) -> str:
         svc = self.settings.services["ollama"]
+        if svc.container_url:
+            return svc.container_url
         if svc.type == "docker":
             return "http://ollama:11434"
         parts = urlsplit(str(svc.url))
@@ -167,4 +184,26 @@ class Runtime:
             env[CPU_ENV[name]] = f"{cpus:g}"
         env.update({k: secrets[k] for k in config.SECRET_KEYS})
         env["OLLAMA_STACK_INSTALLATION"] = config.installation_id(self.paths)
+        env["WEBUI_ENABLE_OPENAI_API"] = str(self.settings.webui.openai_api).lower()
+        env["WEBUI_OFFLINE_MODE"] = str(self.settings.webui.offline).lower()
+        mcpo_config = self.mcpo_config_json()
+        env["MCPO_CONFIG"] = mcpo_config
+        fingerprint = f"{mcpo_config}\n{secrets['MCPO_API_KEY']}".encode()
+        env["MCPO_CONFIG_HASH"] = hashlib.sha256(fingerprint).hexdigest()[:16]
         return env
+
+    def mcpo_config_json(self) -> str:
+        """mcpo's --config: the built-in `stack` tools first, then the user's servers.
+
+        One line of ASCII JSON with no quote or dollar sign left bare, so it
+        travels through the compose env file as a literal single-quoted value.
+        """
+        servers: dict[str, dict] = {
+            config.BUILTIN_MCP_SERVER: {"command": "python3", "args": [MCPO_STACK_TOOLS]}
+        }
+        for name, server in self.settings.mcp_servers.items():
+            servers[name] = server.model_dump(exclude_defaults=True) | (
+                {"type": server.type} if hasattr(server, "type") else {}
+            )
+        text = json.dumps({"mcpServers": servers}, ensure_ascii=True, separators=(",", ":"))
+        return text.replace("'", "\\u0027").replace("$", "\\u0024")

@@ -18,10 +18,10 @@ from .stack import REMOTE_HELP
 @guarded
 def check(c: Context, remote: str = "", json: bool = False, timeout: float = 2.0) -> None:
     """Probe every service's health endpoint now; exit 1 if any is unhealthy."""
-    from ollama_stack.stack.health import probe_all
+    from ollama_stack.stack.lifecycle import check_health
 
     rt = runtime(c, remote)
-    results = probe_all(rt.endpoints(), rt.target.dial, timeout=timeout)
+    results = check_health(rt, timeout)
     out = display(json_mode=json)
     if json:
         out.json(

@@ -245,17 +245,24 @@ def native_ollama(tmp_path):
 
 
 def test_native_ollama_is_used_not_started(make_installation, native_ollama) -> None:
+    # The native Ollama listens on this machine's loopback only, as a default install
+    # does: it answers here, but Open WebUI's container cannot reach it, and start says so.
     inst = make_installation(services_ollama_type="native-api", services_ollama_url=native_ollama)
-    inst.ok("stack.start", "--pull", "never")
+    result = inst.cli("stack.start", "--pull", "never", "--timeout", "5")
+    port = native_ollama.rsplit(":", 1)[1]
+    assert result.returncode == 7, result.stderr
+    assert f"webui (cannot reach Ollama at http://host.docker.internal:{port}" in result.stderr
+    assert "OLLAMA_HOST=0.0.0.0" in result.stderr
     assert not any("-ollama-" in c for c in inst.containers())
     webui = next(c for c in inst.containers() if "-webui-" in c)
     env = docker("inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", webui)
-    port = native_ollama.rsplit(":", 1)[1]
     assert f"OLLAMA_BASE_URL=http://host.docker.internal:{port}" in env.splitlines()
-    ollama = next(s for s in inst.status()["services"] if s["name"] == "ollama")
+    services = {s["name"]: s for s in inst.status()["services"]}
+    ollama = services["ollama"]
     assert ollama["type"] == "native-api" and ollama["state"] == "external"
     assert ollama["health"] == "healthy" and ollama["url"] == native_ollama
     assert (ollama["models"], ollama["loaded_models"]) == (2, 1)
+    assert services["webui"]["health"] == "reachable"
 
 
 def test_remote_api_service_that_does_not_answer_is_unhealthy(make_installation) -> None:

@@ -80,7 +80,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.requests.append(self.path)
+        self.server.headers.append(dict(self.headers))
         route = self.server.routes.get(self.path)
+        if self.server.api_key and self.headers.get("Authorization") != (
+            f"Bearer {self.server.api_key}"
+        ):
+            route = json_route(401, {"detail": "Missing or invalid Authorization header"})
         if route is None:
             route = Route(404, b"<html>not found</html>", content_type="text/html")
         if route.delay:
@@ -102,6 +107,8 @@ class ServiceServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.routes = routes
         self.requests: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.api_key = ""  # when set, every request needs it as a bearer token (mcpo --strict-auth)
 
     @property
     def port(self) -> int:

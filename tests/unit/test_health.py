@@ -29,11 +29,47 @@ def test_ollama_healthy_with_version(http_service):
     assert 0 <= result.latency_ms < 2000
 
 
-def test_webui_healthy(http_service):
+def test_webui_healthy_pings_its_database_and_reads_its_version(http_service):
+    server = http_service(
+        {
+            "/health/db": json_route(200, {"status": True}),
+            "/health": json_route(200, {"status": True}),
+            "/api/version": json_route(200, {"version": "0.12.4"}),
+        }
+    )
+    result = probe(endpoint_for("webui", server.url + "/"), dial)
+    assert (result.health, result.version, result.detail) == ("healthy", "0.12.4", "/health/db OK")
+    assert server.requests == ["/health/db", "/api/version"]
+
+
+def test_webui_without_health_db_falls_back_to_health(http_service):
+    # an Open WebUI older than /health/db (and the busybox stand-in)
     server = http_service(webui_routes())
     result = probe(endpoint_for("webui", server.url + "/"), dial)
-    assert (result.health, result.version) == ("healthy", None)
-    assert server.requests == ["/health"]
+    assert (result.health, result.version, result.detail) == ("healthy", None, "/health OK")
+    assert server.requests == ["/health/db", "/health", "/api/version"]
+
+
+def test_webui_whose_database_fails_is_not_healthy(http_service):
+    # /health stays a fixed {"status": true}; only /health/db tells the truth
+    server = http_service({"/health/db": json_route(503, {"status": False}), **webui_routes()})
+    result = probe(endpoint_for("webui", server.url), dial)
+    assert result.health == "reachable"
+    assert result.detail == "/health/db answered 503, not status=true"
+    assert server.requests == ["/health/db"]
+
+
+def test_mcpo_with_strict_auth_is_probed_with_the_key(http_service):
+    server = http_service(mcpo_routes())
+    server.api_key = "k3y"
+    good = probe(endpoint_for("mcp_proxy", server.url, {"Authorization": "Bearer k3y"}), dial)
+    assert good.ok
+    assert server.headers[-1]["Authorization"] == "Bearer k3y"
+    wrong = probe(endpoint_for("mcp_proxy", server.url, {"Authorization": "Bearer nope"}), dial)
+    assert (wrong.health, wrong.detail) == (
+        "reachable",
+        "/openapi.json answered 401: the proxy refused our API key (MCPO_API_KEY in secrets.env)",
+    )
 
 
 def test_mcpo_healthy_takes_the_version_from_info(http_service):
@@ -218,7 +254,8 @@ def test_endpoint_host_port(url, host_port):
 def test_endpoint_for_each_service():
     assert endpoint_for("ollama", "http://h:1/").url == "http://h:1"
     assert endpoint_for("ollama", "http://h:1").path == "/api/version"
-    assert endpoint_for("webui", "http://h:1").path == "/health"
+    assert endpoint_for("webui", "http://h:1").path == "/health/db"
+    assert endpoint_for("webui", "http://h:1").fallback == "/health"
     assert endpoint_for("mcp_proxy", "http://h:1").path == "/openapi.json"
     with pytest.raises(KeyError):
         endpoint_for("postgres", "http://h:1")

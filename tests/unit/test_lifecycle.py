@@ -62,20 +62,45 @@ def ps_row(service: str, state: str = "running", port: int = 0) -> dict[str, Any
         "Image": f"img/{service}:1",
         "Status": "Up 3 minutes",
         "Publishers": publishers,
+        "Labels": f"com.docker.compose.project=p,com.docker.compose.config-hash=h{service}",
     }
 
 
-def ps_answer(*rows: dict[str, Any]):
+def ps_answer(
+    *rows: dict[str, Any],
+    restarts: int = 0,
+    link: str = '{"version":"0.5.7"}',
+    hashes: dict[str, str] | None = None,
+):
+    """The engine's answers: `compose ps` rows, `inspect` of them, an exec in webui, and
+    `config --hash` (by default what each row's container was made from: nothing changed)."""
     text = "\n".join(json.dumps(r) for r in rows)
+    inspected = "\n".join(
+        f"{r['Service']}\t/{r['Name']}\t{r['State']}\t0\t{restarts}" for r in rows
+    )
 
     def on_run(argv: list[str]) -> str:
         if "compose" in argv and "ps" in argv:
             return text
+        if "compose" in argv and "exec" in argv:
+            return link
+        if "inspect" in argv:
+            return inspected
+        if "--hash" in argv:
+            wanted = hashes or {r["Service"]: f"h{r['Service']}" for r in rows}
+            return "".join(f"{service} {value}\n" for service, value in wanted.items())
         if "config" in argv:
             return "services: {}\n"
         return ""
 
     return on_run
+
+
+@pytest.fixture(autouse=True)
+def engine(pow_calls):
+    """No test here reaches a real engine: an empty project unless a test says otherwise."""
+    pow_calls.on_run = ps_answer()
+    return pow_calls
 
 
 def collect() -> tuple[list[Event], Any]:
@@ -140,7 +165,7 @@ def test_wait_healthy_times_out_with_the_last_log_lines(
         err.message
     )
     assert "ollama" not in err.message
-    logs_argv = pow_calls.calls[0][0]
+    logs_argv = next(argv for argv, _ in pow_calls.calls if "logs" in argv)
     assert logs_argv[-5:] == ["logs", "--no-color", "--tail", "3", "webui"]
 
 
@@ -156,7 +181,8 @@ def test_timeout_of_an_external_service_does_not_read_container_logs(
         lifecycle.wait_healthy(rt, 0.2)
     assert "ollama (nothing answers" in info.value.message
     assert "log" not in info.value.message
-    assert pow_calls.calls == []
+    # the docker services' containers are watched for crashes, but no logs are read
+    assert "logs" not in pow_calls.subcommands()
 
 
 # -- ports ------------------------------------------------------------------------------------
@@ -178,6 +204,7 @@ def test_check_ports_names_the_process_holding_a_port(local_paths, pow_calls):
 
 
 def test_check_ports_names_the_container_behind_docker_proxy(local_paths, pow_calls, fake_docker):
+    pow_calls.on_run = None
     pow_calls.stdout = "other-webui-1\n"
     rt = make_runtime(local_paths, {"webui": 8080}, linux_shell(2, ss=(0, SS_PROXY)))
     with pytest.raises(PortInUse) as info:
@@ -243,8 +270,21 @@ def test_start_writes_the_env_file_runs_up_and_waits(local_paths, services, pow_
     assert env["OLLAMA_CPUS"] == "2"
     assert config.read_state(local_paths)["platform"] == "cpu"
 
-    # docker ps + volume ls: whose resources carry this project name? then compose ps, up
-    assert pow_calls.subcommands() == ["ps", "volume", "ps", "up"]
+    # docker ps + volume ls: whose resources carry this project name? then compose ps, up;
+    # the wait notes each container's restarts (ps) and asks webui whether it reaches Ollama
+    assert pow_calls.subcommands() == ["ps", "volume", "ps", "up", "ps", "exec"]
+    link = pow_calls.calls[5][0]
+    assert link[link.index("exec") :] == [
+        "exec",
+        "-T",
+        "webui",
+        "curl",
+        "-sS",
+        "-f",
+        "-m",
+        "5",
+        "http://ollama:11434/api/version",
+    ]
     up = pow_calls.calls[3][0]
     assert up[up.index("--env-file") + 1] == str(env_file)
     assert up[up.index("up") :] == [
@@ -266,7 +306,21 @@ def test_start_when_already_running_and_healthy_does_nothing(local_paths, servic
     rt = make_runtime(local_paths, ports_of(services))
     result = lifecycle.start(rt, timeout=5)
     assert result.already_running is True
-    assert pow_calls.subcommands() == ["ps", "volume", "ps"]  # looked, changed nothing
+    # looked (whose resources, compose ps, config --hash, webui's link), changed nothing
+    assert pow_calls.subcommands() == ["ps", "volume", "ps", "config", "exec"]
+
+
+def test_start_applies_a_changed_config_to_a_running_healthy_stack(
+    local_paths, services, pow_calls
+):
+    # e.g. a new mcp_servers entry: compose's hash of mcp_proxy changes, everything answers
+    config.install(local_paths, {})
+    hashes = {"ollama": "hollama", "webui": "hwebui", "mcp_proxy": "new"}
+    pow_calls.on_run = ps_answer(*(ps_row(name) for name in services), hashes=hashes)
+    rt = make_runtime(local_paths, ports_of(services))
+    result = lifecycle.start(rt, timeout=5)
+    assert result.already_running is False
+    assert "up" in pow_calls.subcommands()
 
 
 def test_start_starts_only_docker_services(local_paths, services, pow_calls):

@@ -83,8 +83,11 @@ def test_compose_env_carries_settings_and_secrets(local_paths):
 def test_compose_env_fills_every_variable_the_compose_files_use(local_paths):
     used: set[str] = set()
     for path in FILES_DIR.glob("*.yml"):
-        used |= set(re.findall(r"\$\{([A-Z0-9_]+)", path.read_text()))
-    assert {"OLLAMA_BASE_URL", "WEBUI_SECRET_KEY", "MCPO_API_KEY"} <= used
+        text = path.read_text()
+        used |= set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+        # top-level secrets read from the compose environment
+        used |= set(re.findall(r"^    environment: ([A-Z0-9_]+)$", text, re.M))
+    assert {"OLLAMA_BASE_URL", "WEBUI_SECRET_KEY", "MCPO_API_KEY", "MCPO_CONFIG"} <= used
     env = make_runtime(local_paths).compose_env(SECRETS)
     assert used - set(env) == set()
 
@@ -162,7 +165,7 @@ def test_urls_use_configured_ports_and_external_urls(local_paths):
     endpoints = rt.endpoints()
     assert [(e.service, e.url, e.path) for e in endpoints] == [
         ("ollama", "http://127.0.0.1:12000", "/api/version"),
-        ("webui", "https://chat.example", "/health"),
+        ("webui", "https://chat.example", "/health/db"),
         ("mcp_proxy", "http://127.0.0.1:9200", "/openapi.json"),
     ]
     assert [e.service for e in rt.endpoints(["webui"])] == ["webui"]

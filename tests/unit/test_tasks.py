@@ -255,7 +255,16 @@ def test_install_does_not_freeze_the_invoke_yaml_layer(capsys, tmp_path):
     assert "ports" not in (document or {})
 
 
-def test_health_check_json_against_real_services(capsys, http_service, monkeypatch):
+@pytest.fixture
+def webui_reaches_ollama(pow_calls):
+    """The engine answers the exec in the webui container: Ollama's /api/version."""
+    pow_calls.stdout = '{"version": "0.5.7"}'
+    return pow_calls
+
+
+def test_health_check_json_against_real_services(
+    capsys, http_service, monkeypatch, webui_reaches_ollama
+):
     servers = {
         "OLLAMA": http_service(ollama_routes()),
         "WEBUI": http_service(webui_routes()),
@@ -270,10 +279,35 @@ def test_health_check_json_against_real_services(capsys, http_service, monkeypat
     assert document["healthy"] is True
     assert [s["service"] for s in document["services"]] == ["ollama", "webui", "mcp_proxy"]
     assert document["services"][0]["version"] == "0.5.7"
+    link = next(argv for argv, _ in webui_reaches_ollama.calls if "exec" in argv)
+    assert link[link.index("exec") :][:3] == ["exec", "-T", "webui"]
+
+
+def test_health_check_fails_webui_that_cannot_reach_ollama(
+    capsys, http_service, monkeypatch, pow_calls
+):
+    from python_on_whales.exceptions import DockerException
+
+    for key, routes in (("OLLAMA", ollama_routes()), ("WEBUI", webui_routes())):
+        monkeypatch.setenv(f"OLLAMA_STACK_PORTS_{key}", str(http_service(routes).port))
+    monkeypatch.setenv("OLLAMA_STACK_PORTS_MCP_PROXY", str(http_service(mcpo_routes()).port))
+    refused = "curl: (7) Failed to connect to ollama port 11434: Connection refused"
+
+    def engine(argv: list[str]) -> str:
+        raise DockerException(argv, 7, b"", refused.encode())
+
+    pow_calls.on_run = engine
+    assert run_program("health.check", "--json") == 1
+    services = {s["service"]: s for s in json.loads(capsys.readouterr().out)["services"]}
+    assert services["ollama"]["health"] == "healthy"  # from this machine, Ollama answers
+    assert services["webui"]["health"] == "reachable"
+    assert services["webui"]["detail"] == (
+        f"cannot reach Ollama at http://ollama:11434 from its container: {refused}"
+    )
 
 
 def test_health_check_exits_1_when_a_service_is_down(
-    capsys, http_service, monkeypatch, closed_port
+    capsys, http_service, monkeypatch, closed_port, webui_reaches_ollama
 ):
     monkeypatch.setenv("OLLAMA_STACK_PORTS_OLLAMA", str(http_service(ollama_routes()).port))
     monkeypatch.setenv("OLLAMA_STACK_PORTS_WEBUI", str(http_service(webui_routes()).port))

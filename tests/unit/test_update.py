@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ollama_stack.compose.client import ComposeProject, ContainerState, ImageInfo
+from ollama_stack.compose.client import ComposeProject, ContainerRun, ContainerState, ImageInfo
 from ollama_stack.stack import config, lifecycle, native, registry, update
 from ollama_stack.stack.config import SERVICE_NAMES, InstallPaths, Settings
 from ollama_stack.stack.errors import (
@@ -164,6 +164,18 @@ class FakeCompose:
             )
             for service, c in self.containers.items()
         ]
+
+    def container_runs(self) -> dict[str, ContainerRun]:
+        self.calls.append(("container_runs",))
+        return {
+            service: ContainerRun(service, f"{self.project}-{service}-1", c.state, 0, 0)
+            for service, c in self.containers.items()
+        }
+
+    def exec_in(self, service: str, argv: list[str]) -> tuple[int, str]:
+        """Open WebUI asked from inside whether it reaches Ollama: it does."""
+        self.calls.append(("exec_in", service))
+        return 0, '{"version": "0.5.7"}'
 
     def container_image_ids(self) -> dict[str, str]:
         self.calls.append(("container_image_ids",))
