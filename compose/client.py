@@ -74,6 +74,7 @@ class ContainerRun:
     status: str  # created, running, restarting, exited, paused, dead
     exit_code: int
     restart_count: int
+    started_at: str = ""  # RFC 3339, as the engine's clock has it
 
 
 @dataclass(frozen=True)
@@ -421,16 +422,17 @@ _RUN_FORMAT = "\t".join(
         "{{.State.Status}}",
         "{{.State.ExitCode}}",
         "{{.RestartCount}}",
+        "{{.State.StartedAt}}",
     )
 )
 
 
 def _parse_run(line: str) -> ContainerRun | None:
     parts = line.split("\t")
-    if len(parts) != 5 or not parts[0]:
+    if len(parts) != 6 or not parts[0]:
         return None
-    service, name, status, exit_code, restarts = parts
-    return ContainerRun(service, name.lstrip("/"), status, int(exit_code), int(restarts))
+    service, name, status, exit_code, restarts, started = parts
+    return ContainerRun(service, name.lstrip("/"), status, int(exit_code), int(restarts), started)
 
 
 def compose_file(name: str) -> Path:

@@ -3,8 +3,9 @@
 # available.  Idempotent; meant for root in CI (no terminal).
 # Usage: bash scripts/ensure-docker.sh [--test-tools] [VENV_DIR]
 #   --test-tools  also install what the test suite uses (sshd, iproute2,
-#                 nsenter, docker-registry); busybox-static is always needed
-#                 because `dev.standins` copies it into the stand-in images.
+#                 nsenter, docker-registry); busybox-static and debootstrap
+#                 are always needed: `dev.standins` copies busybox into the
+#                 webui stand-in and builds a Debian/Python base with debootstrap.
 set -euo pipefail
 
 TEST_TOOLS=0
@@ -28,6 +29,8 @@ fi
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' \
     || need busybox-static
 command -v ss >/dev/null || need iproute2  # port checks name the process holding a port
+# `dev.standins` builds its Debian/Python base image (the real mcpo's) with it.
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need debootstrap
 if [ "$TEST_TOOLS" = 1 ]; then
     command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need openssh-server
     command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need openssh-client

@@ -6,13 +6,15 @@ import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
-from ollama_stack.compose.client import EngineInfo
+from ollama_stack.compose.client import ContainerRun, EngineInfo
 
 from . import hostcheck
 from .errors import StackError
+from .lifecycle import CRASH_RESTARTS
 from .runtime import Runtime
 
 Verdict = Literal["pass", "warn", "fail"]
@@ -126,6 +128,48 @@ def check_native_reach(rt: Runtime) -> Check | None:
     )
 
 
+RECENT_START = timedelta(seconds=60)
+
+
+def check_containers(rt: Runtime, now: datetime | None = None) -> list[Check]:
+    """When the stack runs: each container's state and restarts (a crash loop fails)."""
+    try:
+        runs = rt.compose.container_runs()
+    except StackError:
+        return []  # Docker's own check says why
+    checks = []
+    for service, run in sorted(runs.items()):
+        verdict, detail = _container_verdict(run, now or datetime.now(UTC))
+        remedy = f"see `inv stack.logs -s {service}`" if verdict != "pass" else ""
+        checks.append(Check(f"container {service}", verdict, detail, remedy))
+    return checks
+
+
+def _container_verdict(run: ContainerRun, now: datetime) -> tuple[Verdict, str]:
+    restarts = f"restarted {run.restart_count} times, last exit code {run.exit_code}"
+    if run.status == "restarting":
+        return "fail", f"crash-looping: {restarts}"
+    if run.status in ("exited", "dead"):
+        stopped = run.exit_code in (0, 137, 143)  # a clean exit, or stopped by a signal
+        verdict: Verdict = "warn" if stopped else "fail"
+        return verdict, f"{run.status} with code {run.exit_code}"
+    if run.status != "running":
+        return "warn", run.status
+    if run.restart_count == 0:
+        return "pass", "running"
+    looping = run.restart_count >= CRASH_RESTARTS and now - _started(run) < RECENT_START
+    return ("fail" if looping else "warn"), f"running, {restarts}"
+
+
+def _started(run: ContainerRun) -> datetime:
+    # The engine writes nanoseconds; Python reads up to microseconds.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", run.started_at).replace("Z", "+00:00")
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
 def check_install(rt: Runtime) -> Check:
     if rt.paths.installed:
         return Check("install", "pass", f"config and secrets in {rt.paths.root}")
@@ -145,6 +189,7 @@ def run_doctor(rt: Runtime | None, config_problem: StackError | None = None) -> 
         lambda: check_disk(rt, engine),
         lambda: check_gpu(rt, engine),
         lambda: check_install(rt),
+        lambda: check_containers(rt),
         lambda: [c for c in [check_native_reach(rt)] if c],
     ]
     if engine:

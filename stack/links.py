@@ -45,6 +45,8 @@ def webui_reaches_ollama(rt: Runtime) -> Link:
             continue  # this image lacks the tool; try the next
         if code == 0 and _is_version(output):
             return Link(True, url, "Open WebUI reaches Ollama")
+        if code == 0:
+            return Link(False, url, f"it answers, but not as Ollama: {output.strip()[:80]!r}")
         reason = output.strip().splitlines()[-1] if output.strip() else f"exit code {code}"
         return Link(False, url, reason)
     return Link(None, url, "cannot check from inside: the webui image has neither curl nor python3")

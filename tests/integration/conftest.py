@@ -295,9 +295,25 @@ def registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 BUSYBOX = "/bin/busybox"
 
 
+@pytest.fixture(scope="session")
+def host_gateway(standin_images: dict[str, str]) -> str:
+    """The address `host.docker.internal` (host-gateway) gives containers: this
+    machine's side of the bridge the test run's dockerd made."""
+    out = docker(
+        "run", "--rm", "--add-host", "gw:host-gateway", "--entrypoint", "getent",
+        standin_images["ollama"], "hosts", "gw",
+    )  # fmt: skip
+    return out.split()[0]
+
+
 @pytest.fixture
-def ollama_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """(url, the file served as /api/version) from a busybox httpd we start and stop."""
+def ollama_api(tmp_path: Path, host_gateway: str) -> Iterator[tuple[str, Path]]:
+    """(url, the file served as /api/version) from a busybox httpd we start and stop.
+
+    It listens on loopback (the URL given) and on the bridge gateway, as a
+    native Ollama run with OLLAMA_HOST=0.0.0.0 must for Open WebUI's container
+    to reach it, but with nothing on any outside interface.
+    """
     if not Path(BUSYBOX).exists():
         _unavailable("busybox is not installed")
     docroot = tmp_path / "www"
@@ -305,18 +321,22 @@ def ollama_api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     version_file = docroot / "api" / "version"
     version_file.write_text('{"version":"0.5.1"}')
     port = free_ports(1)[0]
-    httpd = subprocess.Popen(
-        [BUSYBOX, "httpd", "-f", "-p", f"127.0.0.1:{port}", "-h", str(docroot)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    servers = [
+        subprocess.Popen(
+            [BUSYBOX, "httpd", "-f", "-p", f"{address}:{port}", "-h", str(docroot)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for address in ("127.0.0.1", host_gateway)
+    ]
     try:
-        _wait_listening(port, httpd)
+        _wait_listening(port, servers[0])
         yield f"http://127.0.0.1:{port}", version_file
     finally:
-        httpd.terminate()
-        httpd.wait(timeout=10)
+        for httpd in servers:
+            httpd.terminate()
+            httpd.wait(timeout=10)
 
 
 def _wait_listening(port: int, httpd: subprocess.Popen[bytes]) -> None:

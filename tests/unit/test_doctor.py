@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from python_on_whales.exceptions import DockerException
 
-from ollama_stack.compose.client import EngineInfo
+from ollama_stack.compose.client import ContainerRun, EngineInfo
 from ollama_stack.stack import config, doctor
 from ollama_stack.stack.errors import ConfigError
 from ollama_stack.stack.runtime import Runtime
@@ -163,3 +164,61 @@ def test_compose_too_old(local_paths, monkeypatch, fake_docker):
     assert "v2.17.3 is too old" in check.detail
     monkeypatch.setattr(compose_cli, "run", lambda args, **kw: "Docker Compose version v2.20.0\n")
     assert doctor.check_compose(make_runtime(local_paths, linux_shell())).verdict == "pass"
+
+
+# -- the running stack's containers ----------------------------------------------------------
+
+NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code", "restarts", "started", "verdict", "detail"),
+    [
+        ("running", 0, 0, "2026-12-01T00:00:00Z", "pass", "running"),
+        ("restarting", 1, 4, "2026-12-03T11:59:58.1Z", "fail", "crash-looping: restarted 4"),
+        # caught between two crashes: up again, but only for seconds and many times
+        ("running", 1, 3, "2026-12-03T11:59:40.123456789Z", "fail", "running, restarted 3"),
+        # restarted once weeks ago (an OOM, a reboot): worth a look, not a failure
+        ("running", 137, 1, "2026-11-01T00:00:00Z", "warn", "running, restarted 1"),
+        ("running", 1, 5, "2026-11-01T00:00:00Z", "warn", "last exit code 1"),
+        ("exited", 0, 0, "2026-12-01T00:00:00Z", "warn", "exited with code 0"),
+        ("exited", 143, 0, "2026-12-01T00:00:00Z", "warn", "exited with code 143"),
+        ("exited", 2, 0, "2026-12-01T00:00:00Z", "fail", "exited with code 2"),
+        ("paused", 0, 0, "", "warn", "paused"),
+    ],
+)
+def test_container_verdicts(status, exit_code, restarts, started, verdict, detail):
+    run = ContainerRun("mcp_proxy", "p-mcp_proxy-1", status, exit_code, restarts, started)
+    got = doctor._container_verdict(run, NOW)
+    assert got[0] == verdict
+    assert detail in got[1]
+
+
+def test_doctor_lists_each_container_with_a_remedy_for_a_bad_one(local_paths, pow_calls):
+    inspected = {
+        "webui": "webui\t/p-webui-1\trunning\t0\t0\t2026-12-01T00:00:00Z",
+        "mcp_proxy": "mcp_proxy\t/p-mcp_proxy-1\trestarting\t1\t9\t2026-12-03T11:59:59Z",
+    }
+
+    def engine(argv: list[str]) -> str:
+        if "ps" in argv:
+            return "\n".join(
+                json.dumps({"Name": f"p-{s}-1", "Service": s, "State": "running"})
+                for s in inspected
+            )
+        return "\n".join(inspected.values())
+
+    pow_calls.on_run = engine
+    rt = make_runtime(local_paths, linux_shell(2))
+    checks = doctor.check_containers(rt, NOW)
+    assert [(c.name, c.verdict) for c in checks] == [
+        ("container mcp_proxy", "fail"),
+        ("container webui", "pass"),
+    ]
+    assert checks[0].detail == "crash-looping: restarted 9 times, last exit code 1"
+    assert checks[0].remedy == "see `inv stack.logs -s mcp_proxy`"
+
+
+def test_doctor_without_containers_lists_none(local_paths, pow_calls):
+    pow_calls.stdout = ""
+    assert doctor.check_containers(make_runtime(local_paths, linux_shell(2))) == []

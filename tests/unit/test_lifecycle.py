@@ -6,14 +6,21 @@ from __future__ import annotations
 import json
 import stat
 import threading
+import time
 from typing import Any
 
 import pytest
 
-from ollama_stack.compose.client import parse_ps_output
+from ollama_stack.compose.client import ContainerRun, parse_ps_output
 from ollama_stack.stack import config, lifecycle
 from ollama_stack.stack.config import InstallPaths, Settings
-from ollama_stack.stack.errors import ConfigError, HealthTimeout, NotInstalled, PortInUse
+from ollama_stack.stack.errors import (
+    ConfigError,
+    HealthTimeout,
+    NotInstalled,
+    PortInUse,
+    ServiceCrashed,
+)
 from ollama_stack.stack.events import Event
 from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.target import Target
@@ -76,7 +83,8 @@ def ps_answer(
     `config --hash` (by default what each row's container was made from: nothing changed)."""
     text = "\n".join(json.dumps(r) for r in rows)
     inspected = "\n".join(
-        f"{r['Service']}\t/{r['Name']}\t{r['State']}\t0\t{restarts}" for r in rows
+        f"{r['Service']}\t/{r['Name']}\t{r['State']}\t0\t{restarts}\t2026-01-01T00:00:00Z"
+        for r in rows
     )
 
     def on_run(argv: list[str]) -> str:
@@ -423,3 +431,63 @@ def test_merged_config_hides_the_secrets(local_paths, services, pow_calls, fake_
     assert first.startswith("#   docker compose --file ")
     assert "--project-name ollama-stack up --detach" in first
     assert str(fake_docker) not in first
+
+
+# -- crash loops ----------------------------------------------------------------------------
+
+
+def run(service: str, status: str = "running", restarts: int = 0, name: str = "") -> ContainerRun:
+    return ContainerRun(service, name or f"p-{service}-1", status, 3, restarts, "")
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "crashed"),
+    [
+        ({}, {"w": run("w")}, []),
+        ({}, {"w": run("w", "exited")}, ["w"]),
+        ({}, {"w": run("w", "dead")}, ["w"]),
+        ({}, {"w": run("w", restarts=1)}, []),
+        ({}, {"w": run("w", "restarting", restarts=2)}, ["w"]),
+        # looping before the wait began: counted from what the wait first saw
+        ({"w": run("w", restarts=7)}, {"w": run("w", restarts=8)}, []),
+        ({"w": run("w", restarts=7)}, {"w": run("w", restarts=9)}, ["w"]),
+        ({"w": run("w", restarts=7)}, {"w": run("w", "restarting", restarts=8)}, ["w"]),
+        # a container recreated by `up` (another name) starts again from zero
+        ({"w": run("w", restarts=7, name="old")}, {"w": run("w", restarts=1)}, []),
+        ({"w": run("w", restarts=7, name="old")}, {"w": run("w", restarts=2)}, ["w"]),
+    ],
+)
+def test_crash_looping(before, now, crashed):
+    assert [r.service for r in lifecycle.crash_looping(before, now)] == crashed
+
+
+def test_wait_fails_at_once_on_a_crash_loop_with_exit_code_and_logs(
+    local_paths, services, closed_port, pow_calls
+):
+    rows = [ps_row(name) for name in services]
+    counter = {"restarts": 0}
+
+    def engine(argv: list[str]) -> str:
+        if "inspect" in argv:
+            counter["restarts"] += 1  # each look finds it restarted once more
+            return "\n".join(
+                f"{r['Service']}\t/{r['Name']}\t"
+                + ("restarting\t3\t" if r["Service"] == "mcp_proxy" else "running\t0\t")
+                + f"{counter['restarts'] if r['Service'] == 'mcp_proxy' else 0}\t"
+                for r in rows
+            )
+        return ps_answer(*rows)(argv)
+
+    pow_calls.on_run = engine
+    pow_calls.lines = [("stderr", b"mcp_proxy-1  | ValueError: No 'mcpServers' found\n")]
+    rt = make_runtime(local_paths, ports_of(services) | {"mcp_proxy": closed_port})
+    began = time.monotonic()
+    with pytest.raises(ServiceCrashed) as info:
+        lifecycle.wait_healthy(rt, 60)
+    assert time.monotonic() - began < 5  # not the 60 s timeout
+    err = info.value
+    assert err.code == 15 and isinstance(err, HealthTimeout)  # an update rolls back on it
+    assert err.message.startswith("not healthy: mcp_proxy keeps restarting (exit code 3, ")
+    assert "last log: mcp_proxy-1  | ValueError: No 'mcpServers' found" in err.message
+    assert "ollama" not in err.message and "webui" not in err.message
+    assert "inv stack.logs -s mcp_proxy" in err.remedy

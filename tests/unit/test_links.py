@@ -1,0 +1,121 @@
+"""stack/links.py: the webui → Ollama link, asked inside the container (the exec is faked
+at the python-on-whales boundary; its argv is asserted)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from python_on_whales.exceptions import DockerException
+
+from ollama_stack.stack import config, links
+from ollama_stack.stack.health import ProbeResult
+from ollama_stack.stack.runtime import Runtime
+from ollama_stack.stack.target import Target
+
+from .helpers import linux_shell
+
+HEALTHY = {
+    name: ProbeResult(name, "healthy", "OK", 1.0) for name in ("ollama", "webui", "mcp_proxy")
+}
+
+
+def make_runtime(local_paths, **settings: Any) -> Runtime:
+    merged = config.validate([("t", {"platform": "cpu", **settings})])
+    return Runtime(Target(None, _shell=linux_shell(2)), local_paths, merged)
+
+
+def answers(*replies: tuple[int, str]):
+    """The exec's replies in order: (exit code, output)."""
+    queue = list(replies)
+
+    def run(argv: list[str]) -> str:
+        code, output = queue.pop(0)
+        if code:
+            raise DockerException(argv, code, b"", output.encode())
+        return output
+
+    return run
+
+
+def execs(pow_calls) -> list[list[str]]:
+    return [argv[argv.index("exec") + 3 :] for argv, _ in pow_calls.calls]
+
+
+def test_reaches_ollama_with_curl_at_the_url_webui_was_given(local_paths, pow_calls):
+    pow_calls.on_run = answers((0, '{"version":"0.5.7"}'))
+    link = links.webui_reaches_ollama(make_runtime(local_paths))
+    assert (link.ok, link.url) == (True, "http://ollama:11434")
+    argv = pow_calls.calls[0][0]
+    assert argv[argv.index("exec") :][:3] == ["exec", "-T", "webui"]
+    assert execs(pow_calls) == [["curl", "-sS", "-f", "-m", "5", "http://ollama:11434/api/version"]]
+
+
+def test_container_url_setting_is_what_is_checked(local_paths, pow_calls):
+    pow_calls.on_run = answers((0, '{"version":"1"}'))
+    rt = make_runtime(local_paths, services={"ollama": {"container_url": "http://gpu-box:11434"}})
+    assert links.webui_reaches_ollama(rt).url == "http://gpu-box:11434"
+    assert execs(pow_calls)[0][-1] == "http://gpu-box:11434/api/version"
+
+
+def test_without_curl_python_asks(local_paths, pow_calls):
+    no_curl = 'OCI runtime exec failed: exec: "curl": executable file not found in $PATH'
+    pow_calls.on_run = answers((126, no_curl), (0, '{"version":"1"}'))
+    link = links.webui_reaches_ollama(make_runtime(local_paths))
+    assert link.ok is True
+    assert [argv[:2] for argv in execs(pow_calls)] == [["curl", "-sS"], ["python3", "-c"]]
+
+
+def test_with_neither_tool_it_cannot_tell(local_paths, pow_calls):
+    pow_calls.on_run = answers((127, "sh: curl: not found"), (127, "python3: not found"))
+    link = links.webui_reaches_ollama(make_runtime(local_paths))
+    assert link.ok is None
+    assert "neither curl nor python3" in link.detail
+
+
+@pytest.mark.parametrize(
+    ("reply", "detail"),
+    [
+        ((7, "curl: (7) Failed to connect to ollama port 11434"), "curl: (7) Failed to connect"),
+        (
+            (0, "<html>not Ollama</html>"),
+            "it answers, but not as Ollama: '<html>not Ollama</html>'",
+        ),
+        ((0, ""), "it answers, but not as Ollama: ''"),
+    ],
+)
+def test_a_broken_link_makes_webui_reachable_not_healthy(local_paths, pow_calls, reply, detail):
+    pow_calls.on_run = answers(reply)
+    results = links.with_links(make_runtime(local_paths), HEALTHY)
+    assert results["ollama"].ok and results["mcp_proxy"].ok
+    webui = results["webui"]
+    assert webui.health == "reachable"
+    assert webui.detail.startswith(
+        "cannot reach Ollama at http://ollama:11434 from its container: "
+    )
+    assert detail in webui.detail
+
+
+def test_native_ollama_on_loopback_gets_the_remedy(local_paths, pow_calls):
+    pow_calls.on_run = answers((7, "curl: (7) Failed to connect to host.docker.internal"))
+    rt = make_runtime(
+        local_paths, services={"ollama": {"type": "native-api", "url": "http://127.0.0.1:11434"}}
+    )
+    detail = links.with_links(rt, HEALTHY)["webui"].detail
+    assert "http://host.docker.internal:11434" in detail and "OLLAMA_HOST=0.0.0.0" in detail
+
+
+@pytest.mark.parametrize(
+    ("results", "settings"),
+    [
+        # Ollama itself down here: that is the failure to report, not its echo
+        (HEALTHY | {"ollama": ProbeResult("ollama", "unhealthy", "x", 1.0)}, {}),
+        # webui not healthy yet: nothing to ask it
+        (HEALTHY | {"webui": ProbeResult("webui", "unhealthy", "x", 1.0)}, {}),
+        # webui not ours to exec into
+        (HEALTHY, {"services": {"webui": {"type": "remote-api", "url": "http://chat:80"}}}),
+    ],
+)
+def test_the_link_is_not_asked(local_paths, pow_calls, results, settings):
+    assert links.with_links(make_runtime(local_paths, **settings), results) == results
+    assert pow_calls.calls == []
