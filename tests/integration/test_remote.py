@@ -85,7 +85,7 @@ def test_remote_port_check_runs_on_the_remote_host(make_installation, remote_hos
         "host",
         "--entrypoint",
         "httpd",
-        "ollama-stack-standin/ollama:test",
+        "ollama-stack-standin/webui:test",  # busybox: has httpd
         "-f",
         "-p",
         f"127.0.0.1:{remote.ports['webui']}",
