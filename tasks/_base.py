@@ -7,6 +7,7 @@ task bodies so `--help` and `--list` stay fast.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -42,6 +43,39 @@ def guarded(func: F) -> F:
             raise Exit(code=int(ExitCode.INTERRUPTED)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class _Seconds(float):
+    """A seconds flag, checked while invoke parses the command line.
+
+    invoke casts a flag's value with the type of its default, and a ValueError
+    there is a traceback; an ``Exit`` is one line and its code under both
+    ``inv`` and ``ollama-stack``. Subclasses name their flag (``seconds()``).
+    """
+
+    flag = "--timeout"
+    zero_means = ""  # what 0 stands for, where 0 is allowed
+
+    def __new__(cls, value: Any = 0.0) -> _Seconds:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        allowed = number >= 0 if cls.zero_means else number > 0
+        if not (math.isfinite(number) and allowed):
+            least = "0 or more" if cls.zero_means else "more than 0"
+            zero = f" (0: {cls.zero_means})" if cls.zero_means else ""
+            raise Exit(
+                f"error: {cls.flag} {value!r} is not a number of seconds — give {least}{zero}",
+                code=int(ExitCode.CONFIG),
+            )
+        return super().__new__(cls, number)
+
+
+def seconds(flag: str, default: float, zero_means: str = "") -> float:
+    """A float default whose type checks the flag: ``timeout: float = seconds(...)``."""
+    kind = type("SECONDS", (_Seconds,), {"flag": flag, "zero_means": zero_means})
+    return kind(default)
 
 
 def display(json_mode: bool = False) -> Display:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from invoke import Context, Exit, task
 
-from ._base import display, guarded, runtime
+from ._base import display, guarded, runtime, seconds
 from .stack import REMOTE_HELP
+
+PROBE_TIMEOUT = seconds("--timeout", 2.0)
+WAIT_TIMEOUT = seconds("--timeout", 120.0)
 
 
 @task(
@@ -16,7 +19,7 @@ from .stack import REMOTE_HELP
     }
 )
 @guarded
-def check(c: Context, remote: str = "", json: bool = False, timeout: float = 2.0) -> None:
+def check(c: Context, remote: str = "", json: bool = False, timeout: float = PROBE_TIMEOUT) -> None:
     """Probe every service's health endpoint now; exit 1 if any is unhealthy."""
     from ollama_stack.stack.lifecycle import check_health
 
@@ -39,7 +42,7 @@ def check(c: Context, remote: str = "", json: bool = False, timeout: float = 2.0
 
 @task(help={"remote": REMOTE_HELP, "timeout": "seconds to wait (default 120)"})
 @guarded
-def wait(c: Context, remote: str = "", timeout: float = 120.0) -> None:
+def wait(c: Context, remote: str = "", timeout: float = WAIT_TIMEOUT) -> None:
     """Wait until every service is healthy; exit 7 on timeout."""
     from ollama_stack.stack import lifecycle
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from invoke import Context, Exit, task
 
-from ._base import display, guarded, runtime, split_names
+from ._base import display, guarded, runtime, seconds, split_names
 
 REMOTE_HELP = "SSH host (~/.ssh/config alias or user@host[:port]); default: this machine"
+START_TIMEOUT = seconds("--timeout", 0.0, zero_means="the start_timeout setting")
 START_HELP = {
     "remote": REMOTE_HELP,
     "pull": "image pull policy: missing (default), always or never",
@@ -73,7 +74,7 @@ def start(
     remote: str = "",
     pull: str = "missing",
     platform: str | None = None,
-    timeout: float = 0.0,
+    timeout: float = START_TIMEOUT,
 ) -> None:
     """Start the stack and wait until every service is healthy."""
     _start(c, remote, pull, platform, timeout)
@@ -97,7 +98,7 @@ def restart(
     remote: str = "",
     pull: str = "missing",
     platform: str | None = None,
-    timeout: float = 0.0,
+    timeout: float = START_TIMEOUT,
 ) -> None:
     """Stop, then start with the same options."""
     _start(c, remote, pull, platform, timeout, restart=True)

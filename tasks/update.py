@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from invoke import Context, Exit, task
 
-from ._base import confirmer, display, guarded, runtime, split_names
+from ._base import confirmer, display, guarded, runtime, seconds, split_names
 from .stack import REMOTE_HELP
+
+UPDATE_TIMEOUT = seconds("--timeout", 0.0, zero_means="the start_timeout setting")
 
 FILTER_HELP = {
     "services": "comma-separated services (default: all): ollama, webui, mcp_proxy",
@@ -76,7 +78,7 @@ def apply(
     remote_only: bool = False,
     yes: bool = False,
     no_backup: bool = False,
-    timeout: float = 0.0,
+    timeout: float = UPDATE_TIMEOUT,
     json: bool = False,
     remote: str = "",
 ) -> None:
@@ -103,7 +105,7 @@ def apply(
 
 @task(help={"remote": REMOTE_HELP, "timeout": "seconds to wait for health"})
 @guarded
-def rollback(c: Context, remote: str = "", timeout: float = 0.0) -> None:
+def rollback(c: Context, remote: str = "", timeout: float = UPDATE_TIMEOUT) -> None:
     """Put back the images the last update replaced."""
     from ollama_stack.stack import update
 

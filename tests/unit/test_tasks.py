@@ -371,3 +371,34 @@ def test_cli_bad_config_exits_2_with_one_line(stack_home, tmp_path):
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: bad config: platform='gpu' is not allowed")
     assert "(from environment)" in lines[0]
+
+
+# -- malformed flag values ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("stack.start", "--timeout", "abc"),
+        ("stack.start", "--timeout", "-5"),
+        ("stack.restart", "--timeout", "inf"),
+        ("health.check", "--timeout", "0"),
+        ("health.check", "--json", "--timeout", "nan"),
+        ("health.wait", "--timeout", "soon"),
+        ("update.apply", "--timeout", "1e999"),
+        ("update.rollback", "--timeout", ""),
+    ],
+)
+def test_a_malformed_timeout_is_one_line_and_exit_2(capsys, argv):
+    assert run_program(*argv) == 2
+    captured = capsys.readouterr()
+    lines = stderr_lines(captured.err)
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"error: --timeout {argv[-1]!r} is not a number of seconds")
+    assert "Traceback" not in captured.err and captured.out == ""
+    assert not config.InstallPaths.for_target(None).root.joinpath("state").exists()
+
+
+def test_zero_timeout_means_the_setting_where_that_is_said(capsys):
+    assert run_program("stack.start", "--timeout", "x") == 2
+    assert "(0: the start_timeout setting)" in capsys.readouterr().err
