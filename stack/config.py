@@ -17,7 +17,8 @@ import json
 import os
 import re
 import secrets as _secrets
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -532,6 +533,16 @@ def env_file_line(key: str, value: str) -> str:
             "remove the quote or line break from that setting",
         )
     return f"{key}='{value}'\n"
+
+
+@contextlib.contextmanager
+def private_env_file(values: Mapping[str, str]) -> Iterator[Path]:
+    """The same env file in a private temporary directory, removed afterwards:
+    for read-only tasks, which must not touch the installation's files."""
+    with tempfile.TemporaryDirectory(prefix="ollama-stack-env-") as directory:
+        path = Path(directory) / "compose.env"
+        _write_private(path, "".join(env_file_line(k, v) for k, v in values.items()))
+        yield path
 
 
 def write_runtime_env(paths: InstallPaths, values: Mapping[str, str]) -> Path:

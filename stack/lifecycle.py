@@ -389,11 +389,21 @@ def logs(
 
 
 def merged_config(rt: Runtime) -> str:
-    """The compose file we would run, with secrets shown as ${NAME} references."""
-    prepare(rt)
-    text = rt.compose.config_yaml()
-    for key, value in config.read_secrets(rt.paths).items():
+    """The compose file we would run, with secrets shown as ${NAME} references.
+
+    Read-only: the values go to compose through a private temporary env file,
+    never into the installation's files.
+    """
+    secrets = config.read_secrets(rt.paths)
+    rt.platform  # noqa: B018 (detects, and on Apple Silicon makes Ollama native)
+    with config.private_env_file(rt.compose_env(secrets)) as env_file:
+        text = rt.refresh_compose(env_file).config_yaml()
+    for key, value in secrets.items():
         text = text.replace(value, "${" + key + "}")
-    argv = rt.compose.compose_argv("up", "--detach")
+    # Name the services: a native or remote Ollama must not be started in Docker too.
+    argv = rt.refresh_compose().compose_argv("up", "--detach", *rt.settings.docker_services())
     command = "docker " + shlex.join(argv[1:])
-    return f"# run it without ollama-stack:\n#   {command}\n" + text
+    return (
+        "# run it without ollama-stack (`stack.start` writes the env file it names):\n"
+        f"#   {command}\n" + text
+    )

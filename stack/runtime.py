@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -119,10 +120,11 @@ class Runtime:
             installation=config.installation_id(self.paths),
         )
 
-    def refresh_compose(self) -> ComposeProject:
-        """Point the compose project at the platform's files and the fresh env file."""
+    def refresh_compose(self, env_file: Path | None = None) -> ComposeProject:
+        """Point the compose project at the platform's files and an env file
+        (the installation's own unless another is given)."""
         self.compose.files = self.compose_files()
-        self.compose.env_files = [self.paths.runtime_env_file]
+        self.compose.env_files = [env_file or self.paths.runtime_env_file]
         self.compose._client = None
         return self.compose
 

@@ -7,6 +7,7 @@ import json
 import stat
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -429,8 +430,28 @@ def test_merged_config_hides_the_secrets(local_paths, services, pow_calls, fake_
     assert "MCPO: ${MCPO_API_KEY}" in text
     first = text.splitlines()[1]
     assert first.startswith("#   docker compose --file ")
-    assert "--project-name ollama-stack up --detach" in first
+    assert first.endswith("--project-name ollama-stack up --detach ollama webui mcp_proxy")
     assert str(fake_docker) not in first
+    # read-only: compose got the values from a private temporary file, now gone
+    config_argv = next(argv for argv, _ in pow_calls.calls if "config" in argv)
+    env_file = config_argv[config_argv.index("--env-file") + 1]
+    assert env_file != str(local_paths.runtime_env_file)
+    assert not Path(env_file).exists()
+    assert not local_paths.runtime_env_file.exists() and not local_paths.state_file.exists()
+
+
+def test_merged_config_with_a_native_ollama_starts_only_the_docker_services(
+    local_paths, services, pow_calls
+):
+    config.install(local_paths, {})
+    pow_calls.on_run = lambda argv: "services: {}\n"
+    rt = make_runtime(
+        local_paths,
+        ports_of(services),
+        services={"ollama": {"type": "native-api", "url": services["ollama"].url}},
+    )
+    command = lifecycle.merged_config(rt).splitlines()[1]
+    assert command.endswith("up --detach webui mcp_proxy")
 
 
 # -- crash loops ----------------------------------------------------------------------------

@@ -402,3 +402,41 @@ def test_a_malformed_timeout_is_one_line_and_exit_2(capsys, argv):
 def test_zero_timeout_means_the_setting_where_that_is_said(capsys):
     assert run_program("stack.start", "--timeout", "x") == 2
     assert "(0: the start_timeout setting)" in capsys.readouterr().err
+
+
+# -- read-only tasks write nothing ------------------------------------------------------------
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under root with its contents and modification time (tests run as root,
+    so modes prove nothing)."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("stack.status", "--json"),
+        ("stack.config",),
+        ("stack.logs", "-s", "webui"),
+        ("health.check", "--json"),
+        ("health.doctor", "--json"),
+        ("update.check", "--json"),
+    ],
+)
+def test_read_only_tasks_leave_the_installation_untouched(capsys, monkeypatch, pow_calls, argv):
+    monkeypatch.setenv("OLLAMA_STACK_PLATFORM", "cpu")
+    paths = config.InstallPaths.for_target(None)
+    config.install(paths, {})
+    # as after a start: the env file and the state exist
+    config.write_runtime_env(paths, {"X": "1"})
+    config.write_state(paths, {"platform": "cpu", "platform_reason": "set"})
+    pow_calls.on_run = lambda argv: "{}" if "info" in argv else ""
+    before = snapshot(paths.root)
+    run_program(*argv)
+    capsys.readouterr()
+    assert snapshot(paths.root) == before
