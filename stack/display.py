@@ -79,6 +79,12 @@ class Display:
         target = self.err if self.json_mode else self.out
         target.print(Text(self.prefix + message))
 
+    def note(self, message: str) -> None:
+        """A remark beside output that must stay verbatim (logs): on stderr."""
+        from rich.text import Text
+
+        self.err.print(Text(self.prefix + message, style="yellow"))
+
     def success(self, message: str) -> None:
         from rich.text import Text
 

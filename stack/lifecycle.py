@@ -383,9 +383,33 @@ def logs(
     since: str | None = None,
     timestamps: bool = False,
 ) -> Iterator[str]:
-    return rt.compose.logs(
-        check_service_names(services), follow=follow, tail=tail, since=since, timestamps=timestamps
-    )
+    """The containers' log lines; services not run in Docker are left to `log_places`."""
+    names = check_service_names(services) or list(SERVICE_NAMES)
+    ours = [n for n in names if rt.settings.service_type(n) == "docker"]
+    if not ours:
+        return iter(())
+    # All of them named: compose then also shows containers of services it no
+    # longer lists (an orphan), as it always did.
+    wanted = [] if len(ours) == len(SERVICE_NAMES) else ours
+    return rt.compose.logs(wanted, follow=follow, tail=tail, since=since, timestamps=timestamps)
+
+
+def log_places(rt: Runtime, services: list[str]) -> list[str]:
+    """Where the logs of services we do not run are, one line each."""
+    places = []
+    for name in check_service_names(services) or list(SERVICE_NAMES):
+        kind = rt.settings.service_type(name)
+        if kind == "docker":
+            continue
+        url = rt.url(name)
+        where = (
+            "on the host that runs it (Linux: `journalctl -u ollama`; macOS: "
+            "~/.ollama/logs/server.log)"
+            if kind == "native-api" and name == "ollama"
+            else "on the host that runs it"
+        )
+        places.append(f"{name} is not run by this stack ({kind} at {url}): its logs are {where}")
+    return places
 
 
 def merged_config(rt: Runtime) -> str:

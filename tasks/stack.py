@@ -141,16 +141,13 @@ def logs(
     """Print container logs as plain text."""
     from ollama_stack.stack import lifecycle
 
-    lines = lifecycle.logs(
-        runtime(c, remote),
-        split_names(services),
-        follow=follow,
-        tail=tail,
-        since=since,
-        timestamps=timestamps,
-    )
+    rt, names = runtime(c, remote), split_names(services)
+    out = display()
+    for place in lifecycle.log_places(rt, names):
+        out.note(place)
+    lines = lifecycle.logs(rt, names, follow=follow, tail=tail, since=since, timestamps=timestamps)
     try:
-        display().log_lines(lines)
+        out.log_lines(lines)
     except KeyboardInterrupt:
         raise Exit(code=0) from None  # Ctrl-C is how one leaves --follow
 

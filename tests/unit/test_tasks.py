@@ -440,3 +440,32 @@ def test_read_only_tasks_leave_the_installation_untouched(capsys, monkeypatch, p
     run_program(*argv)
     capsys.readouterr()
     assert snapshot(paths.root) == before
+
+
+# -- logs of services we do not run -----------------------------------------------------------
+
+
+def test_logs_of_a_native_ollama_say_where_they_are(capsys, monkeypatch, pow_calls):
+    monkeypatch.setenv("OLLAMA_STACK_SERVICES_OLLAMA_TYPE", "native-api")
+    monkeypatch.setenv("OLLAMA_STACK_SERVICES_OLLAMA_URL", "http://127.0.0.1:11434")
+    pow_calls.lines = [("stdout", b"webui-1  | hello [/x] not markup\n")]
+    assert run_program("stack.logs") == 0
+    captured = capsys.readouterr()
+    assert captured.out == "webui-1  | hello [/x] not markup\n"
+    assert stderr_lines(captured.err) == [
+        "ollama is not run by this stack (native-api at http://127.0.0.1:11434): its logs are "
+        "on the host that runs it (Linux: `journalctl -u ollama`; macOS: "
+        "~/.ollama/logs/server.log)"
+    ]
+    logs_argv = pow_calls.calls[0][0]
+    assert logs_argv[logs_argv.index("logs") :] == ["logs", "--no-color", "webui", "mcp_proxy"]
+
+
+def test_logs_of_only_a_remote_service_run_no_docker(capsys, monkeypatch, pow_calls):
+    monkeypatch.setenv("OLLAMA_STACK_SERVICES_WEBUI_TYPE", "remote-api")
+    monkeypatch.setenv("OLLAMA_STACK_SERVICES_WEBUI_URL", "https://chat.example")
+    assert run_program("stack.logs", "-s", "webui") == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "webui is not run by this stack (remote-api at https://chat.example)" in captured.err
+    assert pow_calls.calls == []
