@@ -127,10 +127,15 @@ def test_running_stack_is_not_touched_without_yes(registry, standin_v2, publishe
     inst, refs, repo = published
     publish(registry, standin_v2["ollama"], f"{repo}/ollama", refs["ollama"])
     before = container_ids(inst)
+    local_before = image_id(refs["ollama"])
     refused = inst.cli("update.apply")  # stdin is not a terminal: must not hang or ask
     assert refused.returncode == 2, refused.stderr
-    assert "--yes" in refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, refused.stderr
+    assert errors[0].startswith("error: not asking without a terminal: ")
+    assert "ollama" in errors[0] and errors[0].endswith("— add --yes to proceed")
     assert container_ids(inst) == before
+    assert image_id(refs["ollama"]) == local_before  # nothing was pulled either
     assert check(inst)["ollama"]["status"] == "update-available"
 
 
