@@ -28,17 +28,23 @@ class HostFacts:
     system: str  # Linux, Darwin
     machine: str  # x86_64, arm64
     cpus: int
+    kernel: str = ""  # `uname -r`: "…-microsoft-standard-WSL2" under WSL2
+
+    @property
+    def wsl(self) -> bool:
+        return self.system == "Linux" and "microsoft" in self.kernel.lower()
 
 
 def host_facts(shell: Shell) -> HostFacts:
-    code, out = run_quiet(shell, "uname -s -m; nproc 2>/dev/null || sysctl -n hw.ncpu")
+    code, out = run_quiet(shell, "uname -s -m; nproc 2>/dev/null || sysctl -n hw.ncpu; uname -r")
     lines = out.split("\n") if code == 0 else []
     system, _, machine = (lines[0] if lines else "unknown unknown").partition(" ")
     try:
         cpus = int(lines[1].strip()) if len(lines) > 1 else 1
     except ValueError:
         cpus = 1
-    return HostFacts(system.strip(), machine.strip(), max(cpus, 1))
+    kernel = lines[2].strip() if len(lines) > 2 else ""
+    return HostFacts(system.strip(), machine.strip(), max(cpus, 1), kernel)
 
 
 _SS_LINE = re.compile(

@@ -24,6 +24,30 @@ def detect(
     facts: hostcheck.HostFacts,
     override: str | None = None,
 ) -> PlatformChoice:
+    choice = _detect(settings, shell, engine, facts, override)
+    if facts.wsl and choice.name != "apple":
+        where = _wsl_engine(engine)
+        return PlatformChoice(choice.name, f"Windows (WSL2) with {where}; {choice.reason}")
+    return choice
+
+
+def _wsl_engine(engine: EngineInfo | None) -> str:
+    """Docker Desktop's engine runs in its own VM and says so; a dockerd
+    installed inside the WSL2 distribution names that distribution."""
+    if engine is None:
+        return "a Docker engine not asked"
+    if engine.operating_system == "Docker Desktop":
+        return "Docker Desktop's engine"
+    return f"a native dockerd in the distribution ({engine.operating_system or 'unknown OS'})"
+
+
+def _detect(
+    settings: Settings,
+    shell: Shell,
+    engine: EngineInfo | None,
+    facts: hostcheck.HostFacts,
+    override: str | None,
+) -> PlatformChoice:
     chosen = override or settings.platform
     if chosen != "auto":
         source = "--platform" if override else "the platform setting"

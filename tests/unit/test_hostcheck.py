@@ -81,6 +81,10 @@ def test_conflicts_returns_every_holder():
         ("Linux aarch64\n", hostcheck.HostFacts("Linux", "aarch64", 1)),  # no cpu count
         ("Linux x86_64\nnot-a-number\n", hostcheck.HostFacts("Linux", "x86_64", 1)),
         ("Linux x86_64\n0\n", hostcheck.HostFacts("Linux", "x86_64", 1)),
+        (
+            "Linux x86_64\n16\n5.15.167.4-microsoft-standard-WSL2\n",
+            hostcheck.HostFacts("Linux", "x86_64", 16, "5.15.167.4-microsoft-standard-WSL2"),
+        ),
     ],
 )
 def test_host_facts(stdout, expected):

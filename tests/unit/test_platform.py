@@ -107,3 +107,46 @@ def test_no_gpu_is_cpu():
     assert choice.name == "cpu"
     assert choice.reason == "no GPU that Docker can use on Linux/x86_64"
     assert len(sh.commands) == 1
+
+
+# -- Windows: WSL2 ------------------------------------------------------------------------------
+
+WSL = HostFacts("Linux", "x86_64", 8, "5.15.167.4-microsoft-standard-WSL2")
+
+
+def wsl_engine(operating_system: str, *runtimes: str) -> EngineInfo:
+    return EngineInfo("27.3.1", tuple(runtimes), "/var/lib/docker", operating_system, 8, 1 << 34)
+
+
+def test_wsl2_is_told_from_its_kernel():
+    assert WSL.wsl
+    assert not LINUX.wsl
+    assert not HostFacts("Darwin", "arm64", 8, "24.1.0").wsl
+
+
+def test_wsl2_with_docker_desktop():
+    choice = detect(Settings(), shell(NO_GPU), wsl_engine("Docker Desktop"), WSL)
+    assert choice.name == "cpu"
+    assert choice.reason.startswith("Windows (WSL2) with Docker Desktop's engine; no GPU")
+
+
+def test_wsl2_with_a_native_dockerd():
+    choice = detect(Settings(), shell(NO_GPU), wsl_engine("Ubuntu 24.04.1 LTS"), WSL)
+    assert choice.name == "cpu"
+    assert choice.reason.startswith(
+        "Windows (WSL2) with a native dockerd in the distribution (Ubuntu 24.04.1 LTS); "
+    )
+
+
+def test_wsl2_with_a_gpu_docker_can_use():
+    choice = detect(Settings(), shell(GPU), wsl_engine("Docker Desktop", "nvidia", "runc"), WSL)
+    assert choice.name == "nvidia"
+    assert "WSL2" in choice.reason and "nvidia runtime" in choice.reason
+
+
+def test_wsl2_setting_still_wins_and_is_named():
+    choice = detect(Settings(platform="cpu"), shell(GPU), wsl_engine("Docker Desktop"), WSL)
+    assert choice.name == "cpu"
+    assert (
+        choice.reason == "Windows (WSL2) with Docker Desktop's engine; set by the platform setting"
+    )
