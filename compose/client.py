@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ollama_stack.stack.errors import DockerUnavailable, StackError
+from ollama_stack.common.errors import DockerUnavailable, StackError
 
 from .errors import translate
 

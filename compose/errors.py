@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from ollama_stack.stack.errors import (
+from ollama_stack.common.errors import (
     ComposeMissing,
     DockerFailed,
     DockerUnavailable,

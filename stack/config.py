@@ -36,7 +36,7 @@ from pydantic import (
     field_validator,
 )
 
-from .errors import AlreadyInstalled, ConfigError, NotInstalled
+from ollama_stack.common.errors import AlreadyInstalled, ConfigError, NotInstalled
 
 ENV_PREFIX = "OLLAMA_STACK_"
 HOME_ENV = "OLLAMA_STACK_HOME"

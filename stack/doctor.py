@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import urlsplit
 
+from ollama_stack.common.errors import StackError
 from ollama_stack.compose.client import ContainerRun, EngineInfo
 
 from . import hostcheck
-from .errors import StackError
 from .lifecycle import CRASH_RESTARTS
 from .runtime import Runtime
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .errors import StackError
+from ollama_stack.common.errors import StackError
 
 Health = Literal["healthy", "reachable", "unhealthy", "unknown"]
 Dialer = Callable[[str, int, float], Any]

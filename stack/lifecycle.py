@@ -8,11 +8,17 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ollama_stack.common.errors import (
+    ConfigError,
+    HealthTimeout,
+    Interrupted,
+    PortInUse,
+    ServiceCrashed,
+)
 from ollama_stack.compose.client import ContainerRun, ContainerState, PullPolicy
 
 from . import config, hostcheck
 from .config import SERVICE_NAMES
-from .errors import ConfigError, HealthTimeout, Interrupted, PortInUse, ServiceCrashed
 from .events import Progress, emit
 from .health import ProbeResult, ollama_models, probe_all
 from .links import with_links

@@ -23,7 +23,7 @@ from email.message import Message
 from http.client import HTTPException, HTTPResponse
 from urllib.parse import urlencode, urlsplit
 
-from .errors import ConfigError, ExitCode, StackError
+from ollama_stack.common.errors import ConfigError, ExitCode, StackError
 
 DOCKER_HUB = "registry-1.docker.io"
 # Names Docker itself rewrites to the Hub (`docker.io/busybox` is `busybox`).

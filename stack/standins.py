@@ -26,9 +26,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ollama_stack.common.errors import ConfigError, StackError
 from ollama_stack.compose.client import STANDINS_DIR
 
-from .errors import ConfigError, StackError
 from .events import Progress, emit
 from .runtime import Runtime
 

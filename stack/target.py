@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import SSHError
+from ollama_stack.common.errors import SSHError
 
 if TYPE_CHECKING:
     import invoke

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from ollama_stack.common.errors import ConfigError, ExitCode, HealthTimeout, StackError
+
 from . import config, native, registry
 from .config import SERVICE_NAMES
-from .errors import ConfigError, ExitCode, HealthTimeout, StackError
 from .events import Progress, emit
 from .health import api_version, endpoint_for, probe
 from .lifecycle import check_service_names, prepare, wait_healthy

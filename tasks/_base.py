@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from invoke import Exit
 
-from ollama_stack.stack.errors import ExitCode, StackError
+from ollama_stack.common.errors import ExitCode, StackError
 
 if TYPE_CHECKING:
     from invoke import Context
@@ -96,7 +96,7 @@ def runtime(c: Context, remote: str | None = None, **flags: Any) -> Runtime:
 
     invoke_layer = plain(c.config.get("ollama_stack", {}) or {})
     if not isinstance(invoke_layer, dict):
-        from ollama_stack.stack.errors import ConfigError
+        from ollama_stack.common.errors import ConfigError
 
         raise ConfigError(
             f"invoke.yaml: ollama_stack must be a mapping of settings, not {invoke_layer!r}"
@@ -112,7 +112,7 @@ def confirmer(yes: bool, out: Display) -> Callable[[str], bool]:
         if yes:
             return True
         if not sys.stdin.isatty():
-            from ollama_stack.stack.errors import ConfigError
+            from ollama_stack.common.errors import ConfigError
 
             raise ConfigError(f"not asking without a terminal: {question}", "add --yes to proceed")
         return out.confirm(question)

@@ -55,8 +55,8 @@ def wait(c: Context, remote: str = "", timeout: float = WAIT_TIMEOUT) -> None:
 @guarded
 def doctor(c: Context, remote: str = "", json: bool = False) -> None:
     """Check Docker, Compose, ports, disk, GPU and config; exit 1 on a failure."""
+    from ollama_stack.common.errors import ConfigError
     from ollama_stack.stack.doctor import run_doctor
-    from ollama_stack.stack.errors import ConfigError
 
     try:
         rt, problem = runtime(c, remote), None

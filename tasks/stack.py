@@ -56,7 +56,7 @@ def _start(
     from ollama_stack.stack import lifecycle
 
     if pull not in ("missing", "always", "never"):
-        from ollama_stack.stack.errors import ConfigError
+        from ollama_stack.common.errors import ConfigError
 
         raise ConfigError(f"--pull {pull!r} is not allowed", "use missing, always or never")
     rt = runtime(c, remote, platform=platform)  # every flag is validated before anything stops

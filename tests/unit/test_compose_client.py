@@ -13,9 +13,7 @@ from pathlib import Path
 import pytest
 from python_on_whales.exceptions import DockerException
 
-from ollama_stack.compose import client as client_mod
-from ollama_stack.compose.client import ComposeProject, parse_ps_output
-from ollama_stack.stack.errors import (
+from ollama_stack.common.errors import (
     DockerFailed,
     DockerUnavailable,
     ExitCode,
@@ -23,6 +21,8 @@ from ollama_stack.stack.errors import (
     PortInUse,
     StackError,
 )
+from ollama_stack.compose import client as client_mod
+from ollama_stack.compose.client import ComposeProject, parse_ps_output
 
 BASE = client_mod.compose_file("base.yml")
 NVIDIA = client_mod.compose_file("nvidia.yml")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ollama_stack.compose.errors import translate
-from ollama_stack.stack.errors import (
+from ollama_stack.common.errors import (
     ComposeMissing,
     DockerFailed,
     DockerUnavailable,
@@ -15,6 +14,7 @@ from ollama_stack.stack.errors import (
     SSHError,
     StackError,
 )
+from ollama_stack.compose.errors import translate
 
 UP = ["/usr/bin/docker", "compose", "--project-name", "p", "up", "--detach", "ollama"]
 PS = ["/usr/bin/docker", "compose", "--project-name", "p", "ps", "--all"]

@@ -10,9 +10,9 @@ from typing import get_args
 import pytest
 import yaml
 
+from ollama_stack.common.errors import AlreadyInstalled, ConfigError, ExitCode, NotInstalled
 from ollama_stack.stack import config
 from ollama_stack.stack.config import InstallPaths, Settings, load_settings
-from ollama_stack.stack.errors import AlreadyInstalled, ConfigError, ExitCode, NotInstalled
 
 
 def mode(path: Path) -> int:

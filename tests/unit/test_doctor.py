@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from python_on_whales.exceptions import DockerException
 
+from ollama_stack.common.errors import ConfigError
 from ollama_stack.compose.client import ContainerRun, EngineInfo
 from ollama_stack.stack import config, doctor
-from ollama_stack.stack.errors import ConfigError
 from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.target import Target
 

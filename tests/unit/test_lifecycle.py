@@ -12,16 +12,16 @@ from typing import Any
 
 import pytest
 
-from ollama_stack.compose.client import ContainerRun, parse_ps_output
-from ollama_stack.stack import config, lifecycle
-from ollama_stack.stack.config import InstallPaths, Settings
-from ollama_stack.stack.errors import (
+from ollama_stack.common.errors import (
     ConfigError,
     HealthTimeout,
     NotInstalled,
     PortInUse,
     ServiceCrashed,
 )
+from ollama_stack.compose.client import ContainerRun, parse_ps_output
+from ollama_stack.stack import config, lifecycle
+from ollama_stack.stack.config import InstallPaths, Settings
 from ollama_stack.stack.events import Event
 from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.target import Target

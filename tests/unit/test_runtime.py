@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from ollama_stack.common.errors import ConfigError
 from ollama_stack.compose.client import FILES_DIR, compose_file
 from ollama_stack.stack import config, hostcheck
 from ollama_stack.stack.config import Settings
-from ollama_stack.stack.errors import ConfigError
 from ollama_stack.stack.platform import PlatformChoice
 from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.target import Target

@@ -14,8 +14,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from ollama_stack.common.errors import ExitCode, SSHError
 from ollama_stack.stack import target as target_mod
-from ollama_stack.stack.errors import ExitCode, SSHError
 from ollama_stack.stack.target import Target, fingerprint, run_quiet
 
 from .helpers import FakeShell

@@ -13,8 +13,7 @@ import pytest
 import yaml
 from invoke import Exit
 
-from ollama_stack.stack import config
-from ollama_stack.stack.errors import (
+from ollama_stack.common.errors import (
     ConfigError,
     DockerUnavailable,
     ExitCode,
@@ -22,6 +21,7 @@ from ollama_stack.stack.errors import (
     PortInUse,
     StackError,
 )
+from ollama_stack.stack import config
 from ollama_stack.tasks import _base, ns
 from ollama_stack.tasks.program import program
 

@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 import pytest
 
+from ollama_stack.common.errors import StackError
 from ollama_stack.compose.client import ComposeProject
 from ollama_stack.stack import config, uninstall
 from ollama_stack.stack.config import InstallPaths
-from ollama_stack.stack.errors import StackError
 from ollama_stack.stack.events import Event
 from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.target import Target

@@ -20,10 +20,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ollama_stack.compose.client import ComposeProject, ContainerRun, ContainerState, ImageInfo
-from ollama_stack.stack import config, lifecycle, native, registry, update
-from ollama_stack.stack.config import SERVICE_NAMES, InstallPaths, Settings
-from ollama_stack.stack.errors import (
+from ollama_stack.common.errors import (
     ConfigError,
     DockerFailed,
     ExitCode,
@@ -32,6 +29,9 @@ from ollama_stack.stack.errors import (
     NotInstalled,
     StackError,
 )
+from ollama_stack.compose.client import ComposeProject, ContainerRun, ContainerState, ImageInfo
+from ollama_stack.stack import config, lifecycle, native, registry, update
+from ollama_stack.stack.config import SERVICE_NAMES, InstallPaths, Settings
 from ollama_stack.stack.events import Event
 from ollama_stack.stack.native import InstallMethod, NativeUpdate
 from ollama_stack.stack.runtime import Runtime

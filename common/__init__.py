@@ -1,0 +1,1 @@
+"""What every layer shares: the expected failures and their exit codes."""
