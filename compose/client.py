@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 PullPolicy = Literal["always", "missing", "never"]
 LineSink = Callable[[str], None]
 FILES_DIR = Path(__file__).parent / "files"
+EXEC_TIMEOUT = 15.0  # seconds for a question asked inside a container
 STANDINS_DIR = Path(__file__).parent / "standins"
 
 
@@ -70,7 +71,7 @@ class ContainerRun:
     """What `docker inspect` says of one container's process: is it staying up?"""
 
     service: str
-    name: str
+    id: str  # a recreated container keeps its name, not its ID
     status: str  # created, running, restarting, exited, paused, dead
     exit_code: int
     restart_count: int
@@ -211,11 +212,18 @@ class ComposeProject:
         return parse_ps_output(self._run(self.compose_argv("ps", "--all", "--format", "json")))
 
     def container_runs(self) -> dict[str, ContainerRun]:
-        """service → exit code and restart count of its container (two engine calls)."""
+        """service → exit code and restart count of its container (two engine calls).
+
+        One-off containers (`compose run`) are not the service's. A container
+        removed between the two calls makes this answer empty, not an error.
+        """
         names = [c.name for c in self.ps()]
         if not names:
             return {}
-        out = self._run([*self._docker_argv(), "inspect", "--format", _RUN_FORMAT, *names])
+        try:
+            out = self._run([*self._docker_argv(), "inspect", "--format", _RUN_FORMAT, *names])
+        except StackError:
+            return {}
         return {run.service: run for run in map(_parse_run, out.splitlines()) if run}
 
     def config_hashes(self) -> dict[str, str]:
@@ -223,20 +231,16 @@ class ComposeProject:
         out = self._run(self.compose_argv("config", "--hash", "*"))
         return dict(line.split(maxsplit=1) for line in out.splitlines() if len(line.split()) == 2)
 
-    def exec_in(self, service: str, argv: Sequence[str]) -> tuple[int, str]:
+    def exec_in(
+        self, service: str, argv: Sequence[str], timeout: float = EXEC_TIMEOUT
+    ) -> tuple[int, str]:
         """Run a command in the service's running container: (exit code, output).
 
         A non-zero exit is an answer here, not an error: the caller asked a
-        question from inside the container and reads the reply.
+        question from inside the container and reads the reply. Bounded in
+        time, so a stalled engine or SSH link cannot hold up a wait.
         """
-        from python_on_whales.exceptions import DockerException
-        from python_on_whales.utils import run
-
-        command = self.compose_argv("exec", "-T", service, *argv)
-        try:
-            return 0, run(command, capture_stderr=True)
-        except DockerException as exc:
-            return exc.return_code, ((exc.stderr or "") + (exc.stdout or "")).strip()
+        return bounded_run(self.compose_argv("exec", "-T", service, *argv), timeout)
 
     def up(
         self,
@@ -418,7 +422,8 @@ class ComposeProject:
 _RUN_FORMAT = "\t".join(
     (
         '{{index .Config.Labels "com.docker.compose.service"}}',
-        "{{.Name}}",
+        '{{index .Config.Labels "com.docker.compose.oneoff"}}',
+        "{{.Id}}",
         "{{.State.Status}}",
         "{{.State.ExitCode}}",
         "{{.RestartCount}}",
@@ -429,10 +434,30 @@ _RUN_FORMAT = "\t".join(
 
 def _parse_run(line: str) -> ContainerRun | None:
     parts = line.split("\t")
-    if len(parts) != 6 or not parts[0]:
+    if len(parts) != 7 or not parts[0] or parts[1] == "True":
         return None
-    service, name, status, exit_code, restarts, started = parts
-    return ContainerRun(service, name.lstrip("/"), status, int(exit_code), int(restarts), started)
+    service, _oneoff, container_id, status, exit_code, restarts, started = parts
+    return ContainerRun(service, container_id, status, int(exit_code), int(restarts), started)
+
+
+def bounded_run(argv: list[str], timeout: float) -> tuple[int, str]:
+    """Run a docker command with a time limit: (exit code, stdout or the failure's output).
+
+    python-on-whales' runner has no timeout; this one does, for questions
+    whose answer must not hold up a wait. Unit tests replace it, as they
+    replace python-on-whales' runners.
+    """
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        return 124, f"no answer within {timeout:g} s"
+    except OSError as exc:
+        return 127, str(exc)
+    return done.returncode, (done.stdout if done.returncode == 0 else done.stderr + done.stdout)
 
 
 def compose_file(name: str) -> Path:

@@ -64,17 +64,22 @@ class Ports(_Strict):
     mcp_proxy: Port = 8200
 
 
-def _http_url(value: str | None) -> str | None:
-    if value is None:
-        return value
+def _checked_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must look like http://host:port (http or https)")
     parts.port  # noqa: B018 (raises ValueError for a port out of range)
-    return value.rstrip("/")
+    return value
+
+
+def _http_url(value: str | None) -> str | None:
+    """A service's base URL: paths are added to it, so a trailing / goes."""
+    return None if value is None else _checked_url(value).rstrip("/")
 
 
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+# An endpoint used as given (an MCP server's /mcp/ may need its slash).
+EndpointUrl = Annotated[str, AfterValidator(_checked_url)]
 
 
 class ServiceSettings(_Strict):
@@ -108,7 +113,7 @@ class RemoteMcpServer(_Strict):
     """An MCP server mcpo reaches over HTTP."""
 
     type: Literal["sse", "streamable-http"]
-    url: HttpUrl
+    url: EndpointUrl
     headers: dict[str, str] = Field(default_factory=dict)
 
 
@@ -527,10 +532,13 @@ def env_file_line(key: str, value: str) -> str:
     """
     if _PLAIN_ENV_VALUE.fullmatch(value):
         return f"{key}={value}\n"
-    if "'" in value or "\n" in value or "\r" in value:
+    # Compose reads \' as an escaped quote even inside single quotes, so a
+    # trailing backslash would swallow the closing one.
+    if "'" in value or "\n" in value or "\r" in value or value.endswith("\\"):
         raise ConfigError(
-            f"{key} cannot be written to the compose env file (it holds a quote or line break)",
-            "remove the quote or line break from that setting",
+            f"{key} cannot be written to the compose env file "
+            "(it holds a quote, a line break or a trailing backslash)",
+            "remove that character from the setting or secret",
         )
     return f"{key}='{value}'\n"
 

@@ -14,12 +14,12 @@ from ollama_stack.common.errors import StackError
 from ollama_stack.compose.client import ContainerRun, EngineInfo
 
 from . import hostcheck
-from .lifecycle import CRASH_RESTARTS
+from .lifecycle import CRASH_RESTARTS, STOPPED_CODES
 from .runtime import Runtime
 
 Verdict = Literal["pass", "warn", "fail"]
 GIB = 1 << 30
-MIN_COMPOSE = (2, 20)
+MIN_COMPOSE = (2, 23)  # inline `configs: content:` (2.23.1) carries mcpo's config
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def check_compose(rt: Runtime) -> Check:
     except StackError as exc:
         return Check("compose", "fail", exc.message, exc.remedy)
     if _compose_version_tuple(version) < MIN_COMPOSE:
-        return Check("compose", "fail", f"{version} is too old", "install Compose v2.20 or newer")
+        return Check("compose", "fail", f"{version} is too old", "install Compose v2.23.1 or newer")
     return Check("compose", "pass", version)
 
 
@@ -150,7 +150,7 @@ def _container_verdict(run: ContainerRun, now: datetime) -> tuple[Verdict, str]:
     if run.status == "restarting":
         return "fail", f"crash-looping: {restarts}"
     if run.status in ("exited", "dead"):
-        stopped = run.exit_code in (0, 137, 143)  # a clean exit, or stopped by a signal
+        stopped = run.exit_code in STOPPED_CODES  # a clean exit, or stopped by a signal
         verdict: Verdict = "warn" if stopped else "fail"
         return verdict, f"{run.status} with code {run.exit_code}"
     if run.status != "running":

@@ -22,7 +22,7 @@ from .config import SERVICE_NAMES
 from .events import Progress, emit
 from .health import ProbeResult, ollama_models, probe_all
 from .links import with_links
-from .runtime import Runtime
+from .runtime import Runtime, env_safe_json
 
 POLL_SECONDS = 0.5
 
@@ -215,6 +215,7 @@ def wait_healthy(
 
 
 CRASH_RESTARTS = 2  # restarts seen during one wait that make a crash loop
+STOPPED_CODES = (0, 137, 143)
 
 
 def crash_looping(
@@ -222,19 +223,21 @@ def crash_looping(
 ) -> list[ContainerRun]:
     """Containers that exited for good, or restarted again and again, since the wait began.
 
-    A container from before the wait that was already looping counts once it
-    is seen restarting again; a new container (another name) starts from zero.
+    Only restarts during the wait count: a container that restarted weeks ago
+    is not looping now. A container the wait has not seen before (recreated by
+    `up`: same name, new ID) counts from zero.
     """
     crashed = []
     for service, run in sorted(now.items()):
         before = baseline.get(service)
         restarts = run.restart_count
-        if before is not None and before.name == run.name:
+        if before is not None and before.id == run.id:
             restarts -= before.restart_count
-        looping = restarts >= CRASH_RESTARTS or (
-            run.status == "restarting" and run.restart_count > CRASH_RESTARTS
+        # 0, 137 and 143 are a stop (by hand, or SIGKILL/SIGTERM), not a crash.
+        exited = run.status == "dead" or (
+            run.status == "exited" and run.exit_code not in STOPPED_CODES
         )
-        if run.status in ("exited", "dead") or looping:
+        if exited or restarts >= CRASH_RESTARTS:
             crashed.append(run)
     return crashed
 
@@ -418,6 +421,18 @@ def log_places(rt: Runtime, services: list[str]) -> list[str]:
     return places
 
 
+def _mcp_server_secrets(rt: Runtime) -> set[str]:
+    """Env and header values of the configured MCP servers (tokens, as a rule),
+    raw and as they appear inside mcpo's JSON config."""
+    found: set[str] = set()
+    for server in rt.settings.mcp_servers.values():
+        values = {**getattr(server, "env", {}), **getattr(server, "headers", {})}.values()
+        for value in values:
+            if len(value) >= 4:  # shorter ones are flags and numbers, not secrets
+                found |= {value, env_safe_json(value)[1:-1]}
+    return found
+
+
 def merged_config(rt: Runtime) -> str:
     """The compose file we would run, with secrets shown as ${NAME} references.
 
@@ -430,6 +445,8 @@ def merged_config(rt: Runtime) -> str:
         text = rt.refresh_compose(env_file).config_yaml()
     for key, value in secrets.items():
         text = text.replace(value, "${" + key + "}")
+    for value in _mcp_server_secrets(rt):
+        text = text.replace(value, "<redacted>")
     # Name the services: a native or remote Ollama must not be started in Docker too.
     argv = rt.refresh_compose().compose_argv("up", "--detach", *rt.settings.docker_services())
     command = "docker " + shlex.join(argv[1:])

@@ -63,13 +63,15 @@ def _is_version(body: str) -> bool:
 def with_links(rt: Runtime, results: dict[str, ProbeResult]) -> dict[str, ProbeResult]:
     """Health as users see it: Open WebUI is not healthy while it cannot reach Ollama.
 
-    Asked only while Ollama itself answers here: when it does not, that is
-    the failure to report, and the link's is its echo.
+    Asked only where Ollama was probed too, and answers.
     """
     webui, ollama = results.get("webui"), results.get("ollama")
     if webui is None or not webui.ok or rt.settings.service_type("webui") != "docker":
         return results
-    if ollama is not None and not ollama.ok:
+    if ollama is None or not ollama.ok:
+        # Not asked about Ollama here (an update waiting on webui alone must not
+        # fail on an Ollama it did not touch), or Ollama is down: that is the
+        # failure to report, and the link's is its echo.
         return results
     link = webui_reaches_ollama(rt)
     if link.ok is not False:

@@ -150,8 +150,12 @@ class Runtime:
         ]
 
     def probe_headers(self, service: str) -> dict[str, str]:
-        """The proxy runs with --strict-auth: even its OpenAPI document needs the key."""
-        key = self._secrets.get("MCPO_API_KEY") if service == "mcp_proxy" else None
+        """Our proxy runs with --strict-auth: even its OpenAPI document needs the key.
+
+        Only ours: a remote-api proxy is someone else's, and our key is not theirs.
+        """
+        ours = service == "mcp_proxy" and self.settings.service_type(service) == "docker"
+        key = self._secrets.get("MCPO_API_KEY") if ours else None
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     @cached_property
@@ -190,15 +194,17 @@ class Runtime:
         env["WEBUI_OFFLINE_MODE"] = str(self.settings.webui.offline).lower()
         mcpo_config = self.mcpo_config_json()
         env["MCPO_CONFIG"] = mcpo_config
-        fingerprint = f"{mcpo_config}\n{secrets['MCPO_API_KEY']}".encode()
+        # The launcher and tools are inline in the compose file: a new release of
+        # them must reach a running proxy too.
+        base = compose_file("base.yml").read_text()
+        fingerprint = f"{mcpo_config}\n{secrets['MCPO_API_KEY']}\n{base}".encode()
         env["MCPO_CONFIG_HASH"] = hashlib.sha256(fingerprint).hexdigest()[:16]
         return env
 
     def mcpo_config_json(self) -> str:
         """mcpo's --config: the built-in `stack` tools first, then the user's servers.
 
-        One line of ASCII JSON with no quote or dollar sign left bare, so it
-        travels through the compose env file as a literal single-quoted value.
+        It travels through the compose env file (see env_safe_json).
         """
         servers: dict[str, dict] = {
             config.BUILTIN_MCP_SERVER: {"command": "python3", "args": [MCPO_STACK_TOOLS]}
@@ -207,5 +213,11 @@ class Runtime:
             servers[name] = server.model_dump(exclude_defaults=True) | (
                 {"type": server.type} if hasattr(server, "type") else {}
             )
-        text = json.dumps({"mcpServers": servers}, ensure_ascii=True, separators=(",", ":"))
-        return text.replace("'", "\\u0027").replace("$", "\\u0024")
+        return env_safe_json({"mcpServers": servers})
+
+
+def env_safe_json(value: Any) -> str:
+    """Compact ASCII JSON with ' and $ escaped, so it is a literal single-quoted
+    value in a compose env file (no quote to end it, nothing to interpolate)."""
+    text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text.replace("'", "\\u0027").replace("$", "\\u0024")

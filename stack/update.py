@@ -394,6 +394,7 @@ def restore(
         raise HealthTimeout(
             f"rolled back, but still unhealthy: {again.message}",
             "see `inv stack.logs`; the previous images are tagged " + ROLLBACK_REPO + "/…",
+            code=again.code,  # a crash loop stays exit 15
         ) from None
 
 

@@ -70,9 +70,12 @@ def pow_calls(monkeypatch: pytest.MonkeyPatch, fake_docker: Path) -> Recorder:
     """python-on-whales' runners replaced by a recorder (the wrapper boundary)."""
     import python_on_whales.utils as pow_utils
 
+    from ollama_stack.compose import client
+
     recorder = Recorder()
     monkeypatch.setattr(pow_utils, "run", recorder.run)
     monkeypatch.setattr(pow_utils, "stream_stdout_and_stderr", recorder.stream)
+    monkeypatch.setattr(client, "bounded_run", recorder.bounded)
     return recorder
 
 

@@ -148,6 +148,15 @@ class Recorder:
             raise self.error
         return self.on_run(argv) if self.on_run else self.stdout
 
+    def bounded(self, argv: list[str], timeout: float) -> tuple[int, str]:
+        """Stands in for ``compose.client.bounded_run``: ``run``'s answer, or its failure."""
+        from python_on_whales.exceptions import DockerException
+
+        try:
+            return 0, self.run(argv, timeout=timeout)
+        except DockerException as exc:
+            return exc.return_code, (exc.stderr or "") + (exc.stdout or "")
+
     def stream(self, full_cmd: list[Any], **kwargs: Any) -> Iterator[tuple[str, bytes]]:
         self.calls.append(([str(a) for a in full_cmd], kwargs))
         if self.error and not self.error_after_lines:

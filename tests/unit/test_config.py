@@ -527,3 +527,29 @@ def test_installation_id_is_stable_per_directory_and_differs_between_homes(tmp_p
         config.InstallPaths(tmp_path / "b")
     )
     assert len(config.installation_id(first)) == 16
+
+
+# -- the compose env file ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "line"),
+    [
+        ("abc-123_./:@,+=%", "K=abc-123_./:@,+=%\n"),
+        ("", "K=\n"),
+        ('{"a": "b c"}', 'K=\'{"a": "b c"}\'\n'),
+        ("has # hash", "K='has # hash'\n"),
+        ("${NOT_INTERPOLATED}", "K='${NOT_INTERPOLATED}'\n"),
+        ("back\\slash inside", "K='back\\slash inside'\n"),
+    ],
+)
+def test_env_file_line_quotes_what_compose_would_read_otherwise(value, line):
+    assert config.env_file_line("K", value) == line
+
+
+@pytest.mark.parametrize("value", ["it's", "two\nlines", "cr\r", "ends in \\"])
+def test_env_file_line_refuses_what_has_no_literal_form(value):
+    with pytest.raises(ConfigError) as info:
+        config.env_file_line("SECRET", value)
+    assert info.value.message.startswith("SECRET cannot be written to the compose env file")
+    assert value not in str(info.value)  # a secret is never echoed

@@ -162,7 +162,11 @@ def test_compose_too_old(local_paths, monkeypatch, fake_docker):
     check = doctor.check_compose(make_runtime(local_paths, linux_shell()))
     assert check.verdict == "fail"
     assert "v2.17.3 is too old" in check.detail
-    monkeypatch.setattr(compose_cli, "run", lambda args, **kw: "Docker Compose version v2.20.0\n")
+    # inline `configs: content:` (mcpo's config) needs 2.23.1
+    monkeypatch.setattr(compose_cli, "run", lambda args, **kw: "Docker Compose version v2.20.0")
+    old = doctor.check_compose(make_runtime(local_paths, linux_shell()))
+    assert (old.verdict, old.remedy) == ("fail", "install Compose v2.23.1 or newer")
+    monkeypatch.setattr(compose_cli, "run", lambda args, **kw: "Docker Compose version v2.29.7\n")
     assert doctor.check_compose(make_runtime(local_paths, linux_shell())).verdict == "pass"
 
 
@@ -196,8 +200,10 @@ def test_container_verdicts(status, exit_code, restarts, started, verdict, detai
 
 def test_doctor_lists_each_container_with_a_remedy_for_a_bad_one(local_paths, pow_calls):
     inspected = {
-        "webui": "webui\t/p-webui-1\trunning\t0\t0\t2026-12-01T00:00:00Z",
-        "mcp_proxy": "mcp_proxy\t/p-mcp_proxy-1\trestarting\t1\t9\t2026-12-03T11:59:59Z",
+        "webui": "webui\t\tid-w\trunning\t0\t0\t2026-12-01T00:00:00Z",
+        "mcp_proxy": "mcp_proxy\t\tid-m\trestarting\t1\t9\t2026-12-03T11:59:59Z",
+        # a leftover `compose run` container is not the service's
+        "oneoff": "webui\tTrue\tid-r\texited\t1\t0\t2026-12-01T00:00:00Z",
     }
 
     def engine(argv: list[str]) -> str:

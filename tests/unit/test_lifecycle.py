@@ -84,7 +84,7 @@ def ps_answer(
     `config --hash` (by default what each row's container was made from: nothing changed)."""
     text = "\n".join(json.dumps(r) for r in rows)
     inspected = "\n".join(
-        f"{r['Service']}\t/{r['Name']}\t{r['State']}\t0\t{restarts}\t2026-01-01T00:00:00Z"
+        f"{r['Service']}\t\tid-{r['Name']}\t{r['State']}\t0\t{restarts}\t2026-01-01T00:00:00Z"
         for r in rows
     )
 
@@ -440,6 +440,22 @@ def test_merged_config_hides_the_secrets(local_paths, services, pow_calls, fake_
     assert not local_paths.runtime_env_file.exists() and not local_paths.state_file.exists()
 
 
+def test_merged_config_hides_the_mcp_servers_tokens(local_paths, services, pow_calls):
+    config.install(local_paths, {})
+    token = "tok-'$ecret"
+    servers = {
+        "gh": {"command": "gh-mcp", "env": {"GITHUB_TOKEN": token, "N": "1"}},
+        "far": {"type": "sse", "url": "http://far:1/sse", "headers": {"X-Key": "hdr-secret"}},
+    }
+    rt = make_runtime(local_paths, ports_of(services), mcp_servers=servers)
+    # compose prints the config content as it was given: what the env file holds
+    pow_calls.on_run = lambda argv: f"configs:\n  c:\n    content: '{rt.mcpo_config_json()}'\n"
+    text = lifecycle.merged_config(rt)
+    assert "tok-" not in text and "hdr-secret" not in text
+    assert text.count("<redacted>") == 2
+    assert '"N":"1"' in text  # short values are flags, not tokens
+
+
 def test_merged_config_with_a_native_ollama_starts_only_the_docker_services(
     local_paths, services, pow_calls
 ):
@@ -457,8 +473,8 @@ def test_merged_config_with_a_native_ollama_starts_only_the_docker_services(
 # -- crash loops ----------------------------------------------------------------------------
 
 
-def run(service: str, status: str = "running", restarts: int = 0, name: str = "") -> ContainerRun:
-    return ContainerRun(service, name or f"p-{service}-1", status, 3, restarts, "")
+def run(service: str, status: str = "running", restarts: int = 0, cid: str = "") -> ContainerRun:
+    return ContainerRun(service, cid or f"id-{service}", status, 3, restarts, "")
 
 
 @pytest.mark.parametrize(
@@ -469,13 +485,16 @@ def run(service: str, status: str = "running", restarts: int = 0, name: str = ""
         ({}, {"w": run("w", "dead")}, ["w"]),
         ({}, {"w": run("w", restarts=1)}, []),
         ({}, {"w": run("w", "restarting", restarts=2)}, ["w"]),
-        # looping before the wait began: counted from what the wait first saw
+        # stopped by hand (or a signal), not crashed
+        ({}, {"w": ContainerRun("w", "i", "exited", 0, 0)}, []),
+        ({}, {"w": ContainerRun("w", "i", "exited", 143, 0)}, []),
+        # restarts from before the wait do not count: a container restarted weeks ago
         ({"w": run("w", restarts=7)}, {"w": run("w", restarts=8)}, []),
+        ({"w": run("w", restarts=7)}, {"w": run("w", "restarting", restarts=8)}, []),
         ({"w": run("w", restarts=7)}, {"w": run("w", restarts=9)}, ["w"]),
-        ({"w": run("w", restarts=7)}, {"w": run("w", "restarting", restarts=8)}, ["w"]),
-        # a container recreated by `up` (another name) starts again from zero
-        ({"w": run("w", restarts=7, name="old")}, {"w": run("w", restarts=1)}, []),
-        ({"w": run("w", restarts=7, name="old")}, {"w": run("w", restarts=2)}, ["w"]),
+        # recreated by `up`: same name, new ID, counted from zero
+        ({"w": run("w", restarts=7, cid="old")}, {"w": run("w", restarts=1)}, []),
+        ({"w": run("w", restarts=7, cid="old")}, {"w": run("w", restarts=2)}, ["w"]),
     ],
 )
 def test_crash_looping(before, now, crashed):
@@ -492,7 +511,7 @@ def test_wait_fails_at_once_on_a_crash_loop_with_exit_code_and_logs(
         if "inspect" in argv:
             counter["restarts"] += 1  # each look finds it restarted once more
             return "\n".join(
-                f"{r['Service']}\t/{r['Name']}\t"
+                f"{r['Service']}\t\tid-{r['Name']}\t"
                 + ("restarting\t3\t" if r["Service"] == "mcp_proxy" else "running\t0\t")
                 + f"{counter['restarts'] if r['Service'] == 'mcp_proxy' else 0}\t"
                 for r in rows

@@ -119,3 +119,10 @@ def test_native_ollama_on_loopback_gets_the_remedy(local_paths, pow_calls):
 def test_the_link_is_not_asked(local_paths, pow_calls, results, settings):
     assert links.with_links(make_runtime(local_paths, **settings), results) == results
     assert pow_calls.calls == []
+
+
+def test_not_asked_when_ollama_was_not_probed(local_paths, pow_calls):
+    # an update waiting on webui alone must not fail on an Ollama it did not touch
+    only_webui = {"webui": HEALTHY["webui"]}
+    assert links.with_links(make_runtime(local_paths), only_webui) == only_webui
+    assert pow_calls.calls == []

@@ -293,3 +293,57 @@ def test_refresh_compose_points_at_platform_files_and_env_file(local_paths, fake
         "ollama-stack",
         "ps",
     ]
+
+
+# -- the proxy's config and key ---------------------------------------------------------------
+
+
+def test_mcpo_config_always_has_the_builtin_server_first(local_paths):
+    document = json.loads(make_runtime(local_paths).mcpo_config_json())
+    assert document == {
+        "mcpServers": {
+            "stack": {"command": "python3", "args": ["/app/ollama-stack/stack_tools.py"]}
+        }
+    }
+
+
+def test_mcpo_config_carries_every_server_and_survives_the_env_file(local_paths):
+    servers = {
+        "time": {"command": "mcp-server-time", "args": ["--local-timezone=UTC"]},
+        "notes": {"type": "streamable-http", "url": "http://notes:8000/mcp/"},
+        "odd": {"command": "sh", "args": ["-c", "echo 'it''s' $HOME # x"], "env": {"K": "ü"}},
+    }
+    text = make_runtime(local_paths, mcp_servers=servers).mcpo_config_json()
+    assert text.isascii() and "'" not in text and "$" not in text and "\n" not in text
+    document = json.loads(text)
+    assert list(document["mcpServers"]) == ["stack", "time", "notes", "odd"]
+    assert document["mcpServers"]["notes"] == {
+        "type": "streamable-http",
+        "url": "http://notes:8000/mcp/",  # the slash the server may need is kept
+    }
+    assert document["mcpServers"]["odd"]["args"][1] == "echo 'it''s' $HOME # x"
+    assert document["mcpServers"]["odd"]["env"] == {"K": "ü"}
+    line = config.env_file_line("MCPO_CONFIG", text)
+    assert line == f"MCPO_CONFIG='{text}'\n"
+
+
+def test_a_new_mcpo_config_or_key_changes_the_proxy_label(local_paths):
+    plain = make_runtime(local_paths).compose_env(SECRETS)["MCPO_CONFIG_HASH"]
+    more = make_runtime(local_paths, mcp_servers={"t": {"command": "x"}})
+    assert more.compose_env(SECRETS)["MCPO_CONFIG_HASH"] != plain
+    rotated = SECRETS | {"MCPO_API_KEY": "n" * 43}
+    assert make_runtime(local_paths).compose_env(rotated)["MCPO_CONFIG_HASH"] != plain
+    assert make_runtime(local_paths).compose_env(SECRETS)["MCPO_CONFIG_HASH"] == plain
+
+
+def test_the_key_goes_only_to_our_own_proxy(local_paths):
+    config.install(local_paths, {})
+    key = config.read_secrets(local_paths)["MCPO_API_KEY"]
+    ours = make_runtime(local_paths)
+    assert ours.probe_headers("mcp_proxy") == {"Authorization": f"Bearer {key}"}
+    assert ours.probe_headers("webui") == {} and ours.probe_headers("ollama") == {}
+    theirs = make_runtime(
+        local_paths,
+        services={"mcp_proxy": {"type": "remote-api", "url": "http://tools.example:8000"}},
+    )
+    assert theirs.probe_headers("mcp_proxy") == {}

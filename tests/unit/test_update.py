@@ -172,7 +172,7 @@ class FakeCompose:
             for service, c in self.containers.items()
         }
 
-    def exec_in(self, service: str, argv: list[str]) -> tuple[int, str]:
+    def exec_in(self, service: str, argv: list[str], timeout: float = 15.0) -> tuple[int, str]:
         """Open WebUI asked from inside whether it reaches Ollama: it does."""
         self.calls.append(("exec_in", service))
         return 0, '{"version": "0.5.7"}'
