@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,19 +52,124 @@ def _connection_class() -> type:
         tool holding secrets must not.
         """
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
+        def __init__(self, identity: SSHIdentity, gateway: Any = None) -> None:
+            # OpenSSH has already read the config (Include, Match); paramiko's
+            # reader would miss those, so Fabric is given the answer instead.
+            config = fabric.Config(overrides={"load_ssh_configs": False})
+            keys = [f for f in identity.identity_files if Path(f).is_file()]
+            auth: dict[str, Any] = {"key_filename": keys} if keys else {}
+            if identity.identities_only:
+                auth |= {"allow_agent": False, "look_for_keys": False}
+            super().__init__(
+                identity.hostname,
+                user=identity.user or None,
+                port=identity.port,
+                config=config,
+                gateway=gateway,
+                connect_timeout=identity.connect_timeout or 10,
+                connect_kwargs=auth,
+            )
             self.client.set_missing_host_key_policy(RejectUnknownHost())
-            for path in self._known_hosts_files():
-                if path.exists():
-                    self.client.load_host_keys(str(path))
-
-        def _known_hosts_files(self) -> list[Path]:
-            listed = self.ssh_config.get("userknownhostsfile", "")
-            files = [Path(p).expanduser() for p in listed.split()] if listed else []
-            return [*files, Path("~/.ssh/known_hosts").expanduser()]
+            files = [*identity.known_hosts_files, os.path.expanduser("~/.ssh/known_hosts")]
+            for path in dict.fromkeys(files):
+                if Path(path).is_file():
+                    self.client.load_host_keys(path)
 
     return VerifiedConnection
+
+
+def connect(spec: str) -> Any:
+    """A Fabric connection to ``spec`` with OpenSSH's settings, through its ProxyJump hops."""
+    identity = resolve_ssh(spec)
+    gateway = None
+    for hop in filter(None, identity.proxy_jump.split(",")):
+        gateway = _connection_class()(resolve_ssh(hop), gateway)
+    return _connection_class()(identity, gateway)
+
+
+@dataclass(frozen=True)
+class SSHIdentity:
+    """How OpenSSH reaches a host, after ~/.ssh/config (Include and Match too).
+
+    Resolved once with `ssh -G`, the same program the docker CLI runs for an
+    ``ssh://`` engine, so Fabric's connection and Docker's never disagree.
+    """
+
+    hostname: str
+    user: str
+    port: int
+    identity_files: tuple[str, ...] = ()
+    known_hosts_files: tuple[str, ...] = ()
+    proxy_jump: str = ""  # "" or OpenSSH's [user@]host[:port][,…]
+    connect_timeout: int | None = None
+    identities_only: bool = False  # no agent keys, no default keys
+
+
+def split_host_spec(spec: str) -> tuple[str, str, int | None]:
+    """``[user@]host[:port]`` → (user or "", host, port or None)."""
+    user, _, rest = spec.rpartition("@")
+    host, port = rest, None
+    if rest.count(":") == 1:  # host:port (an IPv6 address has more colons)
+        host, _, text = rest.partition(":")
+        port = int(text) if text.isdigit() else None
+        if port is None or not 0 < port < 65536:
+            raise SSHError(f"bad SSH port in {spec!r}", "use user@host:port with a port 1-65535")
+    return user, host.strip("[]"), port
+
+
+def parse_ssh_g(output: str) -> SSHIdentity:
+    """`ssh -G` prints one lowercased `key value` line per option."""
+    values: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        key, _, value = line.partition(" ")
+        values.setdefault(key.lower(), []).append(value.strip())
+
+    def one(key: str, default: str = "") -> str:
+        return values.get(key, [default])[0]
+
+    jump = one("proxyjump")
+    timeout = one("connecttimeout", "none")
+    return SSHIdentity(
+        hostname=one("hostname"),
+        user=one("user"),
+        port=int(one("port", "22")),
+        identity_files=tuple(os.path.expanduser(p) for p in values.get("identityfile", [])),
+        known_hosts_files=tuple(
+            os.path.expanduser(p) for p in one("userknownhostsfile").split() if p
+        ),
+        proxy_jump="" if jump == "none" else jump,
+        connect_timeout=int(timeout) if timeout.isdigit() else None,
+        identities_only=one("identitiesonly") == "yes",
+    )
+
+
+def resolve_ssh(spec: str) -> SSHIdentity:
+    """Ask OpenSSH how it would reach ``spec``; it reads Include and Match, paramiko does not."""
+    import subprocess
+
+    user, host, port = split_host_spec(spec)
+    if not host or host.startswith("-"):
+        raise SSHError(f"bad SSH host {spec!r}", "use an ~/.ssh/config alias or user@host[:port]")
+    argv = ["ssh", "-G", *(["-l", user] if user else []), *(["-p", str(port)] if port else [])]
+    try:
+        done = subprocess.run(
+            [*argv, "--", host],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise SSHError(
+            "the OpenSSH client (ssh) is not installed",
+            "install it (Debian: apt-get install openssh-client); docker needs it for ssh:// too",
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise SSHError(f"`ssh -G {host}` did not answer", "check ~/.ssh/config") from None
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise SSHError(f"cannot read the SSH settings for {spec}: {reason}", "check ~/.ssh/config")
+    return parse_ssh_g(done.stdout)
 
 
 def _ssh_failure(host: str, exc: BaseException) -> SSHError:
@@ -115,7 +221,7 @@ class Target:
     def _open_remote(self) -> Any:
         assert self.host
         try:
-            conn = _connection_class()(self.host, connect_timeout=10)
+            conn = connect(self.host)
             conn.open()
         except Exception as exc:  # paramiko raises a zoo; map them in one place
             raise _ssh_failure(self.host, exc) from None

@@ -151,3 +151,29 @@ def test_remote_uninstall_leaves_this_machine_alone(make_installation, remote_ho
     assert remote.containers() == [] and remote.volumes() == []
     assert local.containers() == local_containers and local.volumes() == local_volumes
     assert json.loads(local.ok("stack.status", "--json").stdout)["healthy"] is True
+
+
+def test_a_host_known_only_through_an_included_ssh_config(
+    make_installation, test_host, isolated_home
+) -> None:
+    """OpenSSH reads Include, paramiko does not: Fabric must be given OpenSSH's answer,
+    or its host checks and health probes would look for a host named like the alias."""
+    ssh_dir = isolated_home / ".ssh"
+    (ssh_dir / "hosts.d").mkdir()
+    (ssh_dir / "hosts.d" / "lab.conf").write_text((test_host.dir / "ssh_config").read_text())
+    (ssh_dir / "config").write_text(f"Include {ssh_dir}/hosts.d/*.conf\n")
+    # the tests' ssh shim names this file for OpenSSH (see tests/support/bin/ssh)
+    (ssh_dir / "known_hosts").write_bytes((test_host.dir / "known_hosts").read_bytes())
+    assert "HostName" not in (ssh_dir / "config").read_text()
+
+    remote = make_installation(remote=test_host.name, docker_host=test_host.docker_host)
+    started = remote.cli("stack.start", "--pull", "never")  # port check over Fabric first
+    assert started.returncode == 0, started.stderr
+    report = remote.status()  # probes through Fabric's SSH channels
+    assert report["target"] == test_host.name
+    assert {s["health"] for s in report["services"]} == {"healthy"}, report["services"]
+    checks = {
+        c["name"]: c for c in json.loads(remote.cli("health.doctor", "--json").stdout)["checks"]
+    }
+    assert checks["disk"]["verdict"] in ("pass", "warn")  # `df` ran there, over Fabric
+    assert "cannot read free space" not in checks["disk"]["detail"]

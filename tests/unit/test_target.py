@@ -6,6 +6,7 @@ The SSH tests run a real paramiko server on 127.0.0.1 in a thread.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,15 @@ import pytest
 
 from ollama_stack.common.errors import ExitCode, SSHError
 from ollama_stack.stack import target as target_mod
-from ollama_stack.stack.target import Target, fingerprint, run_quiet
+from ollama_stack.stack.target import (
+    SSHIdentity,
+    Target,
+    fingerprint,
+    parse_ssh_g,
+    resolve_ssh,
+    run_quiet,
+    split_host_spec,
+)
 
 from .helpers import FakeShell
 
@@ -168,3 +177,94 @@ def test_closed_ssh_port(closed_port, no_agent):
         Target(f"tester@127.0.0.1:{closed_port}").shell()
     assert info.value.code == ExitCode.SSH
     assert info.value.message.startswith(f"cannot reach SSH on tester@127.0.0.1:{closed_port}")
+
+
+# -- one SSH identity, as OpenSSH resolves it ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "parts"),
+    [
+        ("box", ("", "box", None)),
+        ("me@box", ("me", "box", None)),
+        ("me@box:2222", ("me", "box", 2222)),
+        ("10.0.0.5:22", ("", "10.0.0.5", 22)),
+        ("me@[::1]", ("me", "::1", None)),
+        ("fe80::1", ("", "fe80::1", None)),
+    ],
+)
+def test_split_host_spec(spec, parts):
+    assert split_host_spec(spec) == parts
+
+
+@pytest.mark.parametrize("spec", ["box:99999", "box:0", "box:ssh", "u@box:"])
+def test_split_host_spec_refuses_a_bad_port(spec):
+    with pytest.raises(SSHError) as info:
+        split_host_spec(spec)
+    assert info.value.code == 8 and "bad SSH port" in info.value.message
+
+
+def test_parse_ssh_g(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    identity = parse_ssh_g(
+        "host gpu\nhostname 10.1.2.3\nuser ops\nport 2200\n"
+        "identityfile ~/.ssh/id_ed25519\nidentityfile /keys/lab\n"
+        "userknownhostsfile ~/.ssh/known_hosts /etc/lab_hosts\n"
+        "proxyjump jump@bastion:22\nconnecttimeout 7\nidentitiesonly yes\n"
+    )
+    assert identity == SSHIdentity(
+        hostname="10.1.2.3",
+        user="ops",
+        port=2200,
+        identity_files=(f"{tmp_path}/.ssh/id_ed25519", "/keys/lab"),
+        known_hosts_files=(f"{tmp_path}/.ssh/known_hosts", "/etc/lab_hosts"),
+        proxy_jump="jump@bastion:22",
+        connect_timeout=7,
+        identities_only=True,
+    )
+    plain = parse_ssh_g("hostname h\nuser u\nport 22\nproxyjump none\nconnecttimeout none\n")
+    assert (plain.proxy_jump, plain.connect_timeout, plain.identities_only) == ("", None, False)
+
+
+@pytest.fixture
+def openssh_with_home_config(tmp_path, monkeypatch):
+    """The real OpenSSH client, reading $HOME/.ssh/config (it would read the passwd
+    entry's home otherwise), as the tests' ssh shim does for docker."""
+    real = shutil.which("ssh")
+    if real is None:
+        pytest.skip("no OpenSSH client")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    shim = bindir / "ssh"
+    shim.write_text(f'#!/bin/sh\nexec {real} -F "$HOME/.ssh/config" "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    ssh_dir = Path(os.environ["HOME"]) / ".ssh"
+    ssh_dir.mkdir(exist_ok=True)
+    return ssh_dir
+
+
+def test_resolve_follows_include_and_match_as_openssh_does(openssh_with_home_config):
+    ssh_dir = openssh_with_home_config
+    (ssh_dir / "conf.d").mkdir()
+    (ssh_dir / "config").write_text(f"Include {ssh_dir}/conf.d/*.conf\n")
+    (ssh_dir / "conf.d" / "lab.conf").write_text(
+        "Host gpu\n  HostName 10.9.8.7\n  User ops\n  Port 2201\n"
+        f"  IdentityFile {ssh_dir}/lab_key\n  ProxyJump bastion\n"
+        "Match user ops\n  IdentitiesOnly yes\n"
+    )
+    identity = resolve_ssh("gpu")
+    assert (identity.hostname, identity.user, identity.port) == ("10.9.8.7", "ops", 2201)
+    assert f"{ssh_dir}/lab_key" in identity.identity_files
+    assert identity.proxy_jump == "bastion"
+    assert identity.identities_only is True
+    # user@host:port on the command line wins, as with `ssh -l -p`
+    other = resolve_ssh("root@gpu:2222")
+    assert (other.user, other.port, other.hostname) == ("root", 2222, "10.9.8.7")
+
+
+def test_resolve_refuses_an_option_for_a_host(openssh_with_home_config):
+    (openssh_with_home_config / "config").write_text("")
+    with pytest.raises(SSHError) as info:
+        resolve_ssh("-oProxyCommand=touch /tmp/pwned")
+    assert info.value.message.startswith("bad SSH host")
