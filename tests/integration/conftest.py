@@ -202,8 +202,8 @@ class TestHost:
     def trust(self, home: Path, known: bool = True) -> None:
         """Give the temp home an ssh config alias and, if ``known``, the host's key.
 
-        The block is copied rather than Included (paramiko ignores Include), and
-        without its UserKnownHostsFile so ~/.ssh/known_hosts alone decides.
+        The block goes in without its UserKnownHostsFile, so ~/.ssh/known_hosts
+        alone decides (test_remote also reaches the host through an Include).
         """
         block = (self.dir / "ssh_config").read_text().splitlines()
         kept = [line for line in block if "UserKnownHostsFile" not in line]
