@@ -279,15 +279,47 @@ def standin_v2(engine: None, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     return yaml.safe_load((home / "config.yaml").read_text())["images"]
 
 
-@pytest.fixture(scope="session")
-def registry(engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    from .registry import start_registry
+# The registry beside the stack runs as a compose service that pytest-docker
+# starts, waits for and removes: Debian's docker-registry in an image built
+# here on the Debian/Python base (nothing can be pulled).
+REGISTRY_IMAGE = "ollama-stack-test/registry:2.8"
 
-    if shutil.which("docker-registry") is None and not Path("/usr/bin/docker-registry").exists():
-        _unavailable("Debian's docker-registry is not installed")
-    running = start_registry(tmp_path_factory.mktemp("registry"))
-    yield running
-    running.stop()
+
+@pytest.fixture(scope="session")
+def registry_image(standin_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
+    from .registry import REGISTRY_BIN, build_registry_image
+
+    if not REGISTRY_BIN.exists():
+        _unavailable(f"{REGISTRY_BIN} missing (apt-get install docker-registry)")
+    build_registry_image(REGISTRY_IMAGE, tmp_path_factory.mktemp("registry-image"))
+    return REGISTRY_IMAGE
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file(registry_image: str) -> str:
+    return str(ROOT / "tests" / "integration" / "services.yml")
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name() -> str:
+    return f"osttest{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def docker_setup() -> list[str]:
+    return ["up -d"]  # the image is ours, built above: nothing to build or pull
+
+
+@pytest.fixture(scope="session")
+def registry(docker_services, docker_ip: str) -> Iterator:
+    from .registry import RegistryService, answers
+
+    port = docker_services.port_for("registry", 5000)
+    served = RegistryService(f"{docker_ip}:{port}")
+    docker_services.wait_until_responsive(
+        check=lambda: answers(served.url), timeout=30.0, pause=0.1
+    )
+    yield served
 
 
 # -- a native Ollama on this host --------------------------------------------------

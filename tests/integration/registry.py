@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -74,7 +75,7 @@ def _config(directory: Path, port: int) -> str:
     return json.dumps(document, indent=2)
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
     try:
         with _NO_PROXY.open(f"{url}/v2/", timeout=1) as response:
             return response.status == 200
@@ -119,11 +120,42 @@ def _wait_ready(registry: Registry) -> bool:
     while time.monotonic() < deadline:
         if registry.process.poll() is not None:
             return False
-        if _answers(registry.url):
+        if answers(registry.url):
             registry.started_in = time.monotonic() - registry.launched_at
             return True
         time.sleep(0.05)
     return False
+
+
+@dataclass(frozen=True)
+class RegistryService:
+    """The session's registry, a compose service run by pytest-docker."""
+
+    address: str  # "127.0.0.1:PORT", the image-name prefix
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+
+def build_registry_image(tag: str, context: Path) -> None:
+    """Debian's registry binary on the Debian/Python base made by dev.standins."""
+    shutil.copy2(REGISTRY_BIN, context / "registry")
+    (context / "Dockerfile").write_text(
+        "FROM ollama-stack-base/debian-python:bookworm\n"
+        "COPY registry /usr/local/bin/registry\n"
+        'ENTRYPOINT ["registry", "serve", "/etc/registry.yml"]\n'
+    )
+    result = subprocess.run(
+        ["docker", "build", "-q", "-t", tag, str(context)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"building {tag} failed: {result.stderr.strip()}")
 
 
 def _docker(*args: str) -> str:
