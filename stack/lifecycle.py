@@ -21,7 +21,7 @@ from . import config, hostcheck
 from .config import SERVICE_NAMES
 from .events import Progress, emit
 from .health import ProbeResult, ollama_models, probe_all
-from .links import with_links
+from .links import webui_reaches_ollama, with_links
 from .runtime import Runtime, env_safe_json
 
 POLL_SECONDS = 0.5
@@ -337,12 +337,16 @@ def status(rt: Runtime) -> StatusReport:
     # Probe every endpoint while `compose ps` runs; results for containers
     # that turn out not to be running are dropped below (their port may be
     # someone else's).
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # Ask webui about Ollama at the same time too: its answer is used only if
+    # webui turns out to run and answer, and it costs a `compose exec`.
+    asks_link = rt.settings.service_type("webui") == "docker"
+    with ThreadPoolExecutor(max_workers=2) as pool:
         listing = pool.submit(rt.compose.ps)
+        link = pool.submit(webui_reaches_ollama, rt) if asks_link else None
         probed = probe_all(rt.endpoints(), rt.target.dial, timeout=1.5)
         containers = {c.service: c for c in listing.result()}
-    if "webui" in containers and containers["webui"].state == "running":
-        probed = with_links(rt, probed)
+        if link and "webui" in containers and containers["webui"].state == "running":
+            probed = with_links(rt, probed, link.result())
     health = {
         name: result
         for name, result in probed.items()

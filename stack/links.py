@@ -60,7 +60,9 @@ def _is_version(body: str) -> bool:
     return isinstance(data, dict) and "version" in data
 
 
-def with_links(rt: Runtime, results: dict[str, ProbeResult]) -> dict[str, ProbeResult]:
+def with_links(
+    rt: Runtime, results: dict[str, ProbeResult], link: Link | None = None
+) -> dict[str, ProbeResult]:
     """Health as users see it: Open WebUI is not healthy while it cannot reach Ollama.
 
     Asked only where Ollama was probed too, and answers.
@@ -73,7 +75,7 @@ def with_links(rt: Runtime, results: dict[str, ProbeResult]) -> dict[str, ProbeR
         # fail on an Ollama it did not touch), or Ollama is down: that is the
         # failure to report, and the link's is its echo.
         return results
-    link = webui_reaches_ollama(rt)
+    link = link or webui_reaches_ollama(rt)  # asked ahead, in parallel, by `status`
     if link.ok is not False:
         return results
     detail = f"cannot reach Ollama at {link.url} from its container: {link.detail}"

@@ -396,6 +396,26 @@ def test_stop_stops_only_when_something_runs(local_paths, pow_calls):
     assert pow_calls.subcommands() == ["ps"]
 
 
+def test_status_shows_webui_that_cannot_reach_ollama(local_paths, services, pow_calls):
+    from python_on_whales.exceptions import DockerException
+
+    config.install(local_paths, {})
+    answer = ps_answer(*(ps_row(name) for name in services))
+
+    def engine(argv: list[str]) -> str:
+        if "exec" in argv:
+            raise DockerException(argv, 7, b"", b"curl: (7) Failed to connect to ollama")
+        return answer(argv)
+
+    pow_calls.on_run = engine
+    rows = {
+        s.name: s for s in lifecycle.status(make_runtime(local_paths, ports_of(services))).services
+    }
+    assert (rows["ollama"].health, rows["mcp_proxy"].health) == ("healthy", "healthy")
+    assert rows["webui"].health == "reachable"
+    assert rows["webui"].detail.endswith("curl: (7) Failed to connect to ollama")
+
+
 def test_status_trusts_probes_of_running_containers_only(local_paths, services, pow_calls):
     config.install(local_paths, {})
     pow_calls.on_run = ps_answer(ps_row("ollama"), ps_row("webui", "exited"))
