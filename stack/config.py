@@ -28,12 +28,14 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from ollama_stack.common.errors import AlreadyInstalled, ConfigError, NotInstalled
@@ -44,7 +46,30 @@ SERVICE_NAMES = ("ollama", "webui", "mcp_proxy")
 ServiceName = Literal["ollama", "webui", "mcp_proxy"]
 ServiceType = Literal["docker", "native-api", "remote-api"]
 Platform = Literal["auto", "cpu", "nvidia", "apple"]
-Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _not_a_bool(value: Any) -> Any:
+    """YAML's `true` is not port 1, nor a count of anything."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got true/false")
+    return value
+
+
+def _image_reference(value: str) -> str:
+    """Docker's reference grammar; an empty or option-like value never reaches the CLI."""
+    from ollama_stack.common.errors import StackError
+
+    from .registry import parse_reference
+
+    try:
+        parse_reference(value)
+    except StackError as exc:
+        raise ValueError(exc.message.replace(f" {value!r}", "")) from None
+    return value
+
+
+Port = Annotated[int, BeforeValidator(_not_a_bool), Field(ge=1, le=65535)]
+ImageRef = Annotated[str, AfterValidator(_image_reference)]
 SECRET_KEYS = ("WEBUI_SECRET_KEY", "MCPO_API_KEY")
 
 
@@ -53,15 +78,24 @@ class _Strict(BaseModel):
 
 
 class Images(_Strict):
-    ollama: str = "ollama/ollama:latest"
-    webui: str = "ghcr.io/open-webui/open-webui:main"
-    mcp_proxy: str = "ghcr.io/open-webui/mcpo:main"
+    ollama: ImageRef = "ollama/ollama:latest"
+    webui: ImageRef = "ghcr.io/open-webui/open-webui:main"
+    mcp_proxy: ImageRef = "ghcr.io/open-webui/mcpo:main"
 
 
 class Ports(_Strict):
     ollama: Port = 11434
     webui: Port = 8080
     mcp_proxy: Port = 8200
+
+    @model_validator(mode="after")
+    def _one_service_per_port(self) -> Ports:
+        seen: dict[int, str] = {}
+        for name, port in self.model_dump().items():
+            if port in seen:
+                raise ValueError(f"{seen[port]} and {name} both want port {port}")
+            seen[port] = name
+        return self
 
 
 def _checked_url(value: str) -> str:
@@ -254,9 +288,32 @@ def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     return layer
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice is an error, not the last one silently."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    keys = [loader.construct_object(key, deep=True) for key, _ in node.value]
+    for index, key in enumerate(keys):
+        if key in keys[:index]:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice", node.value[index][0].start_mark
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: nested too deeply to be a settings file", "fix the file or remove it"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

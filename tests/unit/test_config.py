@@ -553,3 +553,57 @@ def test_env_file_line_refuses_what_has_no_literal_form(value):
         config.env_file_line("SECRET", value)
     assert info.value.message.startswith("SECRET cannot be written to the compose env file")
     assert value not in str(info.value)  # a secret is never echoed
+
+
+# -- strict values ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layer", "says"),
+    [
+        ({"images": {"ollama": "--help"}}, "images.ollama='--help': Value error, invalid image"),
+        ({"images": {"ollama": ""}}, "images.ollama='': Value error, invalid image reference"),
+        ({"images": {"webui": "Open WebUI"}}, "images.webui='Open WebUI'"),
+        ({"images": {"webui": "a:b:c"}}, "images.webui='a:b:c'"),
+        ({"ports": {"ollama": True}}, "ports.ollama=True: Value error, expected a number"),
+        ({"ports": {"webui": False}}, "ports.webui=False"),
+        ({"ports": {"webui": 11434}}, "ollama and webui both want port 11434"),
+        ({"ports": {"webui": "8200"}}, "webui and mcp_proxy both want port 8200"),
+    ],
+)
+def test_values_docker_would_misread_are_refused(layer, says):
+    with pytest.raises(ConfigError) as info:
+        config.validate([("config.yaml", layer)])
+    assert info.value.code == 2
+    assert says in info.value.message
+    assert info.value.message.endswith("(from config.yaml)")
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "ollama/ollama:0.5.7",
+        "127.0.0.1:5000/ost/webui:stable",
+        "ghcr.io/open-webui/open-webui@sha256:" + "a" * 64,
+        "localhost/x",
+    ],
+)
+def test_good_image_references_pass(image):
+    assert config.validate([("f", {"images": {"webui": image}})]).images.webui == image
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("ports:\n  webui: 3000\n  webui: 3001\n")
+    with pytest.raises(ConfigError) as info:
+        config.read_yaml(path)
+    assert info.value.message == f"{path} line 3: malformed YAML (key 'webui' is given twice)"
+
+
+@pytest.mark.parametrize("depth", [2000, 100_000])
+def test_a_deeply_nested_file_is_one_line(tmp_path, depth):
+    path = tmp_path / "config.yaml"
+    path.write_text("a: " + "[" * depth + "]" * depth + "\n")
+    with pytest.raises(ConfigError) as info:
+        config.read_yaml(path)
+    assert info.value.code == 2 and str(path) in info.value.message
