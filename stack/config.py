@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets as _secrets
+import shlex
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -479,15 +480,31 @@ def read_secrets(paths: InstallPaths) -> dict[str, str]:
     return values
 
 
+def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace a file whole or not at all: a temporary file, fsync, rename, fsync
+    the directory. A crash or a full disk leaves the old file, never half a new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def _write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read, replacing it atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    _write_atomic(path, text, 0o600)
 
 
 @dataclass(frozen=True)
@@ -527,8 +544,9 @@ def install(
     validate([(str(paths.config_file), document)])
     header = "# ollama-stack settings chosen for this installation (README: Configuration)\n"
     paths.root.mkdir(parents=True, exist_ok=True)
-    paths.config_file.write_text(
-        header + (yaml.safe_dump(document, sort_keys=False) if document else "{}\n")
+    _write_atomic(
+        paths.config_file,
+        header + (yaml.safe_dump(document, sort_keys=False) if document else "{}\n"),
     )
     _write_private(
         paths.secrets_file,
@@ -573,7 +591,7 @@ def update_user_config(paths: InstallPaths, changes: Mapping[str, Any]) -> Path:
     merged = deep_merge(current, changes)
     validate([(str(paths.config_file), merged)])
     paths.root.mkdir(parents=True, exist_ok=True)
-    paths.config_file.write_text(yaml.safe_dump(merged, sort_keys=False))
+    _write_atomic(paths.config_file, yaml.safe_dump(merged, sort_keys=False))
     return paths.config_file
 
 
@@ -641,17 +659,33 @@ def remove_installation(paths: InstallPaths) -> list[Path]:
 
 
 def read_state(paths: InstallPaths) -> dict[str, Any]:
-    """What the last start decided (platform, …); empty before the first start."""
+    """What the last start decided (platform, …) and the update history; empty
+    before the first start. A damaged file is refused, never silently reset:
+    it holds the rollback records."""
     try:
-        data = json.loads(paths.state_file.read_text())
-    except (OSError, ValueError):
+        text = paths.state_file.read_text()
+    except FileNotFoundError:
         return {}
-    return data if isinstance(data, dict) else {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _damaged_state(paths, getattr(exc, "strerror", None) or "not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise _damaged_state(paths, f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _damaged_state(paths, f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _damaged_state(paths: InstallPaths, why: str) -> ConfigError:
+    kept = paths.state_file.with_name(paths.state_file.name + ".damaged")
+    return ConfigError(
+        f"state file {paths.state_file} is damaged ({why})",
+        f"keep it for its update history and start a fresh one: "
+        f"mv {shlex.quote(str(paths.state_file))} {shlex.quote(str(kept))}",
+    )
 
 
 def write_state(paths: InstallPaths, changes: Mapping[str, Any]) -> None:
     merged = read_state(paths) | dict(changes)
-    paths.state_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = paths.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(merged, indent=2, sort_keys=True))
-    os.replace(tmp, paths.state_file)
+    _write_atomic(paths.state_file, json.dumps(merged, indent=2, sort_keys=True))

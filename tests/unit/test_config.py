@@ -498,15 +498,60 @@ def test_write_runtime_env_tightens_an_existing_open_file(local_paths):
     assert read_env_file(path) == {"NEW": "2"}
 
 
-def test_state_merges_and_survives_corruption(local_paths):
+def test_state_merges(local_paths):
     assert config.read_state(local_paths) == {}
     config.write_state(local_paths, {"platform": "cpu"})
     config.write_state(local_paths, {"platform_reason": "no GPU"})
     assert config.read_state(local_paths) == {"platform": "cpu", "platform_reason": "no GPU"}
-    local_paths.state_file.write_text("{not json")
-    assert config.read_state(local_paths) == {}
-    local_paths.state_file.write_text("[1, 2]")
-    assert config.read_state(local_paths) == {}
+    assert not list(local_paths.state_file.parent.glob(".*.tmp"))  # no temporary left
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ('{"updates": [', "not JSON"),
+        ("[1, 2]", "expected a JSON object, got list"),
+        (b"\xff\xfe", "not UTF-8 text"),
+    ],
+)
+def test_damaged_state_is_refused_never_reset(local_paths, text, why):
+    """It holds the update history and rollback records: dropping it silently loses them."""
+    local_paths.state_file.parent.mkdir(parents=True)
+    if isinstance(text, bytes):
+        local_paths.state_file.write_bytes(text)
+    else:
+        local_paths.state_file.write_text(text)
+    before = local_paths.state_file.read_bytes()
+    for action in (
+        lambda: config.read_state(local_paths),
+        lambda: config.write_state(local_paths, {"platform": "cpu"}),
+    ):
+        with pytest.raises(ConfigError) as info:
+            action()
+        assert info.value.code == 2
+        assert info.value.message.startswith(f"state file {local_paths.state_file} is damaged")
+        assert why in info.value.message
+        assert info.value.remedy.endswith(f"{local_paths.state_file}.damaged")
+    assert local_paths.state_file.read_bytes() == before  # kept as it was
+
+
+def test_writes_are_atomic_and_keep_their_modes(local_paths, monkeypatch):
+    config.install(local_paths, {})
+    secrets_before = local_paths.secrets_file.read_text()
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(config.os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        config.install(local_paths, {"bind": "::1"}, force=True)
+    assert local_paths.secrets_file.read_text() == secrets_before  # the old file, whole
+    assert "::1" not in local_paths.config_file.read_text()
+    assert not list(local_paths.root.glob(".*.tmp"))
+    monkeypatch.undo()
+    config.install(local_paths, {"bind": "::1"}, force=True)
+    assert stat.S_IMODE(local_paths.secrets_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(local_paths.config_file.stat().st_mode) == 0o644
 
 
 def test_deep_merge_does_not_mutate_its_inputs():
