@@ -9,9 +9,11 @@ like ``[/x]`` must print as itself.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .events import Event
@@ -37,6 +39,18 @@ OUTCOME_STYLE = {
 }
 HEALTH_STYLE = {"healthy": "green", "reachable": "yellow", "unhealthy": "red", "unknown": "dim"}
 PIPE_WIDTH = 200
+_INV_COMMAND = re.compile(r"(?<![\w/.-])inv (?=[a-z]+\.[a-z])")
+
+
+def as_run(text: str) -> str:
+    """Hints name our commands as `inv stack.start`; say them the way the user
+    runs us (`ollama-stack stack.start` from the installed script)."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "inv"
+    if program != "ollama-stack":
+        return text
+    return _INV_COMMAND.sub("ollama-stack ", text)
+
+
 VERDICT_STYLE = {"pass": "green", "warn": "yellow", "fail": "red"}
 
 
@@ -77,13 +91,13 @@ class Display:
         from rich.text import Text
 
         target = self.err if self.json_mode else self.out
-        target.print(Text(self.prefix + message))
+        target.print(Text(self.prefix + as_run(message)))
 
     def note(self, message: str) -> None:
         """A remark beside output that must stay verbatim (logs): on stderr."""
         from rich.text import Text
 
-        self.err.print(Text(self.prefix + message, style="yellow"))
+        self.err.print(Text(self.prefix + as_run(message), style="yellow"))
 
     def success(self, message: str) -> None:
         from rich.text import Text
@@ -95,9 +109,9 @@ class Display:
         from rich.text import Text
 
         line = Text(f"{self.prefix}error: ", style="bold red")
-        line.append(message)
+        line.append(as_run(message))
         if remedy:
-            line.append(f" — {remedy}", style="yellow")
+            line.append(f" — {as_run(remedy)}", style="yellow")
         self.err.print(line)
 
     def confirm(self, question: str) -> bool:
@@ -182,7 +196,7 @@ class Display:
             line.append(f"{check.verdict.upper():<5}", style=VERDICT_STYLE[check.verdict])
             line.append(f" {check.name:<11} {check.detail}")
             if check.remedy and check.verdict != "pass":
-                line.append(f" — {check.remedy}", style="yellow")
+                line.append(f" — {as_run(check.remedy)}", style="yellow")
             self.out.print(line)
 
     def update_checks(self, checks: list[ServiceCheck]) -> None:

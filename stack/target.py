@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ollama_stack.common.errors import SSHError
+from ollama_stack.common.errors import ConfigError, SSHError
 
 if TYPE_CHECKING:
     import invoke
@@ -105,6 +106,26 @@ class SSHIdentity:
     identities_only: bool = False  # no agent keys, no default keys
 
 
+_HOST_SPEC = re.compile(r"(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?[A-Za-z0-9._\[\]:%-]+")
+
+
+def check_host_spec(spec: str) -> str:
+    """The one place a --remote value is judged: an alias or ``[user@]host[:port]``.
+
+    Anything else (a URL, an option, a shell word) is refused before it reaches
+    ssh, the docker CLI or a file name.
+    """
+    how = "use an ~/.ssh/config alias or user@host[:port]"
+    if spec.startswith("ssh://"):
+        raise ConfigError(f"bad --remote {spec!r}: give the host without ssh://", how)
+    if not _HOST_SPEC.fullmatch(spec) or spec.startswith("-"):
+        raise ConfigError(f"bad --remote {spec!r}", how)
+    _user, host, _port = split_host_spec(spec)
+    if not host or host.startswith("-"):
+        raise ConfigError(f"bad --remote {spec!r}: no host", how)
+    return spec
+
+
 def split_host_spec(spec: str) -> tuple[str, str, int | None]:
     """``[user@]host[:port]`` → (user or "", host, port or None)."""
     user, _, rest = spec.rpartition("@")
@@ -113,7 +134,7 @@ def split_host_spec(spec: str) -> tuple[str, str, int | None]:
         host, _, text = rest.partition(":")
         port = int(text) if text.isdigit() else None
         if port is None or not 0 < port < 65536:
-            raise SSHError(f"bad SSH port in {spec!r}", "use user@host:port with a port 1-65535")
+            raise ConfigError(f"bad SSH port in {spec!r}", "use user@host:port with a port 1-65535")
     return user, host.strip("[]"), port
 
 
@@ -200,6 +221,10 @@ class Target:
 
     host: str | None = None
     _shell: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.host is not None:
+            check_host_spec(self.host)
 
     @property
     def is_remote(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from invoke import Context, Exit, task
 
 from ._base import display, guarded, runtime, seconds, split_names
@@ -46,7 +48,7 @@ def install(
         out.info(f"  new secrets: {', '.join(result.secrets_created)} (mode 0600)")
     if result.secrets_kept:
         out.info(f"  kept secrets: {', '.join(result.secrets_kept)}")
-    where = f" --remote {remote}" if remote else ""
+    where = f" --remote {shlex.quote(remote)}" if remote else ""  # safe to copy and paste
     out.info(f"Next: inv stack.start{where}   (offline? inv dev.standins{where} first)")
 
 

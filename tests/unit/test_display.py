@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ollama_stack.stack.display import Display
 from ollama_stack.stack.doctor import Check
 from ollama_stack.stack.events import Event, emit
@@ -168,3 +170,23 @@ def test_doctor_lines_show_remedies_only_for_problems(capsys):
     assert lines[0].startswith("PASS ") and "never shown" not in lines[0]
     assert lines[1].startswith("WARN ") and lines[1].endswith("— larger models need more")
     assert lines[2].startswith("FAIL ") and lines[2].endswith("held by nginx — free it")
+
+
+@pytest.mark.parametrize(
+    ("argv0", "said"),
+    [
+        (
+            "/venv/bin/ollama-stack",
+            "run `ollama-stack stack.install` first; then ollama-stack stack.start",
+        ),
+        ("/venv/bin/inv", "run `inv stack.install` first; then inv stack.start"),
+    ],
+)
+def test_hints_name_the_program_the_user_ran(monkeypatch, argv0, said):
+    from ollama_stack.stack.display import as_run
+
+    monkeypatch.setattr("sys.argv", [argv0, "stack.status"])
+    assert as_run("run `inv stack.install` first; then inv stack.start") == said
+    assert as_run("see /usr/bin/inv stack.x and invoke stack.y") == (
+        "see /usr/bin/inv stack.x and invoke stack.y"
+    )

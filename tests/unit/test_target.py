@@ -15,7 +15,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from ollama_stack.common.errors import ExitCode, SSHError
+from ollama_stack.common.errors import ConfigError, ExitCode, SSHError
 from ollama_stack.stack import target as target_mod
 from ollama_stack.stack.target import (
     SSHIdentity,
@@ -199,9 +199,9 @@ def test_split_host_spec(spec, parts):
 
 @pytest.mark.parametrize("spec", ["box:99999", "box:0", "box:ssh", "u@box:"])
 def test_split_host_spec_refuses_a_bad_port(spec):
-    with pytest.raises(SSHError) as info:
+    with pytest.raises(ConfigError) as info:
         split_host_spec(spec)
-    assert info.value.code == 8 and "bad SSH port" in info.value.message
+    assert info.value.code == 2 and "bad SSH port" in info.value.message
 
 
 def test_parse_ssh_g(tmp_path, monkeypatch):
@@ -268,3 +268,28 @@ def test_resolve_refuses_an_option_for_a_host(openssh_with_home_config):
     with pytest.raises(SSHError) as info:
         resolve_ssh("-oProxyCommand=touch /tmp/pwned")
     assert info.value.message.startswith("bad SSH host")
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("@", "bad --remote '@'"),
+        ("", "bad --remote ''"),
+        ("ssh://127.0.0.1", "give the host without ssh://"),
+        ("x;touch /tmp/pwned", "bad --remote"),
+        ("-oProxyCommand=touch /tmp/p", "bad --remote"),
+        ("box $(id)", "bad --remote"),
+        ("user@127.0.0.1:99999", "bad SSH port"),
+        ("me@", "bad --remote 'me@'"),
+        ("me@:22", "no host"),
+    ],
+)
+def test_a_bad_remote_is_refused_before_anything_runs(spec, says):
+    with pytest.raises(ConfigError) as info:
+        Target(spec)
+    assert info.value.code == 2 and says in info.value.message
+
+
+@pytest.mark.parametrize("spec", ["box", "me@box", "me@box:2222", "10.0.0.5", "me@[fe80::1%eth0]"])
+def test_good_remotes_pass(spec):
+    assert Target(spec).host == spec

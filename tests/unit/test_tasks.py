@@ -469,3 +469,16 @@ def test_logs_of_only_a_remote_service_run_no_docker(capsys, monkeypatch, pow_ca
     assert captured.out == ""
     assert "webui is not run by this stack (remote-api at https://chat.example)" in captured.err
     assert pow_calls.calls == []
+
+
+def test_the_install_hint_quotes_the_remote_for_copy_and_paste(capsys):
+    assert run_program("stack.install", "--remote", "ops@box:2222") == 0
+    out = capsys.readouterr().out
+    assert "stack.start --remote ops@box:2222 " in out
+
+
+def test_a_shell_word_for_a_remote_is_refused(capsys):
+    assert run_program("stack.install", "--remote", "x;touch /tmp/pwned") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: bad --remote 'x;touch /tmp/pwned'")
+    assert not config.stack_home().joinpath("remotes").exists()
