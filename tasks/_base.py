@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from invoke import Exit
+from invoke import Exit, Task, task
 
 from ollama_stack.common.errors import ExitCode, StackError
 
@@ -76,6 +76,52 @@ def seconds(flag: str, default: float, zero_means: str = "") -> float:
     """A float default whose type checks the flag: ``timeout: float = seconds(...)``."""
     kind = type("SECONDS", (_Seconds,), {"flag": flag, "zero_means": zero_means})
     return kind(default)
+
+
+# The same option has the same short flag in every task; other options have
+# none (invoke would hand out first free letters, so `--remote` was -m in one
+# task and -r in the others).
+SHORT_FLAGS = {
+    "remote": "r",
+    "json": "j",
+    "timeout": "t",
+    "services": "s",
+    "yes": "y",
+    "follow": "f",
+    "force": "f",
+}
+
+
+class StackTask(Task):
+    """invoke's Task with our short flags, and the value's type shown in help
+    where invoke's own help shows none (it names only STRING and INT)."""
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Any]:
+        # invoke pops each help text as it builds the flags, so a second parse in
+        # the same process (tests, a fleet of hosts) would show no help at all.
+        kept = dict(self.help)
+        try:
+            return super().get_arguments(ignore_unknown_help)
+        finally:
+            self.help = kept
+
+    def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
+        self.auto_shortflags = False
+        opts = super().arg_opts(name, default, taken_names)
+        short = SHORT_FLAGS.get(name)
+        if short and short not in taken_names:
+            opts["names"].append(short)
+        kind = opts.get("kind")
+        if isinstance(kind, type) and issubclass(kind, _Seconds):
+            text = opts.get("help") or ""
+            opts["help"] = "SECONDS" + text[7:] if text.startswith("seconds") else f"SECONDS {text}"
+        return opts
+
+
+def stack_task(*args: Any, **kwargs: Any) -> Any:
+    """``@task`` for our namespaces (see StackTask)."""
+    kwargs.setdefault("klass", StackTask)
+    return task(*args, **kwargs)
 
 
 def display(json_mode: bool = False) -> Display:

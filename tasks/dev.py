@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from invoke import Context, task
+from invoke import Context
 
-from ._base import display, guarded, runtime
+from ._base import display, guarded, runtime, stack_task
 from .stack import REMOTE_HELP
 
 
-@task(
+@stack_task(
     help={
         "remote": REMOTE_HELP,
         "version": "tag for the images (default latest)",

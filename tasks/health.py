@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from invoke import Context, Exit, task
+from invoke import Context, Exit
 
-from ._base import display, guarded, runtime, seconds
+from ._base import display, guarded, runtime, seconds, stack_task
 from .stack import REMOTE_HELP
 
 PROBE_TIMEOUT = seconds("--timeout", 2.0)
 WAIT_TIMEOUT = seconds("--timeout", 120.0)
 
 
-@task(
+@stack_task(
     help={
         "remote": REMOTE_HELP,
         "json": "print one JSON document on stdout",
@@ -40,7 +40,7 @@ def check(c: Context, remote: str = "", json: bool = False, timeout: float = PRO
         raise Exit(code=1)
 
 
-@task(help={"remote": REMOTE_HELP, "timeout": "seconds to wait (default 120)"})
+@stack_task(help={"remote": REMOTE_HELP, "timeout": "seconds to wait (default 120)"})
 @guarded
 def wait(c: Context, remote: str = "", timeout: float = WAIT_TIMEOUT) -> None:
     """Wait until every service is healthy; exit 7 on timeout."""
@@ -51,7 +51,7 @@ def wait(c: Context, remote: str = "", timeout: float = WAIT_TIMEOUT) -> None:
     out.success("all services healthy")
 
 
-@task(help={"remote": REMOTE_HELP, "json": "print one JSON document on stdout"})
+@stack_task(help={"remote": REMOTE_HELP, "json": "print one JSON document on stdout"})
 @guarded
 def doctor(c: Context, remote: str = "", json: bool = False) -> None:
     """Check Docker, Compose, ports, disk, GPU and config; exit 1 on a failure."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import shlex
 
-from invoke import Context, Exit, task
+from invoke import Context, Exit
 
-from ._base import display, guarded, runtime, seconds, split_names
+from ._base import display, guarded, runtime, seconds, split_names, stack_task
 
 REMOTE_HELP = "SSH host (~/.ssh/config alias or user@host[:port]); default: this machine"
 START_TIMEOUT = seconds("--timeout", 0.0, zero_means="the start_timeout setting")
@@ -18,7 +18,7 @@ START_HELP = {
 }
 
 
-@task(
+@stack_task(
     help={
         "remote": REMOTE_HELP,
         "force": "rewrite an existing config (secrets are kept)",
@@ -69,7 +69,7 @@ def _start(
     out.started(result)
 
 
-@task(help=START_HELP)
+@stack_task(help=START_HELP)
 @guarded
 def start(
     c: Context,
@@ -82,7 +82,7 @@ def start(
     _start(c, remote, pull, platform, timeout)
 
 
-@task(help={"remote": REMOTE_HELP})
+@stack_task(help={"remote": REMOTE_HELP})
 @guarded
 def stop(c: Context, remote: str = "") -> None:
     """Stop the stack; data volumes are always kept."""
@@ -93,7 +93,7 @@ def stop(c: Context, remote: str = "") -> None:
     out.success(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
 
 
-@task(help=START_HELP)
+@stack_task(help=START_HELP)
 @guarded
 def restart(
     c: Context,
@@ -106,7 +106,7 @@ def restart(
     _start(c, remote, pull, platform, timeout, restart=True)
 
 
-@task(help={"remote": REMOTE_HELP, "json": "print one JSON document on stdout"})
+@stack_task(help={"remote": REMOTE_HELP, "json": "print one JSON document on stdout"})
 @guarded
 def status(c: Context, remote: str = "", json: bool = False) -> None:
     """Show each service's state, health, URL, image and uptime."""
@@ -120,7 +120,7 @@ def status(c: Context, remote: str = "", json: bool = False) -> None:
         out.status(report)
 
 
-@task(
+@stack_task(
     help={
         "services": "comma-separated services (default: all): ollama, webui, mcp_proxy",
         "follow": "keep printing new lines",
@@ -154,7 +154,7 @@ def logs(
         raise Exit(code=0) from None  # Ctrl-C is how one leaves --follow
 
 
-@task(name="config", help={"remote": REMOTE_HELP})
+@stack_task(name="config", help={"remote": REMOTE_HELP})
 @guarded
 def config_(c: Context, remote: str = "") -> None:
     """Print the merged compose file the tool runs (secrets as ${NAME})."""
@@ -163,7 +163,7 @@ def config_(c: Context, remote: str = "") -> None:
     display().text(lifecycle.merged_config(runtime(c, remote)))
 
 
-@task(
+@stack_task(
     help={
         "remote": REMOTE_HELP,
         "yes": "do not ask for confirmation",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from invoke import Context, Exit, task
+from invoke import Context, Exit
 
-from ._base import confirmer, display, guarded, runtime, seconds, split_names
+from ._base import confirmer, display, guarded, runtime, seconds, split_names, stack_task
 from .stack import REMOTE_HELP
 
 UPDATE_TIMEOUT = seconds("--timeout", 0.0, zero_means="the start_timeout setting")
@@ -34,7 +34,7 @@ def _selection(
     return rt, chosen
 
 
-@task(help={**FILTER_HELP, "json": "print one JSON document on stdout"})
+@stack_task(help={**FILTER_HELP, "json": "print one JSON document on stdout"})
 @guarded
 def check(
     c: Context,
@@ -57,7 +57,7 @@ def check(
         out.update_checks(checks)
 
 
-@task(
+@stack_task(
     default=True,
     help={
         **FILTER_HELP,
@@ -103,7 +103,7 @@ def apply(
         raise Exit(code=int(report.exit_code))
 
 
-@task(help={"remote": REMOTE_HELP, "timeout": "seconds to wait for health"})
+@stack_task(help={"remote": REMOTE_HELP, "timeout": "seconds to wait for health"})
 @guarded
 def rollback(c: Context, remote: str = "", timeout: float = UPDATE_TIMEOUT) -> None:
     """Put back the images the last update replaced."""

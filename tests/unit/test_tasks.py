@@ -482,3 +482,34 @@ def test_a_shell_word_for_a_remote_is_refused(capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: bad --remote 'x;touch /tmp/pwned'")
     assert not config.stack_home().joinpath("remotes").exists()
+
+
+def test_the_same_option_has_the_same_short_flag_in_every_task(capsys):
+    """Read from each task's --help (get_arguments() consumes a task's help texts)."""
+    import re
+
+    from ollama_stack.tasks import ns
+    from ollama_stack.tasks._base import SHORT_FLAGS
+
+    seen = 0
+    for name in ns.task_names:
+        assert run_program(name, "--help") == 0
+        for line in capsys.readouterr().out.splitlines():
+            flags = re.findall(
+                r"(?<![\w-])(-[a-zA-Z]|--[a-z][a-z-]*)\b",
+                line.split("  ")[1:2][0] if line.startswith("  -") else "",
+            )
+            if not flags:
+                continue
+            long = next(f for f in flags if f.startswith("--")).removeprefix("--")
+            shorts = [f[1] for f in flags if len(f) == 2]
+            key = long.replace("-", "_")
+            assert shorts == ([SHORT_FLAGS[key]] if key in SHORT_FLAGS else []), (name, line)
+            seen += bool(shorts)
+    assert seen > 20  # every task has --remote at least
+
+
+def test_every_seconds_flag_says_so_in_its_help(capsys):
+    assert run_program("update.apply", "--help") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "-t, --timeout SECONDS to wait for health before rolling back" in out
