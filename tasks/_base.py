@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from invoke import Exit, Task, task
 
@@ -29,20 +30,27 @@ def guarded(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(c: Context, *args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("json"))
         try:
             return func(c, *args, **kwargs)
         except StackError as exc:
-            display().error(exc.message, exc.remedy)
-            raise Exit(code=int(exc.code)) from None
+            fail(exc.message, exc.remedy, exc.code, as_json)
         except OSError as exc:  # a full disk, a read-only home: say which file
             where = f" ({exc.filename})" if exc.filename else ""
-            display().error(f"{exc.strerror or exc}{where}", "check the path and free space")
-            raise Exit(code=int(ExitCode.FAILED)) from None
+            fail(f"{exc.strerror or exc}{where}", "check the path and free space", 1, as_json)
         except KeyboardInterrupt:
-            display().error("interrupted", "see `inv stack.status` for what runs now")
-            raise Exit(code=int(ExitCode.INTERRUPTED)) from None
+            fail("interrupted", "see `inv stack.status` for what runs now", 130, as_json)
 
     return wrapper  # type: ignore[return-value]
+
+
+def fail(message: str, remedy: str, code: int, as_json: bool) -> NoReturn:
+    """The one line on stderr; with --json also the one document on stdout."""
+    out = display(json_mode=as_json)
+    out.error(message, remedy)
+    if as_json:
+        out.json({"ok": False, "error": message, "remedy": remedy, "exit_code": int(code)})
+    raise Exit(code=int(code)) from None
 
 
 class _Seconds(float):
@@ -65,9 +73,12 @@ class _Seconds(float):
         if not (math.isfinite(number) and allowed):
             least = "0 or more" if cls.zero_means else "more than 0"
             zero = f" (0: {cls.zero_means})" if cls.zero_means else ""
-            raise Exit(
-                f"error: {cls.flag} {value!r} is not a number of seconds — give {least}{zero}",
-                code=int(ExitCode.CONFIG),
+            # invoke parses before any task runs, so the task's --json is read here
+            fail(
+                f"{cls.flag} {value!r} is not a number of seconds",
+                f"give {least}{zero}",
+                ExitCode.CONFIG,
+                "--json" in sys.argv[1:] or "-j" in sys.argv[1:],
             )
         return super().__new__(cls, number)
 
@@ -152,7 +163,6 @@ def runtime(c: Context, remote: str | None = None, **flags: Any) -> Runtime:
 
 def confirmer(yes: bool, out: Display) -> Callable[[str], bool]:
     """Ask on a terminal; without one, refuse unless --yes was given (never hang)."""
-    import sys
 
     def confirm(question: str) -> bool:
         if yes:

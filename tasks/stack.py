@@ -124,7 +124,7 @@ def status(c: Context, remote: str = "", json: bool = False) -> None:
     help={
         "services": "comma-separated services (default: all): ollama, webui, mcp_proxy",
         "follow": "keep printing new lines",
-        "tail": "lines from the end of each log (default: all)",
+        "tail": "LINES from the end of each log: a number or all (default: all)",
         "since": "only lines since a time, e.g. 10m or 2026-11-25T10:00:00",
         "timestamps": "prefix each line with its time",
         "remote": REMOTE_HELP,
@@ -143,6 +143,10 @@ def logs(
     """Print container logs as plain text."""
     from ollama_stack.stack import lifecycle
 
+    if tail is not None and tail != "all" and not tail.isdigit():
+        from ollama_stack.common.errors import ConfigError
+
+        raise ConfigError(f"--tail {tail!r} is not a number of lines", "give 0 or more, or all")
     rt, names = runtime(c, remote), split_names(services)
     out = display()
     for place in lifecycle.log_places(rt, names):
