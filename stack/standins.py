@@ -75,6 +75,13 @@ def build(
     mirror: str = DEFAULT_MIRROR,
 ) -> dict[str, str]:
     """Build the three images on the target's engine; return service → image."""
+    from .registry import parse_reference
+
+    parse_reference(image_name("ollama", version))  # a tag Docker takes, before any work
+    if not mirror.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"--mirror {mirror!r} is not an http(s) URL", "e.g. http://deb.debian.org/debian"
+        )
     arch = _check_arch(rt)
     busybox = find_static_busybox()
     ensure_base(rt, mirror, progress)

@@ -513,3 +513,48 @@ def test_every_seconds_flag_says_so_in_its_help(capsys):
     assert run_program("update.apply", "--help") == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "-t, --timeout SECONDS to wait for health before rolling back" in out
+
+
+# -- every task refuses bad input the same way ------------------------------------------------
+
+BAD_REMOTES = ["x;touch /tmp/pwned", "ssh://127.0.0.1", "@", "-oProxyCommand=id", "u@h:99999"]
+TASKS_WITH_JSON = {"stack.status", "health.check", "health.doctor", "update.check", "update.apply"}
+BAD_INPUTS = [
+    *[(task, "--remote", remote) for task in (
+        "stack.install", "stack.start", "stack.stop", "stack.restart", "stack.status",
+        "stack.logs", "stack.config", "stack.uninstall", "health.check", "health.wait",
+        "update.check", "update.apply", "update.rollback", "dev.standins",
+    ) for remote in BAD_REMOTES],
+    ("stack.install", "--project", "Bad Name!"),
+    ("stack.install", "--project", ""),
+    ("stack.install", "--bind", "0.0.0.x"),
+    ("stack.install", "--platform", "gpu"),
+    ("stack.start", "--pull", "sometimes"),
+    ("stack.start", "--platform", "$(id)"),
+    ("stack.logs", "--tail", "-5"),
+    ("stack.logs", "--tail", "ten"),
+    ("stack.logs", "--services", "ollama,../etc"),
+    ("update.check", "--services", "postgres"),
+    ("update.apply", "--services", "webui;id"),
+    ("dev.standins", "--version", "bad tag!"),
+    ("dev.standins", "--mirror", "ftp://mirror"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("task", "flag", "value"), BAD_INPUTS)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(capsys, pow_calls, task, flag, value):
+    home = config.stack_home()
+    before = snapshot(home)
+    args = [task, flag, value] + (["--json"] if task in TASKS_WITH_JSON else [])
+    assert run_program(*args) == 2
+    captured = capsys.readouterr()
+    lines = stderr_lines(captured.err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err
+    assert snapshot(home) == before
+    assert not [argv for argv, _ in pow_calls.calls if "up" in argv or "build" in argv]
+    if task in TASKS_WITH_JSON:
+        document = json.loads(captured.out)
+        assert document["ok"] is False and document["exit_code"] == 2
+    else:
+        assert captured.out == ""
