@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -97,6 +97,15 @@ class Ports(_Strict):
                 raise ValueError(f"{seen[port]} and {name} both want port {port}")
             seen[port] = name
         return self
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be shown: credentials in it become ***."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
 def _checked_url(value: str) -> str:
@@ -339,7 +348,7 @@ def _loc_keys(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def _describe(error: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in _loc_keys(error["loc"])) or "(top level)"
-    value = error.get("input")
+    value = _shown(error.get("input"))
     msg = error["msg"]
     if error["type"] == "extra_forbidden":
         return f"unknown setting {key!s}"
@@ -347,6 +356,15 @@ def _describe(error: dict[str, Any]) -> str:
         allowed = error.get("ctx", {}).get("expected", "")
         return f"{key}={value!r} is not allowed; expected {allowed}"
     return f"{key}={value!r}: {msg}"
+
+
+def _shown(value: Any) -> Any:
+    """A bad value as the error shows it, with any URL's credentials hidden."""
+    if isinstance(value, str):
+        return redact_url(value) if "://" in value else value
+    if isinstance(value, Mapping):
+        return {k: _shown(v) for k, v in value.items()}
+    return value
 
 
 def validate(layers: list[tuple[str, Mapping[str, Any]]]) -> Settings:

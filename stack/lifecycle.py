@@ -95,7 +95,7 @@ def _result(
         platform=rt.platform.name,
         platform_reason=rt.platform.reason,
         health=health,
-        urls={name: rt.url(name) for name in SERVICE_NAMES},
+        urls={name: config.redact_url(rt.url(name)) for name in SERVICE_NAMES},
         seconds=round(time.monotonic() - began, 2),
     )
 
@@ -373,7 +373,7 @@ def status(rt: Runtime) -> StatusReport:
                 type=kind,
                 state=state_text,
                 health=probe.health if probe else ("unknown" if kind == "docker" else "unhealthy"),
-                url=rt.url(name),
+                url=config.redact_url(rt.url(name)),
                 image=image,
                 uptime=uptime,
                 detail=probe.detail if probe else "",
@@ -414,7 +414,7 @@ def log_places(rt: Runtime, services: list[str]) -> list[str]:
         kind = rt.settings.service_type(name)
         if kind == "docker":
             continue
-        url = rt.url(name)
+        url = config.redact_url(rt.url(name))
         where = (
             "on the host that runs it (Linux: `journalctl -u ollama`; macOS: "
             "~/.ollama/logs/server.log)"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
+from .config import redact_url
 from .health import ProbeResult
 from .runtime import Runtime
 
@@ -78,7 +79,10 @@ def with_links(
     link = link or webui_reaches_ollama(rt)  # asked ahead, in parallel, by `status`
     if link.ok is not False:
         return results
-    detail = f"cannot reach Ollama at {link.url} from its container: {link.detail}"
+    url = redact_url(link.url)
+    detail = (
+        f"cannot reach Ollama at {url} from its container: {link.detail.replace(link.url, url)}"
+    )
     if "host.docker.internal" in link.url:
         detail += "; a native Ollama must listen beyond loopback (OLLAMA_HOST=0.0.0.0, firewalled)"
     return results | {"webui": replace(webui, health="reachable", detail=detail)}

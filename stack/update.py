@@ -178,7 +178,7 @@ def _registry_digest(rt: Runtime, image: str) -> str:
 
 def _check_external(rt: Runtime, name: str, kind: str) -> ServiceCheck:
     url = rt.url(name)
-    result = ServiceCheck(name, kind, image=url)
+    result = ServiceCheck(name, kind, image=config.redact_url(url))
     found = probe(endpoint_for(name, url), rt.target.dial)  # each service's own endpoint
     if not found.ok:
         result.status, result.detail = "unreachable", found.detail

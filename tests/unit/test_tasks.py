@@ -558,3 +558,39 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(capsys, pow_calls, task
         assert document["ok"] is False and document["exit_code"] == 2
     else:
         assert captured.out == ""
+
+
+# -- credentials in a URL are never shown -------------------------------------------------------
+
+CREDENTIALS_URL = "http://admin:S3cretPass@127.0.0.1:9"
+
+
+def test_credentials_in_a_service_url_are_never_shown(capsys, monkeypatch, pow_calls):
+    monkeypatch.setenv("OLLAMA_STACK_SERVICES_OLLAMA_TYPE", "remote-api")
+    monkeypatch.setenv("OLLAMA_STACK_SERVICES_OLLAMA_URL", CREDENTIALS_URL)
+    for other in ("WEBUI", "MCP_PROXY"):  # no image to inspect: nothing here asks Docker
+        monkeypatch.setenv(f"OLLAMA_STACK_SERVICES_{other}_TYPE", "remote-api")
+        monkeypatch.setenv(f"OLLAMA_STACK_SERVICES_{other}_URL", "http://127.0.0.1:9")
+    assert run_program("stack.install") == 0
+    for argv in (("stack.status", "--json"), ("stack.status",), ("update.check", "--json")):
+        run_program(*argv)
+        captured = capsys.readouterr()
+        assert "S3cretPass" not in captured.out + captured.err, argv
+        assert "***@127.0.0.1:9" in captured.out, argv
+    monkeypatch.setenv("OLLAMA_STACK_SERVICES_OLLAMA_URL", "ftp://admin:S3cretPass@h")
+    assert run_program("stack.status") == 2
+    err = capsys.readouterr().err
+    assert "S3cretPass" not in err and "ftp://***@h" in err
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://u:p@h:1/x", "http://***@h:1/x"),
+        ("https://token@h", "https://***@h"),
+        ("http://h:1", "http://h:1"),
+        ("http://[::1]:8080/p?q=1", "http://[::1]:8080/p?q=1"),
+    ],
+)
+def test_redact_url(url, shown):
+    assert config.redact_url(url) == shown
