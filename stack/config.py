@@ -227,6 +227,16 @@ class Settings(_Strict):
             raise ValueError(f"{BUILTIN_MCP_SERVER!r} is the built-in server's name; pick another")
         return value
 
+    def exposure(self) -> str | None:
+        """What binding to every interface publishes, or None when it does not."""
+        if self.bind not in ("0.0.0.0", "::"):
+            return None
+        published = self.docker_services()
+        return (
+            f"bind {self.bind} publishes {', '.join(published)} on every network this host is on; "
+            "Ollama's API has no authentication"
+        )
+
     def service_type(self, name: str) -> ServiceType:
         return self.services[name].type  # type: ignore[index]
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import shlex
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -170,6 +173,43 @@ def _started(run: ContainerRun) -> datetime:
         return datetime.min.replace(tzinfo=UTC)
 
 
+def check_exposure(rt: Runtime) -> Check:
+    exposed = rt.settings.exposure()
+    if exposed:
+        return Check(
+            "bind",
+            "warn",
+            exposed,
+            "bind 127.0.0.1 (the default) and reach it over SSH, or firewall it",
+        )
+    return Check("bind", "pass", f"ports published on {rt.settings.bind} only")
+
+
+def check_secrets_file(rt: Runtime) -> Check | None:
+    """The secrets log users in and unlock the proxy: a private regular file, ours alone."""
+    path = rt.paths.secrets_file
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return None  # not installed: the install check says so
+    problems = []
+    if not stat.S_ISREG(info.st_mode):
+        problems.append("is not a regular file (a link?)")
+    if info.st_mode & 0o077:
+        problems.append(f"has mode {stat.S_IMODE(info.st_mode):04o}, readable by others")
+    if info.st_uid != os.getuid():
+        problems.append(f"is owned by uid {info.st_uid}, not by you")
+    if problems:
+        return Check(
+            "secrets",
+            "fail",
+            f"{path} {'; '.join(problems)}",
+            f"make it yours and private: chmod 600 {shlex.quote(str(path))} "
+            "(`inv stack.install --force` rewrites it, keeping the keys)",
+        )
+    return Check("secrets", "pass", f"{path} is private (0600)")
+
+
 def check_install(rt: Runtime) -> Check:
     if rt.paths.installed:
         return Check("install", "pass", f"config and secrets in {rt.paths.root}")
@@ -189,6 +229,8 @@ def run_doctor(rt: Runtime | None, config_problem: StackError | None = None) -> 
         lambda: check_disk(rt, engine),
         lambda: check_gpu(rt, engine),
         lambda: check_install(rt),
+        lambda: [c for c in [check_secrets_file(rt)] if c],
+        lambda: check_exposure(rt),
         lambda: check_containers(rt),
         lambda: [c for c in [check_native_reach(rt)] if c],
     ]

@@ -78,6 +78,9 @@ def start(
         if all(r.ok for r in health.values()):
             return _result(rt, True, health, began)
     check_ports(rt, services, ours, progress)
+    exposed = rt.settings.exposure()
+    if exposed:
+        emit(progress, "warn", exposed)
     emit(
         progress, "step", f"starting {', '.join(services) or 'no containers'} on {rt.target.label}"
     )

@@ -48,6 +48,9 @@ def install(
         out.info(f"  new secrets: {', '.join(result.secrets_created)} (mode 0600)")
     if result.secrets_kept:
         out.info(f"  kept secrets: {', '.join(result.secrets_kept)}")
+    exposed = rt.settings.exposure()
+    if exposed:
+        out.note(f"warning: {exposed}")
     where = f" --remote {shlex.quote(remote)}" if remote else ""  # safe to copy and paste
     out.info(f"Next: inv stack.start{where}   (offline? inv dev.standins{where} first)")
 

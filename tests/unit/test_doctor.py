@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -149,6 +150,7 @@ def test_doctor_with_docker_down(local_paths, monkeypatch, fake_docker):
         "disk": "pass",
         "gpu": "pass",
         "install": "warn",
+        "bind": "pass",
     }
     docker = next(c for c in checks if c.name == "docker")
     assert "unix:///nope.sock" in docker.detail
@@ -228,3 +230,52 @@ def test_doctor_lists_each_container_with_a_remedy_for_a_bad_one(local_paths, po
 def test_doctor_without_containers_lists_none(local_paths, pow_calls):
     pow_calls.stdout = ""
     assert doctor.check_containers(make_runtime(local_paths, linux_shell(2))) == []
+
+
+# -- exposure and the secrets file ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "::"])
+def test_binding_every_interface_is_a_warning_that_says_what_is_exposed(local_paths, bind):
+    check = doctor.check_exposure(make_runtime(local_paths, linux_shell(), bind=bind))
+    assert check.verdict == "warn"
+    assert check.detail == (
+        f"bind {bind} publishes ollama, webui, mcp_proxy on every network this host is on; "
+        "Ollama's API has no authentication"
+    )
+
+
+def test_loopback_bind_passes(local_paths):
+    assert doctor.check_exposure(make_runtime(local_paths, linux_shell())).verdict == "pass"
+
+
+def test_a_private_secrets_file_passes(local_paths):
+    config.install(local_paths, {})
+    assert doctor.check_secrets_file(make_runtime(local_paths, linux_shell())).verdict == "pass"
+
+
+def test_a_readable_secrets_file_fails(local_paths):
+    config.install(local_paths, {})
+    local_paths.secrets_file.chmod(0o644)
+    check = doctor.check_secrets_file(make_runtime(local_paths, linux_shell()))
+    assert check.verdict == "fail"
+    assert "has mode 0644, readable by others" in check.detail
+    assert "chmod 600" in check.remedy
+
+
+def test_a_secrets_file_that_is_a_link_fails(local_paths, tmp_path):
+    config.install(local_paths, {})
+    elsewhere = tmp_path / "elsewhere.env"
+    elsewhere.write_bytes(local_paths.secrets_file.read_bytes())
+    elsewhere.chmod(0o600)
+    local_paths.secrets_file.unlink()
+    local_paths.secrets_file.symlink_to(elsewhere)
+    check = doctor.check_secrets_file(make_runtime(local_paths, linux_shell()))
+    assert check.verdict == "fail" and "is not a regular file" in check.detail
+
+
+def test_a_secrets_file_owned_by_someone_else_fails(local_paths):
+    config.install(local_paths, {})
+    os.chown(local_paths.secrets_file, 4242, 4242)  # the tests run as root
+    check = doctor.check_secrets_file(make_runtime(local_paths, linux_shell()))
+    assert check.verdict == "fail" and "is owned by uid 4242" in check.detail
