@@ -28,7 +28,8 @@ class ExitCode(IntEnum):
     PARTLY_UPDATED = 13  # some services updated, others failed or need a hand
     REGISTRY_UNREACHABLE = 14
     CRASHED = 15  # a container keeps exiting or restarting while we wait for health
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+    TERMINATED = 143  # SIGTERM, handled like Ctrl-C
 
 
 class StackError(Exception):
@@ -96,3 +97,7 @@ class DockerFailed(StackError):
 
 class Interrupted(StackError):
     code = ExitCode.INTERRUPTED
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so both stop work the same way."""

@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 
 from ollama_stack.common.errors import (
     ConfigError,
+    ExitCode,
     HealthTimeout,
     Interrupted,
     PortInUse,
     ServiceCrashed,
+    StackError,
+    Terminated,
 )
 from ollama_stack.compose.client import ContainerRun, ContainerState, PullPolicy
 
@@ -84,10 +87,36 @@ def start(
     emit(
         progress, "step", f"starting {', '.join(services) or 'no containers'} on {rt.target.label}"
     )
-    if services:
-        rt.compose.up(services, pull=pull, sink=lambda line: emit(progress, "output", line))
-    health = wait_healthy(rt, timeout or rt.settings.start_timeout, progress)
+    try:
+        if services:
+            rt.compose.up(services, pull=pull, sink=lambda line: emit(progress, "output", line))
+        health = wait_healthy(rt, timeout or rt.settings.start_timeout, progress)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM during `up`
+        code = ExitCode.TERMINATED if isinstance(stop, Terminated) else ExitCode.INTERRUPTED
+        raise Interrupted(
+            f"start was stopped; {what_runs(rt, services)}",
+            "`inv stack.start` again, or `inv stack.stop`",
+            code=code,
+        ) from None
+    except StackError as failure:
+        # Containers are left as they are, never stopped behind the user's back:
+        # say exactly which ones run.
+        failure.message += f"; {what_runs(rt, services)}"
+        raise
     return _result(rt, False, health, began)
+
+
+def what_runs(rt: Runtime, services: list[str]) -> str:
+    """One clause: which of the services run now, which do not."""
+    try:
+        running = {c.service for c in rt.compose.ps() if c.state == "running"}
+    except StackError:
+        return "cannot tell what runs now (Docker did not answer)"
+    up = [s for s in services if s in running]
+    down = [s for s in services if s not in running]
+    if not up:
+        return "nothing runs now"
+    return f"running now: {', '.join(up)}" + (f"; not running: {', '.join(down)}" if down else "")
 
 
 def _result(
@@ -210,10 +239,11 @@ def wait_healthy(
             if time.monotonic() >= deadline:
                 raise _timeout(rt, results, timeout)
             time.sleep(POLL_SECONDS)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         raise Interrupted(
             "stopped waiting for health; the containers were left as compose started them",
             "see `inv stack.status`; `inv stack.stop` stops them",
+            code=ExitCode.TERMINATED if isinstance(stop, Terminated) else ExitCode.INTERRUPTED,
         ) from None
 
 

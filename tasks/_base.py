@@ -6,15 +6,18 @@ task bodies so `--help` and `--list` stay fast.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import signal
 import sys
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from invoke import Exit, Task, task
 
-from ollama_stack.common.errors import ExitCode, StackError
+from ollama_stack.common.errors import ExitCode, StackError, Terminated
 
 if TYPE_CHECKING:
     from invoke import Context
@@ -32,16 +35,36 @@ def guarded(func: F) -> F:
     def wrapper(c: Context, *args: Any, **kwargs: Any) -> Any:
         as_json = bool(kwargs.get("json"))
         try:
-            return func(c, *args, **kwargs)
+            with sigterm_as_interrupt():
+                return func(c, *args, **kwargs)
         except StackError as exc:
             fail(exc.message, exc.remedy, exc.code, as_json)
         except OSError as exc:  # a full disk, a read-only home: say which file
             where = f" ({exc.filename})" if exc.filename else ""
             fail(f"{exc.strerror or exc}{where}", "check the path and free space", 1, as_json)
+        except Terminated:
+            fail("terminated", "see `inv stack.status` for what runs now", 143, as_json)
         except KeyboardInterrupt:
             fail("interrupted", "see `inv stack.status` for what runs now", 130, as_json)
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """`kill` (SIGTERM) stops a task the way Ctrl-C does: saying what it left."""
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers (a fleet's workers inherit it)
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def fail(message: str, remedy: str, code: int, as_json: bool) -> NoReturn:

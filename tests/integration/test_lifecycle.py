@@ -128,8 +128,12 @@ def test_unhealthy_service_times_out_with_its_logs(make_installation, standin_im
     assert result.returncode == 7, result.stderr
     assert time.monotonic() - began < 60
     line = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
-    assert len(line) == 1 and "ollama" in line[0] and "webui" not in line[0]
-    assert "last log" in line[0]
+    assert len(line) == 1
+    blamed, _, left = line[0].partition("; running now: ")
+    assert "ollama" in blamed and "webui" not in blamed
+    assert "last log" in blamed
+    # and it says what it left running (it stops nothing behind the user's back)
+    assert left.startswith("ollama, webui, mcp_proxy")
     assert "Traceback" not in result.stderr
 
 
@@ -274,7 +278,10 @@ def test_remote_api_service_that_does_not_answer_is_unhealthy(make_installation)
     assert result.returncode == 7 and "ollama" in result.stderr
 
 
-def test_ctrl_c_during_the_wait_says_what_was_left(make_installation, standin_images) -> None:
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_the_wait_says_what_was_left(
+    make_installation, standin_images, sig, code
+) -> None:
     images = dict(
         standin_images, ollama=standin_images["ollama"].replace(":test", f":{BROKEN_TAG}")
     )
@@ -289,10 +296,13 @@ def test_ctrl_c_during_the_wait_says_what_was_left(make_installation, standin_im
         seen.append(line)
         if line.startswith("• ollama "):
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, rest = proc.communicate(timeout=30)
-    assert proc.returncode == 130, "".join(seen) + rest
-    assert "stopped waiting for health" in rest and "stack.stop" in rest
+    assert proc.returncode == code, "".join(seen) + rest
+    errors = [line for line in rest.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, rest
+    assert "stopped waiting for health" in errors[0] and "stack.stop" in errors[0]
+    assert "running now: ollama, webui, mcp_proxy" in errors[0]
     assert "Traceback" not in rest
     assert len(inst.containers()) == 3  # compose had finished; nothing half-created
 
