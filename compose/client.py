@@ -57,6 +57,12 @@ class ContainerState(BaseModel):
         return {p.published_port for p in self.publishers or [] if p.published_port}
 
     @property
+    def installation(self) -> str:
+        """Our io.ollama-stack.installation label; "" on rows compose printed without labels."""
+        match = _INSTALLATION_LABEL.search(self.labels)
+        return match.group(1) if match else ("unlabelled" if self.labels else "")
+
+    @property
     def config_hash(self) -> str:
         """Compose's own hash of the service definition this container was made from."""
         match = _CONFIG_HASH_LABEL.search(self.labels)
@@ -64,6 +70,7 @@ class ContainerState(BaseModel):
 
 
 _CONFIG_HASH_LABEL = re.compile(r"(?:^|,)com\.docker\.compose\.config-hash=([^,]+)")
+_INSTALLATION_LABEL = re.compile(r"(?:^|,)io\.ollama-stack\.installation=([^,]+)")
 
 
 @dataclass(frozen=True)
@@ -209,7 +216,12 @@ class ComposeProject:
     # -- compose --------------------------------------------------------------
 
     def ps(self) -> list[ContainerState]:
-        return parse_ps_output(self._run(self.compose_argv("ps", "--all", "--format", "json")))
+        """This installation's containers: another home's, under the same project
+        name, are never shown as ours (nor made by hand without our label)."""
+        rows = parse_ps_output(self._run(self.compose_argv("ps", "--all", "--format", "json")))
+        if not self.installation:
+            return rows
+        return [row for row in rows if row.installation in ("", self.installation)]
 
     def container_runs(self) -> dict[str, ContainerRun]:
         """service → exit code and restart count of its container (two engine calls).

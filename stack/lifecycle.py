@@ -148,6 +148,18 @@ def stale(rt: Runtime, ours: list[ContainerState], services: list[str]) -> bool:
     return any(c.config_hash != wanted.get(c.service) for c in ours if c.service in services)
 
 
+def refuse_foreign_at_install(rt: Runtime) -> None:
+    """An install whose project name another home's containers already use is
+    refused before anything is written; an engine we cannot ask (offline, a
+    box not reachable yet) leaves that to `stack.start`, which checks again."""
+    try:
+        refuse_foreign(rt)
+    except ConfigError:
+        raise
+    except StackError:
+        return
+
+
 def refuse_foreign(rt: Runtime) -> None:
     """Never start on top of another installation that uses the same project name."""
     others = rt.compose.foreign_installations()
@@ -313,6 +325,7 @@ def _timeout(rt: Runtime, results: dict[str, ProbeResult], timeout: float) -> He
 
 def stop(rt: Runtime, progress: Progress | None = None) -> list[str]:
     """Stop containers; data volumes are never touched here."""
+    refuse_foreign(rt)  # `compose stop` acts on the project name: another home's too
     running = [c.service for c in rt.compose.ps() if c.state == "running"]
     if running:
         emit(progress, "step", f"stopping {', '.join(running)} on {rt.target.label}")
@@ -434,6 +447,7 @@ def logs(
     ours = [n for n in names if rt.settings.service_type(n) == "docker"]
     if not ours:
         return iter(())
+    refuse_foreign(rt)  # `compose logs` would show another home's containers as ours
     # All of them named: compose then also shows containers of services it no
     # longer lists (an orphan), as it always did.
     wanted = [] if len(ours) == len(SERVICE_NAMES) else ours

@@ -38,9 +38,11 @@ def install(
 ) -> None:
     """Write the config and a private secrets file for a new installation."""
     from ollama_stack.stack import config
+    from ollama_stack.stack.lifecycle import refuse_foreign_at_install
 
     chosen = {"project": project, "bind": bind, "platform": platform}
     rt = runtime(c, remote, project=project, bind=bind, platform=platform)
+    refuse_foreign_at_install(rt)
     result = config.install(rt.paths, chosen, force=force)
     out = display()
     out.success(f"installed {rt.settings.project} for {rt.target.label} in {result.paths.root}")

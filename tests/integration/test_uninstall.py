@@ -100,3 +100,17 @@ def test_a_second_home_with_the_same_project_never_touches_the_first(make_instal
     assert "remove volume" not in done.stdout
     assert first.containers() == containers and first.volumes() == volumes
     assert read_marker(first) == "first-home"
+
+
+def test_a_second_home_cannot_install_over_a_running_project(make_installation) -> None:
+    first = make_installation()
+    first.ok("stack.start", "--pull", "never")
+    second = make_installation(install=False)
+    second.env["OLLAMA_STACK_PROJECT"] = first.project
+    refused = second.cli("stack.install")
+    assert refused.returncode == 2, refused.stderr
+    assert "belongs to another ollama-stack installation" in refused.stderr
+    assert not Path(second.env["OLLAMA_STACK_HOME"]).exists()  # nothing written
+    for task in ("stack.stop", "stack.logs"):  # were it installed, it would not act
+        assert second.cli(task).returncode in (2, 9)
+    assert len([s for s in first.status()["services"] if s["state"] == "running"]) == 3

@@ -33,6 +33,8 @@ def unit_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     stack_home.mkdir(exist_ok=True)
     home.mkdir(exist_ok=True)
     monkeypatch.setenv(config.HOME_ENV, str(stack_home))
+    # No unit test reaches a Docker engine: one that forgets to fake it fails fast.
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/ollama-stack-unit-tests.sock")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(tmp_path)  # no ./invoke.yaml from the checkout
     return stack_home

@@ -61,7 +61,14 @@ def ports_of(servers) -> dict[str, int]:
     return {name: server.port for name, server in servers.items()}
 
 
-def ps_row(service: str, state: str = "running", port: int = 0) -> dict[str, Any]:
+def ours() -> str:
+    """This test's installation id (from its private OLLAMA_STACK_HOME)."""
+    return config.installation_id(InstallPaths.for_target(None))
+
+
+def ps_row(
+    service: str, state: str = "running", port: int = 0, installation: str = ""
+) -> dict[str, Any]:
     publishers = [{"URL": "127.0.0.1", "TargetPort": 1, "PublishedPort": port}] if port else []
     return {
         "Name": f"p-{service}-1",
@@ -70,7 +77,10 @@ def ps_row(service: str, state: str = "running", port: int = 0) -> dict[str, Any
         "Image": f"img/{service}:1",
         "Status": "Up 3 minutes",
         "Publishers": publishers,
-        "Labels": f"com.docker.compose.project=p,com.docker.compose.config-hash=h{service}",
+        "Labels": (
+            f"com.docker.compose.project=p,com.docker.compose.config-hash=h{service},"
+            f"io.ollama-stack.installation={installation or ours()}"
+        ),
     }
 
 
@@ -387,13 +397,33 @@ def test_stop_stops_only_when_something_runs(local_paths, pow_calls):
     rt = make_runtime(local_paths, {})
     pow_calls.on_run = ps_answer(ps_row("ollama"), ps_row("webui", "exited"))
     assert lifecycle.stop(rt) == ["ollama"]
-    assert pow_calls.subcommands() == ["ps", "stop"]
-    assert pow_calls.calls[1][0][-1] == "stop"  # every service, data volumes untouched
+    # whose resources carry this project name (docker ps, volume ls), compose ps, stop
+    assert pow_calls.subcommands() == ["ps", "volume", "ps", "stop"]
+    assert pow_calls.calls[3][0][-1] == "stop"  # every service, data volumes untouched
 
     pow_calls.calls.clear()
     pow_calls.on_run = ps_answer(ps_row("webui", "exited"))
     assert lifecycle.stop(rt) == []
-    assert pow_calls.subcommands() == ["ps"]
+    assert pow_calls.subcommands() == ["ps", "volume", "ps"]
+
+
+def test_stop_and_status_leave_another_homes_containers_alone(local_paths, pow_calls):
+    """Same project name, another OLLAMA_STACK_HOME: `compose stop` would stop its
+    containers, and `compose ps` would show them as ours."""
+    theirs = ps_answer(ps_row("ollama", installation="0ther0ther0ther0"))
+
+    def engine(argv: list[str]) -> str:
+        if "--format" in argv and any("io.ollama-stack.installation" in a for a in argv):
+            return "0ther0ther0ther0\n"
+        return theirs(argv)
+
+    pow_calls.on_run = engine
+    rt = make_runtime(local_paths, {})
+    with pytest.raises(ConfigError) as info:
+        lifecycle.stop(rt)
+    assert "belongs to another ollama-stack installation" in info.value.message
+    assert "stop" not in pow_calls.subcommands()
+    assert rt.compose.ps() == []  # never shown as ours
 
 
 def test_status_shows_webui_that_cannot_reach_ollama(local_paths, services, pow_calls):

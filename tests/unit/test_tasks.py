@@ -457,7 +457,7 @@ def test_logs_of_a_native_ollama_say_where_they_are(capsys, monkeypatch, pow_cal
         "on the host that runs it (Linux: `journalctl -u ollama`; macOS: "
         "~/.ollama/logs/server.log)"
     ]
-    logs_argv = pow_calls.calls[0][0]
+    logs_argv = next(argv for argv, _ in pow_calls.calls if "logs" in argv)
     assert logs_argv[logs_argv.index("logs") :] == ["logs", "--no-color", "webui", "mcp_proxy"]
 
 
