@@ -316,3 +316,17 @@ def test_missing_compose_plugin_is_named(make_installation, tmp_path) -> None:
     result = inst.cli("stack.start")
     assert result.returncode == 4, result.stderr
     assert "Compose v2 is not installed" in result.stderr
+
+
+def test_two_services_on_one_port_are_refused_before_anything_starts(make_installation) -> None:
+    inst = make_installation()
+    inst.env["OLLAMA_STACK_PORTS_MCP_PROXY"] = inst.env["OLLAMA_STACK_PORTS_WEBUI"]
+    for task in ("stack.start", "stack.config", "health.doctor"):
+        result = inst.cli(task)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        if task == "health.doctor":  # doctor reports it as its failed config check
+            assert result.returncode == 1 and "both want port" in result.stdout
+            continue
+        assert result.returncode == 2, result.stderr
+        assert len(errors) == 1 and "webui and mcp_proxy both want port" in errors[0]
+    assert inst.containers() == []  # nothing half-started
