@@ -355,7 +355,7 @@ class ComposeProject:
 
     def pull_image(self, reference: str, sink: LineSink | None = None) -> None:
         """`docker pull`, its per-layer lines streamed to ``sink``."""
-        argv = [*self._docker_argv(), "pull", reference]
+        argv = [*self._docker_argv(), "pull", "--", reference]  # a value, never an option
         self._stream(argv, sink, dedupe=False)
 
     def tag(self, source: str, target: str) -> None:
@@ -388,7 +388,14 @@ class ComposeProject:
     def images_matching(self, reference: str) -> list[str]:
         """Local tags matching a `docker images` reference pattern (``repo:*``)."""
         out = self._run(
-            [*self._docker_argv(), "images", "--format", "{{.Repository}}:{{.Tag}}", reference]
+            [
+                *self._docker_argv(),
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                "--",
+                reference,
+            ]
         )
         return [line for line in out.split() if line and "<none>" not in line]
 
