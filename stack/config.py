@@ -18,6 +18,7 @@ import os
 import re
 import secrets as _secrets
 import shlex
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -101,7 +102,10 @@ class Ports(_Strict):
 
 def redact_url(url: str) -> str:
     """The URL as it may be shown: credentials in it become ***."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # malformed (an unclosed [v6 bracket): hide what looks like userinfo
+        return re.sub(r"//[^/@]*@", "//***@", url)
     if "@" not in parts.netloc:
         return url
     host = parts.netloc.rpartition("@")[2]
@@ -374,6 +378,8 @@ def _shown(value: Any) -> Any:
         return redact_url(value) if "://" in value else value
     if isinstance(value, Mapping):
         return {k: _shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
     return value
 
 
@@ -510,7 +516,14 @@ def read_secrets(paths: InstallPaths) -> dict[str, str]:
 
 def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     """Replace a file whole or not at all: a temporary file, fsync, rename, fsync
-    the directory. A crash or a full disk leaves the old file, never half a new one."""
+    the directory. A crash or a full disk leaves the old file, never half a new one.
+
+    A file that exists keeps its mode (a user who made config.yaml 0600 for its
+    tokens keeps that), and a link is written through, not replaced.
+    """
+    path = path.resolve() if path.is_symlink() else path
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode) & (mode | 0o600)  # never wider than asked
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

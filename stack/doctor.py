@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from ollama_stack.common.errors import StackError
 from ollama_stack.compose.client import ContainerRun, EngineInfo
 
-from . import hostcheck
+from . import config, hostcheck
 from .lifecycle import CRASH_RESTARTS, STOPPED_CODES
 from .runtime import Runtime
 
@@ -126,7 +126,8 @@ def check_native_reach(rt: Runtime) -> Check | None:
     return Check(
         "native",
         "warn",
-        f"Ollama at {svc.url} listens on loopback; Open WebUI in a container cannot reach it",
+        f"Ollama at {config.redact_url(str(svc.url))} listens on loopback; "
+        "Open WebUI in a container cannot reach it",
         "run Ollama with OLLAMA_HOST=0.0.0.0 (firewalled) so host.docker.internal reaches it",
     )
 
@@ -149,7 +150,9 @@ def check_containers(rt: Runtime, now: datetime | None = None) -> list[Check]:
 
 
 def _container_verdict(run: ContainerRun, now: datetime) -> tuple[Verdict, str]:
-    restarts = f"restarted {run.restart_count} times, last exit code {run.exit_code}"
+    restarts = f"restarted {run.restart_count} times"
+    if run.status != "running":  # a running container reports 0, not its last exit
+        restarts += f", last exit code {run.exit_code}"
     if run.status == "restarting":
         return "fail", f"crash-looping: {restarts}"
     if run.status in ("exited", "dead"):

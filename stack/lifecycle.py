@@ -224,6 +224,7 @@ def wait_healthy(
     endpoints = rt.endpoints(services)
     watched = {e.service for e in endpoints if rt.settings.service_type(e.service) == "docker"}
     baseline = rt.compose.container_runs() if watched else {}
+    exits: dict[str, int] = {}
     deadline = time.monotonic() + timeout
     began = time.monotonic()
     seen: dict[str, str] = {}
@@ -244,10 +245,13 @@ def wait_healthy(
                     )
             if all(r.ok for r in results.values()):
                 return results
-            crashed = crash_looping(baseline, rt.compose.container_runs() if watched else {})
-            crashed = [run for run in crashed if run.service in watched]
+            runs = rt.compose.container_runs() if watched else {}
+            # A running container reports exit code 0: keep the last real one seen.
+            exits |= {s: run.exit_code for s, run in runs.items() if run.status != "running"}
+            crashed = [run for run in crash_looping(baseline, runs) if run.service in watched]
             if crashed:
-                raise _crashed(rt, crashed)
+                _catch_exit_codes(rt, crashed, exits)
+                raise _crashed(rt, crashed, exits)
             if time.monotonic() >= deadline:
                 raise _timeout(rt, results, timeout)
             time.sleep(POLL_SECONDS)
@@ -261,6 +265,7 @@ def wait_healthy(
 
 CRASH_RESTARTS = 2  # restarts seen during one wait that make a crash loop
 STOPPED_CODES = (0, 137, 143)
+EXIT_CODE_LOOKS = 8  # polls after a crash loop is found, to learn its exit code
 
 
 def crash_looping(
@@ -287,16 +292,29 @@ def crash_looping(
     return crashed
 
 
-def _crashed(rt: Runtime, crashed: list[ContainerRun]) -> ServiceCrashed:
+def _catch_exit_codes(rt: Runtime, crashed: list[ContainerRun], exits: dict[str, int]) -> None:
+    """Seen only while up again, a looping container shows exit code 0: look a
+    few more times (it will be down again within seconds) for the real one."""
+    missing = {run.service for run in crashed if run.service not in exits}
+    for _ in range(EXIT_CODE_LOOKS):
+        if not missing:
+            return
+        time.sleep(POLL_SECONDS)
+        for service, run in rt.compose.container_runs().items():
+            if service in missing and run.status != "running":
+                exits[service] = run.exit_code
+                missing.discard(service)
+
+
+def _crashed(rt: Runtime, crashed: list[ContainerRun], exits: dict[str, int]) -> ServiceCrashed:
     parts = []
     for run in crashed:
         how = "exited" if run.status in ("exited", "dead") else "keeps restarting"
+        code = exits.get(run.service, run.exit_code if run.status != "running" else None)
+        exit_code = f"exit code {code}, " if code is not None else ""
         tail = rt.compose.last_log_lines(run.service, 3)
         logs = f"; last log: {' | '.join(tail)}" if tail else "; no log output"
-        parts.append(
-            f"{run.service} {how} (exit code {run.exit_code}, "
-            f"restarted {run.restart_count} times){logs}"
-        )
+        parts.append(f"{run.service} {how} ({exit_code}restarted {run.restart_count} times){logs}")
     names = ",".join(run.service for run in crashed)
     return ServiceCrashed(
         f"not healthy: {'; '.join(parts)}",
@@ -498,6 +516,8 @@ def merged_config(rt: Runtime) -> str:
         text = text.replace(value, "${" + key + "}")
     for value in _mcp_server_secrets(rt):
         text = text.replace(value, "<redacted>")
+    container_url = rt.ollama_url_for_containers()  # may carry a remote Ollama's login
+    text = text.replace(container_url, config.redact_url(container_url))
     # Name the services: a native or remote Ollama must not be started in Docker too.
     argv = rt.refresh_compose().compose_argv("up", "--detach", *rt.settings.docker_services())
     command = "docker " + shlex.join(argv[1:])

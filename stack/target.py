@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import os
 import re
 import socket
@@ -60,7 +61,9 @@ def _connection_class() -> type:
             keys = [f for f in identity.identity_files if Path(f).is_file()]
             auth: dict[str, Any] = {"key_filename": keys} if keys else {}
             if identity.identities_only:
-                auth |= {"allow_agent": False, "look_for_keys": False}
+                # OpenSSH still asks the agent for copies of the listed keys
+                # (a passphrase-protected key lives there): keep the agent.
+                auth["look_for_keys"] = False
             super().__init__(
                 identity.hostname,
                 user=identity.user or None,
@@ -82,7 +85,7 @@ def _connection_class() -> type:
 def connect(spec: str) -> Any:
     """A Fabric connection to ``spec`` with OpenSSH's settings, through its ProxyJump hops."""
     identity = resolve_ssh(spec)
-    gateway = None
+    gateway: Any = identity.proxy_command or None  # Fabric runs a string as ProxyCommand
     for hop in filter(None, identity.proxy_jump.split(",")):
         gateway = _connection_class()(resolve_ssh(hop), gateway)
     return _connection_class()(identity, gateway)
@@ -103,10 +106,11 @@ class SSHIdentity:
     known_hosts_files: tuple[str, ...] = ()
     proxy_jump: str = ""  # "" or OpenSSH's [user@]host[:port][,…]
     connect_timeout: int | None = None
-    identities_only: bool = False  # no agent keys, no default keys
+    identities_only: bool = False  # only the listed keys (and the agent's copies of them)
+    proxy_command: str = ""  # with %h %p %r %% already filled in
 
 
-_HOST_SPEC = re.compile(r"(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?[A-Za-z0-9._\[\]:%-]+")
+_HOST_SPEC = re.compile(r"(?:[\w.][\w.\\+-]*@)?[\w.\[\]:%+-]+")
 
 
 def check_host_spec(spec: str) -> str:
@@ -129,13 +133,27 @@ def check_host_spec(spec: str) -> str:
 def split_host_spec(spec: str) -> tuple[str, str, int | None]:
     """``[user@]host[:port]`` → (user or "", host, port or None)."""
     user, _, rest = spec.rpartition("@")
-    host, port = rest, None
-    if rest.count(":") == 1:  # host:port (an IPv6 address has more colons)
+    host, text = rest, None
+    if rest.startswith("["):  # [v6 address] or [v6 address]:port
+        host, _, after = rest[1:].partition("]")
+        if after and not after.startswith(":"):
+            raise ConfigError(f"bad --remote {spec!r}", "use user@[v6-address]:port")
+        text = after[1:] if after else None
+    elif rest.count(":") == 1:
         host, _, text = rest.partition(":")
+    elif ":" in rest:  # a bare IPv6 address has no port; anything else is a typo
+        try:
+            ipaddress.IPv6Address(rest.split("%")[0])
+        except ValueError:
+            raise ConfigError(
+                f"bad --remote {spec!r}", "use host:port, or [v6-address]:port"
+            ) from None
+    port = None
+    if text is not None:
         port = int(text) if text.isdigit() else None
         if port is None or not 0 < port < 65536:
             raise ConfigError(f"bad SSH port in {spec!r}", "use user@host:port with a port 1-65535")
-    return user, host.strip("[]"), port
+    return user, host, port
 
 
 def parse_ssh_g(output: str) -> SSHIdentity:
@@ -150,18 +168,26 @@ def parse_ssh_g(output: str) -> SSHIdentity:
 
     jump = one("proxyjump")
     timeout = one("connecttimeout", "none")
+    hostname, user, port = one("hostname"), one("user"), int(one("port", "22"))
+    command = one("proxycommand", "none")
+    known = one("userknownhostsfile").split() + one("globalknownhostsfile").split()
     return SSHIdentity(
-        hostname=one("hostname"),
-        user=one("user"),
-        port=int(one("port", "22")),
+        hostname=hostname,
+        user=user,
+        port=port,
         identity_files=tuple(os.path.expanduser(p) for p in values.get("identityfile", [])),
-        known_hosts_files=tuple(
-            os.path.expanduser(p) for p in one("userknownhostsfile").split() if p
-        ),
+        known_hosts_files=tuple(os.path.expanduser(p) for p in known if p),
         proxy_jump="" if jump == "none" else jump,
         connect_timeout=int(timeout) if timeout.isdigit() else None,
         identities_only=one("identitiesonly") == "yes",
+        proxy_command="" if command == "none" else _fill_tokens(command, hostname, port, user),
     )
+
+
+def _fill_tokens(command: str, host: str, port: int, user: str) -> str:
+    """`ssh -G` prints ProxyCommand as written; ssh itself fills these in."""
+    tokens = {"%h": host, "%p": str(port), "%r": user, "%%": "%"}
+    return re.sub(r"%[hpr%]", lambda m: tokens[m.group(0)], command)
 
 
 def resolve_ssh(spec: str) -> SSHIdentity:

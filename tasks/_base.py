@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import signal
 import sys
 import threading
@@ -55,6 +56,11 @@ def sigterm_as_interrupt() -> Iterator[None]:
     """`kill` (SIGTERM) stops a task the way Ctrl-C does: saying what it left."""
 
     def terminate(signum: int, frame: Any) -> None:
+        # Ctrl-C reaches `docker compose` too (same process group); a `kill` of
+        # us alone would leave it starting containers after we said what runs.
+        for child in _children():
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGINT)
         raise Terminated()
 
     if threading.current_thread() is not threading.main_thread():
@@ -65,6 +71,22 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _children() -> list[int]:
+    """Our own child processes (Linux /proc; elsewhere none are found)."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:  # field 4, the parent pid, after "pid (comm) state"
+            found.append(int(entry))
+    return found
 
 
 def fail(message: str, remedy: str, code: int, as_json: bool) -> NoReturn:

@@ -6,6 +6,8 @@ import shlex
 
 from invoke import Context, Exit
 
+from ollama_stack.common.errors import Terminated
+
 from ._base import display, guarded, runtime, seconds, split_names, stack_task
 
 REMOTE_HELP = "SSH host (~/.ssh/config alias or user@host[:port]); default: this machine"
@@ -42,7 +44,8 @@ def install(
 
     chosen = {"project": project, "bind": bind, "platform": platform}
     rt = runtime(c, remote, project=project, bind=bind, platform=platform)
-    refuse_foreign_at_install(rt)
+    if not rt.target.is_remote:  # a box not reachable yet is installed for; start asks it
+        refuse_foreign_at_install(rt)
     result = config.install(rt.paths, chosen, force=force)
     out = display()
     out.success(f"installed {rt.settings.project} for {rt.target.label} in {result.paths.root}")
@@ -159,6 +162,8 @@ def logs(
     lines = lifecycle.logs(rt, names, follow=follow, tail=tail, since=since, timestamps=timestamps)
     try:
         out.log_lines(lines)
+    except Terminated:
+        raise
     except KeyboardInterrupt:
         raise Exit(code=0) from None  # Ctrl-C is how one leaves --follow
 

@@ -184,7 +184,7 @@ def test_a_crash_loop_fails_the_wait_within_a_few_restarts(make_installation, st
     assert doctor.returncode == 1
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert checks["container mcp_proxy"]["verdict"] == "fail"
-    assert "exit code 1" in checks["container mcp_proxy"]["detail"]
+    assert "restarted" in checks["container mcp_proxy"]["detail"]  # caught up or down
     assert checks["container ollama"]["verdict"] == "pass"
 
 

@@ -652,3 +652,35 @@ def test_a_deeply_nested_file_is_one_line(tmp_path, depth):
     with pytest.raises(ConfigError) as info:
         config.read_yaml(path)
     assert info.value.code == 2 and str(path) in info.value.message
+
+
+def test_a_private_config_stays_private_and_a_link_is_written_through(local_paths, tmp_path):
+    config.install(local_paths, {})
+    local_paths.config_file.chmod(0o600)  # the user keeps MCP tokens in it
+    config.update_user_config(local_paths, {"bind": "::1"})
+    assert stat.S_IMODE(local_paths.config_file.stat().st_mode) == 0o600
+    dotfiles = tmp_path / "dotfiles" / "ollama-stack.yaml"
+    dotfiles.parent.mkdir()
+    dotfiles.write_bytes(local_paths.config_file.read_bytes())
+    local_paths.config_file.unlink()
+    local_paths.config_file.symlink_to(dotfiles)
+    config.update_user_config(local_paths, {"bind": "127.0.0.1"})
+    assert local_paths.config_file.is_symlink()
+    assert "127.0.0.1" in dotfiles.read_text()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://u:p@[::1", "http://***@[::1"),  # malformed: still no password shown
+        ("x://tok@h", "x://***@h"),
+    ],
+)
+def test_redact_url_never_fails(url, shown):
+    assert config.redact_url(url) == shown
+
+
+def test_a_bad_url_with_credentials_is_one_line_without_them():
+    with pytest.raises(ConfigError) as info:
+        config.validate([("env", {"services": {"ollama": {"url": "http://u:S3cret@[::1"}}})])
+    assert "S3cret" not in str(info.value)

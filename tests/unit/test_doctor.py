@@ -186,7 +186,8 @@ NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)
         ("running", 1, 3, "2026-12-03T11:59:40.123456789Z", "fail", "running, restarted 3"),
         # restarted once weeks ago (an OOM, a reboot): worth a look, not a failure
         ("running", 137, 1, "2026-11-01T00:00:00Z", "warn", "running, restarted 1"),
-        ("running", 1, 5, "2026-11-01T00:00:00Z", "warn", "last exit code 1"),
+        # a running container reports exit code 0: no "last exit code" from it
+        ("running", 0, 5, "2026-11-01T00:00:00Z", "warn", "running, restarted 5 times"),
         ("exited", 0, 0, "2026-12-01T00:00:00Z", "warn", "exited with code 0"),
         ("exited", 143, 0, "2026-12-01T00:00:00Z", "warn", "exited with code 143"),
         ("exited", 2, 0, "2026-12-01T00:00:00Z", "fail", "exited with code 2"),

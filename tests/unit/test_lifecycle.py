@@ -581,3 +581,33 @@ def test_wait_fails_at_once_on_a_crash_loop_with_exit_code_and_logs(
     assert "last log: mcp_proxy-1  | ValueError: No 'mcpServers' found" in err.message
     assert "ollama" not in err.message and "webui" not in err.message
     assert "inv stack.logs -s mcp_proxy" in err.remedy
+
+
+def test_a_loop_seen_only_while_up_still_reports_its_real_exit_code(
+    local_paths, services, closed_port, pow_calls, monkeypatch
+):
+    monkeypatch.setattr(lifecycle, "POLL_SECONDS", 0.01)
+    rows = [ps_row(name) for name in services]
+    looks = {"n": 0}
+
+    def engine(argv: list[str]) -> str:
+        if "inspect" in argv:
+            looks["n"] += 1
+            # up again (exit code 0) with more restarts each look, until caught down
+            status = "restarting\t3" if looks["n"] >= 4 else "running\t0"
+            return "\n".join(
+                f"{r['Service']}\t\tid-{r['Name']}\t"
+                + (
+                    f"{status}\t{looks['n']}\t"
+                    if r["Service"] == "mcp_proxy"
+                    else "running\t0\t0\t"
+                )
+                for r in rows
+            )
+        return ps_answer(*rows)(argv)
+
+    pow_calls.on_run = engine
+    rt = make_runtime(local_paths, ports_of(services) | {"mcp_proxy": closed_port})
+    with pytest.raises(ServiceCrashed) as info:
+        lifecycle.wait_healthy(rt, 60)
+    assert "mcp_proxy keeps restarting (exit code 3, restarted" in info.value.message

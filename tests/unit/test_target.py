@@ -190,14 +190,17 @@ def test_closed_ssh_port(closed_port, no_agent):
         ("me@box:2222", ("me", "box", 2222)),
         ("10.0.0.5:22", ("", "10.0.0.5", 22)),
         ("me@[::1]", ("me", "::1", None)),
+        ("[::1]:2222", ("", "::1", 2222)),
         ("fe80::1", ("", "fe80::1", None)),
+        ("fe80::1%eth0", ("", "fe80::1%eth0", None)),
+        ("CORP\\ops@box", ("CORP\\ops", "box", None)),
     ],
 )
 def test_split_host_spec(spec, parts):
     assert split_host_spec(spec) == parts
 
 
-@pytest.mark.parametrize("spec", ["box:99999", "box:0", "box:ssh", "u@box:"])
+@pytest.mark.parametrize("spec", ["box:99999", "box:0", "box:ssh", "u@box:", "[::1]:x"])
 def test_split_host_spec_refuses_a_bad_port(spec):
     with pytest.raises(ConfigError) as info:
         split_host_spec(spec)
@@ -282,6 +285,8 @@ def test_resolve_refuses_an_option_for_a_host(openssh_with_home_config):
         ("user@127.0.0.1:99999", "bad SSH port"),
         ("me@", "bad --remote 'me@'"),
         ("me@:22", "no host"),
+        ("box:22:33", "bad --remote 'box:22:33'"),
+        ("[::1]x", "bad --remote '[::1]x'"),
     ],
 )
 def test_a_bad_remote_is_refused_before_anything_runs(spec, says):
@@ -290,6 +295,19 @@ def test_a_bad_remote_is_refused_before_anything_runs(spec, says):
     assert info.value.code == 2 and says in info.value.message
 
 
-@pytest.mark.parametrize("spec", ["box", "me@box", "me@box:2222", "10.0.0.5", "me@[fe80::1%eth0]"])
+@pytest.mark.parametrize(
+    "spec", ["box", "me@box", "me@box:2222", "10.0.0.5", "me@[fe80::1%eth0]", "lab+gpu", "bür-o"]
+)
 def test_good_remotes_pass(spec):
     assert Target(spec).host == spec
+
+
+def test_proxy_command_is_kept_with_its_tokens_filled(tmp_path):
+    identity = parse_ssh_g(
+        "hostname 10.0.0.9\nuser ops\nport 2222\n"
+        "proxycommand ssh -W %h:%p -l %r bastion # 100%%\n"
+        "userknownhostsfile /k1\nglobalknownhostsfile /etc/ssh/ssh_known_hosts\n"
+    )
+    assert identity.proxy_command == "ssh -W 10.0.0.9:2222 -l ops bastion # 100%"
+    assert identity.known_hosts_files == ("/k1", "/etc/ssh/ssh_known_hosts")
+    assert parse_ssh_g("hostname h\nproxycommand none\n").proxy_command == ""

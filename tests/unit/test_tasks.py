@@ -594,3 +594,16 @@ def test_credentials_in_a_service_url_are_never_shown(capsys, monkeypatch, pow_c
 )
 def test_redact_url(url, shown):
     assert config.redact_url(url) == shown
+
+
+def test_our_children_are_found_for_sigterm(tmp_path):
+    """The SIGTERM handler interrupts the processes we started (compose), and only those."""
+    from ollama_stack.tasks._base import _children
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert child.pid in _children()
+        assert os.getppid() not in _children()
+    finally:
+        child.kill()
+        child.wait()
