@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from invoke import Exit, Task, task
 
-from ollama_stack.common.errors import ExitCode, StackError, Terminated
+from ollama_stack.common.errors import StackError, Terminated
 
 if TYPE_CHECKING:
     from invoke import Context
@@ -36,6 +36,7 @@ def guarded(func: F) -> F:
     def wrapper(c: Context, *args: Any, **kwargs: Any) -> Any:
         as_json = bool(kwargs.get("json"))
         try:
+            refuse_bad_flags(kwargs)
             with sigterm_as_interrupt():
                 return func(c, *args, **kwargs)
         except StackError as exc:
@@ -102,12 +103,14 @@ class _Seconds(float):
     """A seconds flag, checked while invoke parses the command line.
 
     invoke casts a flag's value with the type of its default, and a ValueError
-    there is a traceback; an ``Exit`` is one line and its code under both
-    ``inv`` and ``ollama-stack``. Subclasses name their flag (``seconds()``).
+    there is a traceback. So a bad value parses to a marked NaN instead, and
+    ``guarded`` refuses it before the task runs, as one line (and one JSON
+    document with that task's --json). Subclasses name their flag (``seconds()``).
     """
 
     flag = "--timeout"
     zero_means = ""  # what 0 stands for, where 0 is allowed
+    refusal: tuple[str, str] | None = None  # (message, remedy) for a bad value
 
     def __new__(cls, value: Any = 0.0) -> _Seconds:
         try:
@@ -115,17 +118,22 @@ class _Seconds(float):
         except (TypeError, ValueError):
             number = math.nan
         allowed = number >= 0 if cls.zero_means else number > 0
-        if not (math.isfinite(number) and allowed):
-            least = "0 or more" if cls.zero_means else "more than 0"
-            zero = f" (0: {cls.zero_means})" if cls.zero_means else ""
-            # invoke parses before any task runs, so the task's --json is read here
-            fail(
-                f"{cls.flag} {value!r} is not a number of seconds",
-                f"give {least}{zero}",
-                ExitCode.CONFIG,
-                "--json" in sys.argv[1:] or "-j" in sys.argv[1:],
-            )
-        return super().__new__(cls, number)
+        if math.isfinite(number) and allowed:
+            return super().__new__(cls, number)
+        bad = super().__new__(cls, math.nan)
+        least = "0 or more" if cls.zero_means else "more than 0"
+        zero = f" (0: {cls.zero_means})" if cls.zero_means else ""
+        bad.refusal = (f"{cls.flag} {value!r} is not a number of seconds", f"give {least}{zero}")
+        return bad
+
+
+def refuse_bad_flags(kwargs: Mapping[str, Any]) -> None:
+    """Flag values invoke parsed but that are not what their type allows."""
+    for value in kwargs.values():
+        if isinstance(value, _Seconds) and value.refusal:
+            from ollama_stack.common.errors import ConfigError
+
+            raise ConfigError(*value.refusal)
 
 
 def seconds(flag: str, default: float, zero_means: str = "") -> float:

@@ -395,7 +395,11 @@ def test_a_malformed_timeout_is_one_line_and_exit_2(capsys, argv):
     lines = stderr_lines(captured.err)
     assert len(lines) == 1, captured.err
     assert lines[0].startswith(f"error: --timeout {argv[-1]!r} is not a number of seconds")
-    assert "Traceback" not in captured.err and captured.out == ""
+    assert "Traceback" not in captured.err
+    if "--json" in argv:  # the failure is that task's one JSON document too
+        assert json.loads(captured.out)["exit_code"] == 2
+    else:
+        assert captured.out == ""
     assert not config.InstallPaths.for_target(None).root.joinpath("state").exists()
 
 
@@ -607,3 +611,13 @@ def test_our_children_are_found_for_sigterm(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_json_for_a_bad_flag_follows_the_task_that_has_it(capsys):
+    # two tasks in one command line: only the one given --json answers in JSON
+    assert run_program("health.wait", "--timeout", "soon", "stack.status", "--json") == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert stderr_lines(captured.err) == [
+        "error: --timeout 'soon' is not a number of seconds — give more than 0"
+    ]
