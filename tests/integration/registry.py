@@ -146,6 +146,11 @@ def build_registry_image(tag: str, context: Path) -> None:
         "COPY registry /usr/local/bin/registry\n"
         'ENTRYPOINT ["registry", "serve", "/etc/registry.yml"]\n'
     )
+    build_image(tag, context)
+
+
+def build_image(tag: str, context: Path) -> str:
+    """`docker build` with the classic builder (no buildx here); the image ID."""
     result = subprocess.run(
         ["docker", "build", "-q", "-t", tag, str(context)],
         capture_output=True,
@@ -156,6 +161,7 @@ def build_registry_image(tag: str, context: Path) -> None:
     )
     if result.returncode != 0:
         raise AssertionError(f"building {tag} failed: {result.stderr.strip()}")
+    return result.stdout.strip()
 
 
 def _docker(*args: str) -> str:

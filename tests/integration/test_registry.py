@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from ollama_stack.stack.registry import (
 )
 
 from .conftest import _unavailable, docker
-from .registry import REGISTRY_BIN, Registry, push, start_registry
+from .registry import REGISTRY_BIN, Registry, build_image, push, start_registry
 
 pytestmark = pytest.mark.docker
 BUSYBOX = Path("/bin/busybox")  # busybox-static: runs in a FROM scratch image
@@ -56,15 +54,7 @@ def build_busybox(context: Path, tag: str, marker: str) -> str:
     (context / "Dockerfile").write_text(
         "FROM scratch\nCOPY busybox /bin/busybox\nCOPY marker /marker\n"
     )
-    result = subprocess.run(
-        ["docker", "build", "-q", "-t", tag, str(context)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "DOCKER_BUILDKIT": "0"},
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    return build_image(tag, context)
 
 
 def repo_digests(image: str) -> list[str]:
