@@ -7,6 +7,7 @@ task bodies so `--help` and `--list` stay fast.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import math
 import os
@@ -16,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from invoke import Exit, Task, task
+from invoke import Argument, Exit, Task, task
 
 from ollama_stack.common.errors import StackError, Terminated
 
@@ -156,18 +157,38 @@ SHORT_FLAGS = {
 }
 
 
+REMOTE_HELP = "SSH host (~/.ssh/config alias or user@host[:port]); default: this machine"
+_REMOTE: contextvars.ContextVar[str] = contextvars.ContextVar("remote", default="")
+
+
+def current_remote() -> str:
+    """The --remote of the task running now ("" for this machine)."""
+    return _REMOTE.get()
+
+
 class StackTask(Task):
-    """invoke's Task with our short flags, and the value's type shown in help
-    where invoke's own help shows none (it names only STRING and INT)."""
+    """invoke's Task with our short flags, the value's type shown in help where
+    invoke's own help shows none (it names only STRING and INT), and `--remote`:
+    declared here once for every task, the way fabric adds its host flags,
+    instead of in each task's signature."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        token = _REMOTE.set(kwargs.pop("remote", "") or "")
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            _REMOTE.reset(token)
 
     def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Any]:
         # invoke pops each help text as it builds the flags, so a second parse in
         # the same process (tests, a fleet of hosts) would show no help at all.
         kept = dict(self.help)
         try:
-            return super().get_arguments(ignore_unknown_help)
+            arguments = super().get_arguments(ignore_unknown_help)
         finally:
             self.help = kept
+        remote = Argument(names=("remote", "r"), kind=str, default="", help=REMOTE_HELP)
+        return [*arguments, remote]
 
     def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
         self.auto_shortflags = False
@@ -201,7 +222,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-def runtime(c: Context, remote: str | None = None, **flags: Any) -> Runtime:
+def runtime(c: Context, **flags: Any) -> Runtime:
     from ollama_stack.stack.runtime import Runtime
 
     invoke_layer = plain(c.config.get("ollama_stack", {}) or {})
@@ -211,7 +232,7 @@ def runtime(c: Context, remote: str | None = None, **flags: Any) -> Runtime:
         raise ConfigError(
             f"invoke.yaml: ollama_stack must be a mapping of settings, not {invoke_layer!r}"
         )
-    return Runtime.open(remote=remote or None, invoke_layer=invoke_layer, flags=flags)
+    return Runtime.open(remote=current_remote() or None, invoke_layer=invoke_layer, flags=flags)
 
 
 def confirmer(yes: bool, out: Display) -> Callable[[str], bool]:

@@ -5,23 +5,21 @@ from __future__ import annotations
 from invoke import Context
 
 from ._base import display, guarded, runtime, stack_task
-from .stack import REMOTE_HELP
 
 
 @stack_task(
     help={
-        "remote": REMOTE_HELP,
         "version": "tag for the images (default latest)",
         "mirror": "Debian mirror for the base image (default http://deb.debian.org/debian)",
     }
 )
 @guarded
-def standins(c: Context, remote: str = "", version: str = "latest", mirror: str = "") -> None:
+def standins(c: Context, version: str = "latest", mirror: str = "") -> None:
     """Build the offline images (the real mcpo, Ollama and Open WebUI stand-ins); use them."""
     from ollama_stack.stack import config
     from ollama_stack.stack import standins as builder
 
-    rt = runtime(c, remote)
+    rt = runtime(c)
     out = display()
     images = builder.build(rt, version, out.progress, mirror or builder.DEFAULT_MIRROR)
     path = config.update_user_config(rt.paths, {"images": images})

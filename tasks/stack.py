@@ -8,12 +8,10 @@ from invoke import Context, Exit
 
 from ollama_stack.common.errors import Terminated
 
-from ._base import display, guarded, runtime, seconds, split_names, stack_task
+from ._base import current_remote, display, guarded, runtime, seconds, split_names, stack_task
 
-REMOTE_HELP = "SSH host (~/.ssh/config alias or user@host[:port]); default: this machine"
 START_TIMEOUT = seconds("--timeout", 0.0, zero_means="the start_timeout setting")
 START_HELP = {
-    "remote": REMOTE_HELP,
     "pull": "image pull policy: missing (default), always or never",
     "platform": "cpu, nvidia or apple (default: detect)",
     "timeout": "seconds to wait for health (default: start_timeout setting)",
@@ -22,7 +20,6 @@ START_HELP = {
 
 @stack_task(
     help={
-        "remote": REMOTE_HELP,
         "force": "rewrite an existing config (secrets are kept)",
         "project": "compose project name (one per installation)",
         "bind": "address to publish ports on (default 127.0.0.1)",
@@ -32,7 +29,6 @@ START_HELP = {
 @guarded
 def install(
     c: Context,
-    remote: str = "",
     force: bool = False,
     project: str | None = None,
     bind: str | None = None,
@@ -43,7 +39,7 @@ def install(
     from ollama_stack.stack.lifecycle import refuse_foreign_at_install
 
     chosen = {"project": project, "bind": bind, "platform": platform}
-    rt = runtime(c, remote, project=project, bind=bind, platform=platform)
+    rt = runtime(c, project=project, bind=bind, platform=platform)
     if not rt.target.is_remote:  # a box not reachable yet is installed for; start asks it
         refuse_foreign_at_install(rt)
     result = config.install(rt.paths, chosen, force=force)
@@ -56,12 +52,13 @@ def install(
     exposed = rt.settings.exposure()
     if exposed:
         out.note(f"warning: {exposed}")
+    remote = current_remote()
     where = f" --remote {shlex.quote(remote)}" if remote else ""  # safe to copy and paste
     out.info(f"Next: inv stack.start{where}   (offline? inv dev.standins{where} first)")
 
 
 def _start(
-    c: Context, remote: str, pull: str, platform: str | None, timeout: float, restart: bool = False
+    c: Context, pull: str, platform: str | None, timeout: float, restart: bool = False
 ) -> None:
     from ollama_stack.stack import lifecycle
 
@@ -69,7 +66,7 @@ def _start(
         from ollama_stack.common.errors import ConfigError
 
         raise ConfigError(f"--pull {pull!r} is not allowed", "use missing, always or never")
-    rt = runtime(c, remote, platform=platform)  # every flag is validated before anything stops
+    rt = runtime(c, platform=platform)  # every flag is validated before anything stops
     out = display()
     if restart:
         lifecycle.stop(rt, progress=out.progress)
@@ -81,23 +78,22 @@ def _start(
 @guarded
 def start(
     c: Context,
-    remote: str = "",
     pull: str = "missing",
     platform: str | None = None,
     timeout: float = START_TIMEOUT,
 ) -> None:
     """Start the stack and wait until every service is healthy."""
-    _start(c, remote, pull, platform, timeout)
+    _start(c, pull, platform, timeout)
 
 
-@stack_task(help={"remote": REMOTE_HELP})
+@stack_task()
 @guarded
-def stop(c: Context, remote: str = "") -> None:
+def stop(c: Context) -> None:
     """Stop the stack; data volumes are always kept."""
     from ollama_stack.stack import lifecycle
 
     out = display()
-    stopped = lifecycle.stop(runtime(c, remote), progress=out.progress)
+    stopped = lifecycle.stop(runtime(c), progress=out.progress)
     out.success(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
 
 
@@ -105,22 +101,21 @@ def stop(c: Context, remote: str = "") -> None:
 @guarded
 def restart(
     c: Context,
-    remote: str = "",
     pull: str = "missing",
     platform: str | None = None,
     timeout: float = START_TIMEOUT,
 ) -> None:
     """Stop, then start with the same options."""
-    _start(c, remote, pull, platform, timeout, restart=True)
+    _start(c, pull, platform, timeout, restart=True)
 
 
-@stack_task(help={"remote": REMOTE_HELP, "json": "print one JSON document on stdout"})
+@stack_task(help={"json": "print one JSON document on stdout"})
 @guarded
-def status(c: Context, remote: str = "", json: bool = False) -> None:
+def status(c: Context, json: bool = False) -> None:
     """Show each service's state, health, URL, image and uptime."""
     from ollama_stack.stack import lifecycle
 
-    report = lifecycle.status(runtime(c, remote))
+    report = lifecycle.status(runtime(c))
     out = display(json_mode=json)
     if json:
         out.json(report.to_json())
@@ -135,7 +130,6 @@ def status(c: Context, remote: str = "", json: bool = False) -> None:
         "tail": "LINES from the end of each log: a number or all (default: all)",
         "since": "only lines since a time, e.g. 10m or 2026-11-25T10:00:00",
         "timestamps": "prefix each line with its time",
-        "remote": REMOTE_HELP,
     }
 )
 @guarded
@@ -146,7 +140,6 @@ def logs(
     tail: str | None = None,
     since: str | None = None,
     timestamps: bool = False,
-    remote: str = "",
 ) -> None:
     """Print container logs as plain text."""
     from ollama_stack.stack import lifecycle
@@ -155,7 +148,7 @@ def logs(
         from ollama_stack.common.errors import ConfigError
 
         raise ConfigError(f"--tail {tail!r} is not a number of lines", "give 0 or more, or all")
-    rt, names = runtime(c, remote), split_names(services)
+    rt, names = runtime(c), split_names(services)
     out = display()
     for place in lifecycle.log_places(rt, names):
         out.note(place)
@@ -168,18 +161,17 @@ def logs(
         raise Exit(code=0) from None  # Ctrl-C is how one leaves --follow
 
 
-@stack_task(name="config", help={"remote": REMOTE_HELP})
+@stack_task(name="config")
 @guarded
-def config_(c: Context, remote: str = "") -> None:
+def config_(c: Context) -> None:
     """Print the merged compose file the tool runs (secrets as ${NAME})."""
     from ollama_stack.stack import lifecycle
 
-    display().text(lifecycle.merged_config(runtime(c, remote)))
+    display().text(lifecycle.merged_config(runtime(c)))
 
 
 @stack_task(
     help={
-        "remote": REMOTE_HELP,
         "yes": "do not ask for confirmation",
         "force": "same as --yes",
         "remove_volumes": "also delete the data volumes (models, chats): irreversible",
@@ -191,7 +183,6 @@ def config_(c: Context, remote: str = "") -> None:
 @guarded
 def uninstall(
     c: Context,
-    remote: str = "",
     yes: bool = False,
     force: bool = False,
     remove_volumes: bool = False,
@@ -204,7 +195,7 @@ def uninstall(
 
     from ._base import confirmer
 
-    rt = runtime(c, remote)
+    rt = runtime(c)
     out = display(json_mode=json)
     todo = remover.plan(
         rt, remove_volumes=remove_volumes, remove_images=remove_images, remove_config=remove_config

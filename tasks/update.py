@@ -5,7 +5,6 @@ from __future__ import annotations
 from invoke import Context, Exit
 
 from ._base import confirmer, display, guarded, runtime, seconds, split_names, stack_task
-from .stack import REMOTE_HELP
 
 UPDATE_TIMEOUT = seconds("--timeout", 0.0, zero_means="the start_timeout setting")
 
@@ -14,16 +13,13 @@ FILTER_HELP = {
     "docker_only": "only services of type docker",
     "native_only": "only native-api services (Ollama installed on the host)",
     "remote_only": "only remote-api services (validated, never changed)",
-    "remote": REMOTE_HELP,
 }
 
 
-def _selection(
-    c: Context, remote: str, services: str, docker_only: bool, native_only: bool, remote_only: bool
-):
+def _selection(c: Context, services: str, docker_only: bool, native_only: bool, remote_only: bool):
     from ollama_stack.stack import update
 
-    rt = runtime(c, remote)
+    rt = runtime(c)
     chosen = update.select(
         rt,
         split_names(services),
@@ -43,12 +39,11 @@ def check(
     native_only: bool = False,
     remote_only: bool = False,
     json: bool = False,
-    remote: str = "",
 ) -> None:
     """Show what each service runs and whether a newer version exists."""
     from ollama_stack.stack import update
 
-    rt, chosen = _selection(c, remote, services, docker_only, native_only, remote_only)
+    rt, chosen = _selection(c, services, docker_only, native_only, remote_only)
     checks = update.check(rt, chosen)
     out = display(json_mode=json)
     if json:
@@ -80,12 +75,11 @@ def apply(
     no_backup: bool = False,
     timeout: float = UPDATE_TIMEOUT,
     json: bool = False,
-    remote: str = "",
 ) -> None:
     """Update, wait for health, and roll back automatically if it does not come."""
     from ollama_stack.stack import update
 
-    rt, chosen = _selection(c, remote, services, docker_only, native_only, remote_only)
+    rt, chosen = _selection(c, services, docker_only, native_only, remote_only)
     out = display(json_mode=json)
     report = update.apply(
         rt,
@@ -103,14 +97,14 @@ def apply(
         raise Exit(code=int(report.exit_code))
 
 
-@stack_task(help={"remote": REMOTE_HELP, "timeout": "seconds to wait for health"})
+@stack_task(help={"timeout": "seconds to wait for health"})
 @guarded
-def rollback(c: Context, remote: str = "", timeout: float = UPDATE_TIMEOUT) -> None:
+def rollback(c: Context, timeout: float = UPDATE_TIMEOUT) -> None:
     """Put back the images the last update replaced."""
     from ollama_stack.stack import update
 
     out = display()
-    entry = update.rollback(runtime(c, remote), timeout or None, out.progress)
+    entry = update.rollback(runtime(c), timeout or None, out.progress)
     out.success(
         f"rolled back {', '.join(entry['restored'])} to the images before update {entry['id']}"
     )

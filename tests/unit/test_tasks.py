@@ -621,3 +621,15 @@ def test_json_for_a_bad_flag_follows_the_task_that_has_it(capsys):
     assert stderr_lines(captured.err) == [
         "error: --timeout 'soon' is not a number of seconds — give more than 0"
     ]
+
+
+def test_remote_is_declared_once_for_every_task():
+    """No task body declares --remote; StackTask gives it to all of them."""
+    import inspect
+
+    from ollama_stack.tasks import ns
+
+    for name in ns.task_names:
+        task = ns[name]
+        assert "remote" not in inspect.signature(task.body).parameters, name
+        assert any(a.name == "remote" for a in task.get_arguments()), name
