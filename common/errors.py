@@ -101,3 +101,8 @@ class Interrupted(StackError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C would be, so both stop work the same way."""
+
+
+def interruption_code(stop: KeyboardInterrupt) -> ExitCode:
+    """143 for SIGTERM, 130 for Ctrl-C."""
+    return ExitCode.TERMINATED if isinstance(stop, Terminated) else ExitCode.INTERRUPTED

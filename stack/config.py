@@ -166,10 +166,9 @@ class RemoteMcpServer(_Strict):
 
 
 def _mcp_server_kind(value: Any) -> str:
-    remote = isinstance(value, Mapping | BaseModel) and (
-        "type" in value if isinstance(value, Mapping) else isinstance(value, RemoteMcpServer)
-    )
-    return "remote server" if remote else "stdio server"
+    if isinstance(value, RemoteMcpServer) or (isinstance(value, Mapping) and "type" in value):
+        return "remote server"
+    return "stdio server"
 
 
 # Tags hold a space, so no config key can look like one (see _loc_keys).
@@ -665,15 +664,18 @@ def private_env_file(values: Mapping[str, str]) -> Iterator[Path]:
     for read-only tasks, which must not touch the installation's files."""
     with tempfile.TemporaryDirectory(prefix="ollama-stack-env-") as directory:
         path = Path(directory) / "compose.env"
-        _write_private(path, "".join(env_file_line(k, v) for k, v in values.items()))
+        _write_private(path, _env_text(values))
         yield path
 
 
 def write_runtime_env(paths: InstallPaths, values: Mapping[str, str]) -> Path:
     """The interpolation values compose reads with --env-file (private: holds secrets)."""
-    lines = [env_file_line(k, v) for k, v in values.items()]
-    _write_private(paths.runtime_env_file, "".join(lines))
+    _write_private(paths.runtime_env_file, _env_text(values))
     return paths.runtime_env_file
+
+
+def _env_text(values: Mapping[str, str]) -> str:
+    return "".join(env_file_line(k, v) for k, v in values.items())
 
 
 def remove_installation(paths: InstallPaths) -> list[Path]:

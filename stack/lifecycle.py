@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 
 from ollama_stack.common.errors import (
     ConfigError,
-    ExitCode,
     HealthTimeout,
     Interrupted,
     PortInUse,
     ServiceCrashed,
     StackError,
-    Terminated,
+    interruption_code,
 )
 from ollama_stack.compose.client import ContainerRun, ContainerState, PullPolicy
 
@@ -92,11 +91,10 @@ def start(
             rt.compose.up(services, pull=pull, sink=lambda line: emit(progress, "output", line))
         health = wait_healthy(rt, timeout or rt.settings.start_timeout, progress)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM during `up`
-        code = ExitCode.TERMINATED if isinstance(stop, Terminated) else ExitCode.INTERRUPTED
         raise Interrupted(
             f"start was stopped; {what_runs(rt, services)}",
             "`inv stack.start` again, or `inv stack.stop`",
-            code=code,
+            code=interruption_code(stop),
         ) from None
     except StackError as failure:
         # Containers are left as they are, never stopped behind the user's back:
@@ -259,7 +257,7 @@ def wait_healthy(
         raise Interrupted(
             "stopped waiting for health; the containers were left as compose started them",
             "see `inv stack.status`; `inv stack.stop` stops them",
-            code=ExitCode.TERMINATED if isinstance(stop, Terminated) else ExitCode.INTERRUPTED,
+            code=interruption_code(stop),
         ) from None
 
 

@@ -210,9 +210,7 @@ class Runtime:
             config.BUILTIN_MCP_SERVER: {"command": "python3", "args": [MCPO_STACK_TOOLS]}
         }
         for name, server in self.settings.mcp_servers.items():
-            servers[name] = server.model_dump(exclude_defaults=True) | (
-                {"type": server.type} if hasattr(server, "type") else {}
-            )
+            servers[name] = server.model_dump(exclude_defaults=True)  # `type` has no default
         return env_safe_json({"mcpServers": servers})
 
 

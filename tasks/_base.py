@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from invoke import Argument, Exit, Task, task
 
-from ollama_stack.common.errors import StackError, Terminated
+from ollama_stack.common.errors import StackError, Terminated, interruption_code
 
 if TYPE_CHECKING:
     from invoke import Context
@@ -45,10 +45,9 @@ def guarded(func: F) -> F:
         except OSError as exc:  # a full disk, a read-only home: say which file
             where = f" ({exc.filename})" if exc.filename else ""
             fail(f"{exc.strerror or exc}{where}", "check the path and free space", 1, as_json)
-        except Terminated:
-            fail("terminated", "see `inv stack.status` for what runs now", 143, as_json)
-        except KeyboardInterrupt:
-            fail("interrupted", "see `inv stack.status` for what runs now", 130, as_json)
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
+            what = "terminated" if isinstance(stop, Terminated) else "interrupted"
+            fail(what, "see `inv stack.status` for what runs now", interruption_code(stop), as_json)
 
     return wrapper  # type: ignore[return-value]
 
@@ -187,7 +186,8 @@ class StackTask(Task):
             arguments = super().get_arguments(ignore_unknown_help)
         finally:
             self.help = kept
-        remote = Argument(names=("remote", "r"), kind=str, default="", help=REMOTE_HELP)
+        names = ("remote", SHORT_FLAGS["remote"])
+        remote = Argument(names=names, kind=str, default="", help=REMOTE_HELP)
         return [*arguments, remote]
 
     def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
