@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -115,31 +115,44 @@ def parse_ps_output(text: str) -> list[ContainerState]:
     return [ContainerState.model_validate(row) for row in rows]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ComposeProject:
     project: str
     files: Sequence[Path]
+    # Env files that do not exist (yet: `stack.start` writes the installation's
+    # own before its first compose command) are left out; the files' defaults hold.
     env_files: Sequence[Path] = ()
     docker_host: str | None = None
     target_label: str = "local"
     images: Mapping[str, str] = field(default_factory=dict)
     installation: str | None = None  # our io.ollama-stack.installation label value
-    _client: Any = field(default=None, init=False, repr=False)
+    _clients: dict[tuple[Path, ...], Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def with_files(self, files: Sequence[Path]) -> ComposeProject:
+        return replace(self, files=tuple(files))
+
+    def with_env_files(self, env_files: Sequence[Path]) -> ComposeProject:
+        return replace(self, env_files=tuple(env_files))
 
     # -- plumbing -------------------------------------------------------------
 
     @property
     def docker(self) -> DockerClient:
-        if self._client is None:
+        return self._client_for(tuple(path for path in self.env_files if path.exists()))
+
+    def _client_for(self, env_files: tuple[Path, ...]) -> DockerClient:
+        if env_files not in self._clients:
             from python_on_whales import DockerClient
 
-            self._client = DockerClient(
+            self._clients[env_files] = DockerClient(
                 host=self.docker_host,
                 compose_files=list(self.files),
-                compose_env_files=list(self.env_files),
+                compose_env_files=list(env_files),
                 compose_project_name=self.project,
             )
-        return self._client
+        return self._clients[env_files]
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -168,9 +181,11 @@ class ComposeProject:
             return run(args)
 
     def compose_argv(self, *args: str) -> list[str]:
-        """The exact compose command line, for `stack.config` and error messages."""
+        """The exact compose command line, for `stack.config` and error messages:
+        with every env file, written yet or not."""
         with self._translated():
-            return [str(a) for a in self.docker.client_config.docker_compose_cmd] + list(args)
+            client = self._client_for(tuple(self.env_files))
+            return [str(a) for a in client.client_config.docker_compose_cmd] + list(args)
 
     def _stream(self, argv: list[str], sink: LineSink | None, dedupe: bool = True) -> None:
         from python_on_whales.utils import stream_stdout_and_stderr

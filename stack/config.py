@@ -39,13 +39,16 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from ollama_stack.common.errors import AlreadyInstalled, ConfigError, NotInstalled
 
+from .services import CATALOG
+from .services.core import BUILTIN_MCP_SERVER
+from .services.spec import URL_KINDS
+
 ENV_PREFIX = "OLLAMA_STACK_"
 HOME_ENV = "OLLAMA_STACK_HOME"
-SERVICE_NAMES = ("ollama", "webui", "mcp_proxy")
-ServiceName = Literal["ollama", "webui", "mcp_proxy"]
 ServiceType = Literal["docker", "native-api", "remote-api"]
 Platform = Literal["auto", "cpu", "nvidia", "apple"]
 
@@ -61,7 +64,7 @@ def _image_reference(value: str) -> str:
     """Docker's reference grammar; an empty or option-like value never reaches the CLI."""
     from ollama_stack.common.errors import StackError
 
-    from .registry import parse_reference
+    from .update.registry import parse_reference
 
     try:
         parse_reference(value)
@@ -77,27 +80,6 @@ SECRET_KEYS = ("WEBUI_SECRET_KEY", "MCPO_API_KEY")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class Images(_Strict):
-    ollama: ImageRef = "ollama/ollama:latest"
-    webui: ImageRef = "ghcr.io/open-webui/open-webui:main"
-    mcp_proxy: ImageRef = "ghcr.io/open-webui/mcpo:main"
-
-
-class Ports(_Strict):
-    ollama: Port = 11434
-    webui: Port = 8080
-    mcp_proxy: Port = 8200
-
-    @model_validator(mode="after")
-    def _one_service_per_port(self) -> Ports:
-        seen: dict[int, str] = {}
-        for name, port in self.model_dump().items():
-            if port in seen:
-                raise ValueError(f"{seen[port]} and {name} both want port {port}")
-            seen[port] = name
-        return self
 
 
 def redact_url(url: str) -> str:
@@ -146,7 +128,6 @@ class WebuiSettings(_Strict):
 
 
 MCP_SERVER_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-BUILTIN_MCP_SERVER = "stack"
 
 
 class StdioMcpServer(_Strict):
@@ -185,20 +166,47 @@ class Limits(_Strict):
     cpus: float | None = Field(default=None, gt=0)
 
 
+# Settings keyed by service take the catalog's names, and its defaults.
+
+
+def _catalog_defaults(what: str) -> dict[str, Any]:
+    return {spec.name: getattr(spec, what) for spec in CATALOG}
+
+
 def _default_services() -> dict[str, ServiceSettings]:
-    return {name: ServiceSettings() for name in SERVICE_NAMES}
+    return {spec.name: ServiceSettings() for spec in CATALOG}
+
+
+def _known_services(value: dict[str, Any]) -> dict[str, Any]:
+    unknown = [name for name in value if name not in CATALOG]
+    if unknown:
+        raise PydanticCustomError(
+            "unknown_service",
+            "unknown service {name}",
+            {"name": unknown[0], "known": ", ".join(CATALOG.names())},
+        )
+    return value
+
+
+ServiceKeyed = AfterValidator(_known_services)
 
 
 class Settings(_Strict):
     # Compose's rule, narrowed to what Docker accepts inside an image name
     # (rollback tags use it): no trailing "_" or "-", no "_-" runs.
     project: str = Field(default="ollama-stack", pattern=r"^[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*$")
-    images: Images = Field(default_factory=Images)
-    ports: Ports = Field(default_factory=Ports)
+    images: Annotated[dict[str, ImageRef], ServiceKeyed] = Field(
+        default_factory=lambda: _catalog_defaults("image")
+    )
+    ports: Annotated[dict[str, Port], ServiceKeyed] = Field(
+        default_factory=lambda: _catalog_defaults("port")
+    )
     bind: str = "127.0.0.1"
     platform: Platform = "auto"
-    services: dict[ServiceName, ServiceSettings] = Field(default_factory=_default_services)
-    limits: dict[ServiceName, Limits] = Field(default_factory=dict)
+    services: Annotated[dict[str, ServiceSettings], ServiceKeyed] = Field(
+        default_factory=_default_services
+    )
+    limits: Annotated[dict[str, Limits], ServiceKeyed] = Field(default_factory=dict)
     start_timeout: float = Field(default=300.0, gt=0)
     webui: WebuiSettings = Field(default_factory=WebuiSettings)
     # More MCP servers behind the proxy, each served under /<name>/.
@@ -212,6 +220,11 @@ class Settings(_Strict):
         ipaddress.ip_address(value)  # raises ValueError with a clear message
         return value
 
+    @field_validator("images", "ports", mode="after")
+    @classmethod
+    def _every_service_has_one(cls, value: dict[str, Any], info: Any) -> dict[str, Any]:
+        return _catalog_defaults("image" if info.field_name == "images" else "port") | value
+
     @field_validator("services", mode="after")
     @classmethod
     def _every_service_present(
@@ -219,9 +232,23 @@ class Settings(_Strict):
     ) -> dict[str, ServiceSettings]:
         merged = _default_services() | value
         for name, svc in merged.items():
-            if svc.type != "docker" and not svc.url:
+            if svc.type not in CATALOG[name].kinds:
+                raise ValueError(
+                    f"services.{name}.type {svc.type!r} is not one {name} can be "
+                    f"(expected {', '.join(CATALOG[name].kinds)})"
+                )
+            if svc.type in URL_KINDS and not svc.url:
                 raise ValueError(f"services.{name}.url is required when type is {svc.type}")
         return merged
+
+    @model_validator(mode="after")
+    def _one_service_per_port(self) -> Settings:
+        seen: dict[int, str] = {}
+        for name, port in self.ports.items():
+            if port in seen:
+                raise ValueError(f"{seen[port]} and {name} both want port {port}")
+            seen[port] = name
+        return self
 
     @field_validator("mcp_servers")
     @classmethod
@@ -230,11 +257,10 @@ class Settings(_Strict):
             raise ValueError(f"{BUILTIN_MCP_SERVER!r} is the built-in server's name; pick another")
         return value
 
-    def exposure(self) -> str | None:
+    def exposure(self, published: list[str]) -> str | None:
         """What binding to every interface publishes, or None when it does not."""
         if self.bind not in ("0.0.0.0", "::"):
             return None
-        published = self.docker_services()
         return (
             f"bind {self.bind} publishes {', '.join(published)} on every network this host is on; "
             "Ollama's API has no authentication"
@@ -242,9 +268,6 @@ class Settings(_Strict):
 
     def service_type(self, name: str) -> ServiceType:
         return self.services[name].type  # type: ignore[index]
-
-    def docker_services(self) -> list[str]:
-        return [n for n in SERVICE_NAMES if self.service_type(n) == "docker"]
 
 
 # -- layering ---------------------------------------------------------------
@@ -278,6 +301,8 @@ def _field_path(model: type[BaseModel], rest: str) -> list[str] | None:
             sub = _field_path(annotation, tail)
         elif name in ("services", "limits"):
             sub = _dict_of_models_path(ServiceSettings if name == "services" else Limits, tail)
+        elif name in ("images", "ports"):
+            sub = [tail.lower()] if tail.lower() in CATALOG else None
         else:
             sub = None
         if sub:
@@ -286,7 +311,7 @@ def _field_path(model: type[BaseModel], rest: str) -> list[str] | None:
 
 
 def _dict_of_models_path(model: type[BaseModel], rest: str) -> list[str] | None:
-    for service in SERVICE_NAMES:
+    for service in CATALOG.names():
         key = service.upper()
         if rest.startswith(key + "_"):
             sub = _field_path(model, rest[len(key) + 1 :])
@@ -365,6 +390,9 @@ def _describe(error: dict[str, Any]) -> str:
     msg = error["msg"]
     if error["type"] == "extra_forbidden":
         return f"unknown setting {key!s}"
+    if error["type"] == "unknown_service":
+        ctx = error["ctx"]
+        return f"unknown setting {key}.{ctx['name']} (services: {ctx['known']})"
     if error["type"] == "literal_error":
         allowed = error.get("ctx", {}).get("expected", "")
         return f"{key}={value!r} is not allowed; expected {allowed}"

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .health import ProbeResult
     from .lifecycle import StartResult, StatusReport
     from .uninstall import Plan
-    from .update import ServiceCheck, UpdateReport
+    from .update.engine import ServiceCheck, UpdateReport
 
 OUTCOME_STYLE = {
     "updated": "green",

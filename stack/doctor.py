@@ -16,9 +16,12 @@ from urllib.parse import urlsplit
 from ollama_stack.common.errors import StackError
 from ollama_stack.compose.client import ContainerRun, EngineInfo
 
-from . import config, hostcheck
+from . import config
+from .hosts import hostcheck
 from .lifecycle import CRASH_RESTARTS, STOPPED_CODES
 from .runtime import Runtime
+from .services import CATALOG
+from .services.kinds import LOOPBACK_HOSTS
 
 Verdict = Literal["pass", "warn", "fail"]
 GIB = 1 << 30
@@ -66,8 +69,8 @@ def check_ports(rt: Runtime) -> list[Check]:
     with contextlib.suppress(StackError):  # Docker down is reported by its own check
         ours = set().union(*(c.published_ports for c in rt.compose.ps() if c.state == "running"))
     checks = []
-    for service in rt.settings.docker_services():
-        port = getattr(rt.settings.ports, service)
+    for service in rt.docker_services():
+        port = rt.settings.ports[service]
         taken = hostcheck.conflicts(rt.settings.bind, port, found)
         if not taken or port in ours:
             note = " (ours)" if port in ours else ""
@@ -117,19 +120,25 @@ def check_gpu(rt: Runtime, engine: EngineInfo | None) -> Check:
     )
 
 
-def check_native_reach(rt: Runtime) -> Check | None:
-    """Containers reach a native Ollama through the docker bridge, not loopback."""
-    svc = rt.settings.services["ollama"]
-    host = urlsplit(str(svc.url)).hostname if svc.type == "native-api" else None
-    if host not in ("localhost", "127.0.0.1", "::1") or rt.facts.system != "Linux":
-        return None
-    return Check(
-        "native",
-        "warn",
-        f"Ollama at {config.redact_url(str(svc.url))} listens on loopback; "
-        "Open WebUI in a container cannot reach it",
-        "run Ollama with OLLAMA_HOST=0.0.0.0 (firewalled) so host.docker.internal reaches it",
-    )
+def check_native_reach(rt: Runtime, facts: hostcheck.HostFacts) -> list[Check]:
+    """Containers reach a native service through the docker bridge, not loopback."""
+    checks = []
+    for spec in CATALOG:
+        if not spec.native or not rt.kind(spec.name).on_host:
+            continue
+        url = str(rt.settings.services[spec.name].url)
+        if urlsplit(url).hostname not in LOOPBACK_HOSTS or facts.system != "Linux":
+            continue
+        checks.append(
+            Check(
+                "native",
+                "warn",
+                f"{spec.title} at {config.redact_url(url)} listens on loopback; "
+                "the stack's containers cannot reach it",
+                f"run it with {spec.native.listen_hint} so host.docker.internal reaches it",
+            )
+        )
+    return checks
 
 
 RECENT_START = timedelta(seconds=60)
@@ -177,7 +186,7 @@ def _started(run: ContainerRun) -> datetime:
 
 
 def check_exposure(rt: Runtime) -> Check:
-    exposed = rt.settings.exposure()
+    exposed = rt.settings.exposure(rt.docker_services())
     if exposed:
         return Check(
             "bind",
@@ -235,7 +244,7 @@ def run_doctor(rt: Runtime | None, config_problem: StackError | None = None) -> 
         lambda: [c for c in [check_secrets_file(rt)] if c],
         lambda: check_exposure(rt),
         lambda: check_containers(rt),
-        lambda: [c for c in [check_native_reach(rt)] if c],
+        lambda: check_native_reach(rt, hostcheck.host_facts(rt.target.shell())),
     ]
     if engine:
         steps.insert(1, lambda: check_ports(rt))

@@ -67,34 +67,11 @@ class ProbeResult:
         return self.health == "healthy"
 
 
-def _json_body(body: bytes) -> Any:
+def json_body(body: bytes) -> Any:
     try:
         return json.loads(body)
     except ValueError:
         return None
-
-
-def check_ollama(status: int, body: bytes) -> str | None:
-    data = _json_body(body)
-    if status == 200 and isinstance(data, dict) and "version" in data:
-        return None
-    return f"answered {status} without a version"
-
-
-def check_webui(status: int, body: bytes) -> str | None:
-    data = _json_body(body)
-    if status == 200 and isinstance(data, dict) and data.get("status") is True:
-        return None
-    return f"answered {status}, not status=true"
-
-
-def check_openapi(status: int, body: bytes) -> str | None:
-    data = _json_body(body)
-    if status == 200 and isinstance(data, dict) and "openapi" in data:
-        return None
-    if status in (401, 403):
-        return f"answered {status}: the proxy refused our API key (MCPO_API_KEY in secrets.env)"
-    return f"answered {status} without an OpenAPI document"
 
 
 @dataclass(frozen=True)
@@ -105,16 +82,10 @@ class ProbeSpec:
     version_path: str | None = None
 
 
-HEALTH_PATHS: dict[str, ProbeSpec] = {
-    "ollama": ProbeSpec("/api/version", check_ollama),
-    # Open WebUI's /health is a fixed answer; /health/db pings its database.
-    "webui": ProbeSpec("/health/db", check_webui, "/health", "/api/version"),
-    "mcp_proxy": ProbeSpec("/openapi.json", check_openapi),
-}
-
-
 def endpoint_for(service: str, url: str, headers: Mapping[str, str] | None = None) -> Endpoint:
-    spec = HEALTH_PATHS[service]
+    from .services import CATALOG  # the catalog describes each service's probe
+
+    spec = CATALOG[service].probe
     return Endpoint(
         service,
         url.rstrip("/"),
@@ -237,7 +208,7 @@ def probe(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> ProbeResu
     problem = endpoint.check(status, body)
     if problem:
         return ProbeResult(endpoint.service, "reachable", f"{path} {problem}", elapsed())
-    version = _version_in(_json_body(body))
+    version = _version_in(json_body(body))
     if version is None and endpoint.version_path:
         version = _version_in(get_json(endpoint, endpoint.version_path, dialer, timeout))
     return ProbeResult(endpoint.service, "healthy", f"{path} OK", elapsed(), version)
@@ -267,7 +238,7 @@ def get_json(endpoint: Endpoint, path: str, dialer: Dialer, timeout: float = 2.0
         raise
     except Exception:
         return None
-    return _json_body(body) if status == 200 else None
+    return json_body(body) if status == 200 else None
 
 
 def api_version(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> str | None:

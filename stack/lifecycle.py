@@ -19,24 +19,20 @@ from ollama_stack.common.errors import (
 )
 from ollama_stack.compose.client import ContainerRun, ContainerState, PullPolicy
 
-from . import config, hostcheck
-from .config import SERVICE_NAMES
+from . import config
 from .events import Progress, emit
 from .health import ProbeResult, ollama_models, probe_all
-from .links import webui_reaches_ollama, with_links
-from .runtime import Runtime, env_safe_json
+from .hosts import hostcheck
+from .links import ask_links, with_links
+from .runtime import Runtime
+from .services import CATALOG
+from .services.core import env_safe_json
 
 POLL_SECONDS = 0.5
 
 
 def check_service_names(names: list[str] | tuple[str, ...]) -> list[str]:
-    unknown = [n for n in names if n not in SERVICE_NAMES]
-    if unknown:
-        raise ConfigError(
-            f"unknown service {', '.join(unknown)}",
-            f"valid services: {', '.join(SERVICE_NAMES)}",
-        )
-    return list(names)
+    return CATALOG.check_names(names)
 
 
 # -- start --------------------------------------------------------------------
@@ -52,15 +48,16 @@ class StartResult:
     seconds: float
 
 
-def prepare(rt: Runtime, progress: Progress | None = None) -> list[str]:
-    """Detect the platform, write the compose env file; return the docker services."""
+def prepare(rt: Runtime, progress: Progress | None = None) -> Runtime:
+    """Resolve the platform, then write the compose env file and the state it
+    was made from; the resolved Runtime is the one to act with."""
     secrets = config.read_secrets(rt.paths)
+    rt = rt.resolve()
     choice = rt.platform
     emit(progress, "step", f"platform {choice.name}: {choice.reason}")
     config.write_runtime_env(rt.paths, rt.compose_env(secrets))
     config.write_state(rt.paths, {"platform": choice.name, "platform_reason": choice.reason})
-    rt.refresh_compose()
-    return rt.settings.docker_services()
+    return rt
 
 
 def start(
@@ -71,7 +68,8 @@ def start(
     progress: Progress | None = None,
 ) -> StartResult:
     began = time.monotonic()
-    services = prepare(rt, progress)
+    rt = prepare(rt, progress)
+    services = rt.docker_services()
     refuse_foreign(rt)
     ours = rt.compose.ps()
     running = {c.service for c in ours if c.state == "running"}
@@ -80,7 +78,7 @@ def start(
         if all(r.ok for r in health.values()):
             return _result(rt, True, health, began)
     check_ports(rt, services, ours, progress)
-    exposed = rt.settings.exposure()
+    exposed = rt.settings.exposure(services)
     if exposed:
         emit(progress, "warn", exposed)
     emit(
@@ -125,7 +123,7 @@ def _result(
         platform=rt.platform.name,
         platform_reason=rt.platform.reason,
         health=health,
-        urls={name: config.redact_url(rt.url(name)) for name in SERVICE_NAMES},
+        urls={name: config.redact_url(rt.url(name)) for name in CATALOG.names()},
         seconds=round(time.monotonic() - began, 2),
     )
 
@@ -186,7 +184,7 @@ def check_ports(
         return
     our_ports = set().union(*(c.published_ports for c in ours if c.state == "running"))
     for service in services:
-        port = getattr(rt.settings.ports, service)
+        port = rt.settings.ports[service]
         if port in our_ports:
             continue
         taken = hostcheck.conflicts(rt.settings.bind, port, found)
@@ -220,7 +218,7 @@ def wait_healthy(
     no timeout is worth waiting out for a crash loop.
     """
     endpoints = rt.endpoints(services)
-    watched = {e.service for e in endpoints if rt.settings.service_type(e.service) == "docker"}
+    watched = {e.service for e in endpoints if rt.kind(e.service).in_compose}
     baseline = rt.compose.container_runs() if watched else {}
     exits: dict[str, int] = {}
     deadline = time.monotonic() + timeout
@@ -326,7 +324,7 @@ def _timeout(rt: Runtime, results: dict[str, ProbeResult], timeout: float) -> He
     parts = []
     for result in bad:
         logs = ""
-        if rt.settings.service_type(result.service) == "docker":
+        if rt.kind(result.service).in_compose:
             tail = rt.compose.last_log_lines(result.service, 3)
             logs = f"; last log: {' | '.join(tail)}" if tail else "; no log output"
         parts.append(f"{result.service} ({result.detail}{logs})")
@@ -398,52 +396,53 @@ def status(rt: Runtime) -> StatusReport:
     platform = config.read_state(rt.paths).get("platform")
     # Probe every endpoint while `compose ps` runs; results for containers
     # that turn out not to be running are dropped below (their port may be
-    # someone else's).
-    # Ask webui about Ollama at the same time too: its answer is used only if
-    # webui turns out to run and answer, and it costs a `compose exec`.
-    asks_link = rt.settings.service_type("webui") == "docker"
+    # someone else's). Links between containers are asked at the same time
+    # too: their answers count only where both ends run and answer.
     with ThreadPoolExecutor(max_workers=2) as pool:
         listing = pool.submit(rt.compose.ps)
-        link = pool.submit(webui_reaches_ollama, rt) if asks_link else None
+        links = pool.submit(ask_links, rt)
         probed = probe_all(rt.endpoints(), rt.target.dial, timeout=1.5)
         containers = {c.service: c for c in listing.result()}
-        if link and "webui" in containers and containers["webui"].state == "running":
-            probed = with_links(rt, probed, link.result())
+        running = {name for name, c in containers.items() if c.state == "running"}
+        probed = with_links(rt, probed, links.result(), running=running)
     health = {
         name: result
         for name, result in probed.items()
-        if rt.settings.service_type(name) != "docker"
-        or (name in containers and containers[name].state == "running")
+        if rt.kind(name).counts(result, containers.get(name))
     }
-    models = None
-    if "ollama" in health and health["ollama"].ok:
-        models = ollama_models(rt.endpoints(["ollama"])[0], rt.target.dial, timeout=1.5)
+    models = _model_counts(rt, health)
     report = StatusReport(rt.target.label, rt.settings.project, rt.paths.installed, platform)
-    for name in SERVICE_NAMES:
-        kind = rt.settings.service_type(name)
-        container = containers.get(name)
-        probe = health.get(name)
-        if kind != "docker":
-            state_text, image, uptime = "external", "", ""
-        elif container:
-            state_text, image, uptime = container.state, container.image, container.status
-        else:
-            state_text, image, uptime = "absent", getattr(rt.settings.images, name), ""
+    for spec in CATALOG:
+        kind = rt.kind(spec.name)
+        state_text, image, uptime = kind.status(rt, spec, containers.get(spec.name))
+        probe = health.get(spec.name)
+        counted = models.get(spec.name)
         report.services.append(
             ServiceStatus(
-                name=name,
-                type=kind,
+                name=spec.name,
+                type=kind.name,
                 state=state_text,
-                health=probe.health if probe else ("unknown" if kind == "docker" else "unhealthy"),
-                url=config.redact_url(rt.url(name)),
+                health=probe.health if probe else kind.unprobed_health,
+                url=config.redact_url(rt.url(spec.name)),
                 image=image,
                 uptime=uptime,
                 detail=probe.detail if probe else "",
-                models=models[0] if models and name == "ollama" else None,
-                loaded_models=models[1] if models and name == "ollama" else None,
+                models=counted[0] if counted else None,
+                loaded_models=counted[1] if counted else None,
             )
         )
     return report
+
+
+def _model_counts(rt: Runtime, health: dict[str, ProbeResult]) -> dict[str, tuple[int, int]]:
+    """Models available and in memory, for each healthy service that serves models."""
+    counts = {}
+    for spec in CATALOG:
+        if spec.serves_models and spec.name in health and health[spec.name].ok:
+            found = ollama_models(rt.endpoint(spec.name), rt.target.dial, timeout=1.5)
+            if found:
+                counts[spec.name] = found
+    return counts
 
 
 # -- logs / config ------------------------------------------------------------
@@ -459,32 +458,24 @@ def logs(
     timestamps: bool = False,
 ) -> Iterator[str]:
     """The containers' log lines; services not run in Docker are left to `log_places`."""
-    names = check_service_names(services) or list(SERVICE_NAMES)
-    ours = [n for n in names if rt.settings.service_type(n) == "docker"]
+    names = check_service_names(services) or CATALOG.names()
+    ours = [n for n in names if rt.kind(n).in_compose]
     if not ours:
         return iter(())
     refuse_foreign(rt)  # `compose logs` would show another home's containers as ours
     # All of them named: compose then also shows containers of services it no
     # longer lists (an orphan), as it always did.
-    wanted = [] if len(ours) == len(SERVICE_NAMES) else ours
+    wanted = [] if len(ours) == len(CATALOG.names()) else ours
     return rt.compose.logs(wanted, follow=follow, tail=tail, since=since, timestamps=timestamps)
 
 
 def log_places(rt: Runtime, services: list[str]) -> list[str]:
     """Where the logs of services we do not run are, one line each."""
     places = []
-    for name in check_service_names(services) or list(SERVICE_NAMES):
-        kind = rt.settings.service_type(name)
-        if kind == "docker":
-            continue
-        url = config.redact_url(rt.url(name))
-        where = (
-            "on the host that runs it (Linux: `journalctl -u ollama`; macOS: "
-            "~/.ollama/logs/server.log)"
-            if kind == "native-api" and name == "ollama"
-            else "on the host that runs it"
-        )
-        places.append(f"{name} is not run by this stack ({kind} at {url}): its logs are {where}")
+    for name in check_service_names(services) or CATALOG.names():
+        place = rt.kind(name).log_place(rt, CATALOG[name])
+        if place:
+            places.append(place)
     return places
 
 
@@ -507,17 +498,18 @@ def merged_config(rt: Runtime) -> str:
     never into the installation's files.
     """
     secrets = config.read_secrets(rt.paths)
-    rt.platform  # noqa: B018 (detects, and on Apple Silicon makes Ollama native)
+    rt = rt.resolve()  # on Apple Silicon, Ollama is native: not in the files at all
     with config.private_env_file(rt.compose_env(secrets)) as env_file:
-        text = rt.refresh_compose(env_file).config_yaml()
+        text = rt.compose.with_env_files([env_file]).config_yaml()
     for key, value in secrets.items():
         text = text.replace(value, "${" + key + "}")
     for value in _mcp_server_secrets(rt):
         text = text.replace(value, "<redacted>")
-    container_url = rt.ollama_url_for_containers()  # may carry a remote Ollama's login
-    text = text.replace(container_url, config.redact_url(container_url))
-    # Name the services: a native or remote Ollama must not be started in Docker too.
-    argv = rt.refresh_compose().compose_argv("up", "--detach", *rt.settings.docker_services())
+    for spec in CATALOG:  # a remote service's URL may carry a login
+        container_url = rt.container_url(spec.name)
+        text = text.replace(container_url, config.redact_url(container_url))
+    # Only the docker services' files are in it, so a plain `up` starts just those.
+    argv = rt.compose.compose_argv("up", "--detach")
     command = "docker " + shlex.join(argv[1:])
     return (
         "# run it without ollama-stack (`stack.start` writes the env file it names):\n"

@@ -3,18 +3,19 @@
 A probe from this machine proves that a service answers on its published
 port. It proves nothing about ``http://ollama:11434`` as Open WebUI resolves
 it on the stack's network, nor about a native Ollama that listens on the
-host's loopback only. So the webui → Ollama link is asked from inside the
-webui container, at the very URL Open WebUI was given.
+host's loopback only. So each link a service description declares
+(``depends_on``) is asked from inside that service's container, at the very
+URL it was given, and answered with the dependency's own health check.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 
 from .config import redact_url
 from .health import ProbeResult
 from .runtime import Runtime
+from .services import CATALOG
 
 TIMEOUT_SECONDS = 5
 # Open WebUI's image ships curl (its HEALTHCHECK uses it); python3 is the fallback.
@@ -25,6 +26,8 @@ _PYTHON_GET = (
 )
 _NOT_FOUND = ("executable file not found", "no such file or directory", "not found in $path")
 
+LinkKey = tuple[str, str]  # (service, the service it calls)
+
 
 @dataclass(frozen=True)
 class Link:
@@ -33,56 +36,86 @@ class Link:
     detail: str
 
 
-def webui_reaches_ollama(rt: Runtime) -> Link:
-    url = rt.ollama_url_for_containers()
-    target = f"{url}/api/version"
+def declared_links(rt: Runtime) -> list[LinkKey]:
+    """Links that can be asked: from a container of ours to what it depends on."""
+    return [
+        (spec.name, dependency)
+        for spec in CATALOG
+        if rt.kind(spec.name).in_compose
+        for dependency in spec.depends_on
+    ]
+
+
+def reaches(rt: Runtime, service: str, dependency: str) -> Link:
+    """Ask from inside ``service``'s container whether ``dependency`` answers."""
+    caller, callee = CATALOG[service], CATALOG[dependency]
+    url = rt.container_url(dependency)
+    target = f"{url}{callee.probe.path}"
     attempts = (
         ["curl", "-sS", "-f", "-m", str(TIMEOUT_SECONDS), target],
         ["python3", "-c", _PYTHON_GET, target],
     )
     for argv in attempts:
-        code, output = rt.compose.exec_in("webui", argv)
+        code, output = rt.compose.exec_in(service, argv)
         if code in (126, 127) or any(s in output.lower() for s in _NOT_FOUND):
             continue  # this image lacks the tool; try the next
-        if code == 0 and _is_version(output):
-            return Link(True, url, "Open WebUI reaches Ollama")
+        if code == 0 and callee.probe.check(200, output.encode()) is None:
+            return Link(True, url, f"{caller.title} reaches {callee.title}")
         if code == 0:
-            return Link(False, url, f"it answers, but not as Ollama: {output.strip()[:80]!r}")
+            return Link(
+                False, url, f"it answers, but not as {callee.title}: {output.strip()[:80]!r}"
+            )
         reason = output.strip().splitlines()[-1] if output.strip() else f"exit code {code}"
         return Link(False, url, reason)
-    return Link(None, url, "cannot check from inside: the webui image has neither curl nor python3")
+    return Link(
+        None, url, f"cannot check from inside: the {service} image has neither curl nor python3"
+    )
 
 
-def _is_version(body: str) -> bool:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and "version" in data
+def ask_links(rt: Runtime) -> dict[LinkKey, Link]:
+    """Every declared link, asked ahead (status asks while it probes)."""
+    return {key: reaches(rt, *key) for key in declared_links(rt)}
 
 
 def with_links(
-    rt: Runtime, results: dict[str, ProbeResult], link: Link | None = None
+    rt: Runtime,
+    results: dict[str, ProbeResult],
+    asked: dict[LinkKey, Link] | None = None,
+    running: set[str] | None = None,
 ) -> dict[str, ProbeResult]:
-    """Health as users see it: Open WebUI is not healthy while it cannot reach Ollama.
+    """Health as users see it: a service is not healthy while it cannot reach
+    what it depends on.
 
-    Asked only where Ollama was probed too, and answers.
+    Asked only where both ends were probed and answer (and, when ``running``
+    is given, where the caller's container runs).
     """
-    webui, ollama = results.get("webui"), results.get("ollama")
-    if webui is None or not webui.ok or rt.settings.service_type("webui") != "docker":
-        return results
-    if ollama is None or not ollama.ok:
-        # Not asked about Ollama here (an update waiting on webui alone must not
-        # fail on an Ollama it did not touch), or Ollama is down: that is the
-        # failure to report, and the link's is its echo.
-        return results
-    link = link or webui_reaches_ollama(rt)  # asked ahead, in parallel, by `status`
-    if link.ok is not False:
-        return results
+    for service, dependency in declared_links(rt):
+        mine, theirs = results.get(service), results.get(dependency)
+        if mine is None or not mine.ok or (running is not None and service not in running):
+            continue
+        if theirs is None or not theirs.ok:
+            # Not asked about the dependency here (an update waiting on one
+            # service must not fail on one it did not touch), or it is down:
+            # that is the failure to report, and the link's is its echo.
+            continue
+        link = (asked or {}).get((service, dependency)) or reaches(rt, service, dependency)
+        if link.ok is not False:
+            continue
+        results = results | {
+            service: replace(mine, health="reachable", detail=_why(link, dependency))
+        }
+    return results
+
+
+def _why(link: Link, dependency: str) -> str:
+    callee = CATALOG[dependency]
     url = redact_url(link.url)
     detail = (
-        f"cannot reach Ollama at {url} from its container: {link.detail.replace(link.url, url)}"
+        f"cannot reach {callee.title} at {url} from its container: "
+        f"{link.detail.replace(link.url, url)}"
     )
-    if "host.docker.internal" in link.url:
-        detail += "; a native Ollama must listen beyond loopback (OLLAMA_HOST=0.0.0.0, firewalled)"
-    return results | {"webui": replace(webui, health="reachable", detail=detail)}
+    if "host.docker.internal" in link.url and callee.native:
+        detail += (
+            f"; a native {callee.title} must listen beyond loopback ({callee.native.listen_hint})"
+        )
+    return detail

@@ -1,44 +1,57 @@
-"""One installation on one target, wired together: settings, files, compose.
+"""One installation on one target: settings, platform, files and compose, resolved.
 
-Built once per task invocation by the task layer; the library functions take
-it instead of reaching for globals.
+``Runtime.open`` reads the files (config, secrets, state) and runs nothing:
+what the last start decided (the platform) holds for status, logs, health and
+uninstall. ``resolve()`` is the one step that asks the host and the engine
+(platform, CPUs, a native service's answer) and returns a new, complete
+Runtime; `stack.start`, `stack.config` and updates call it once. A Runtime
+never changes after it is made.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from ollama_stack.compose.client import ComposeProject, compose_file
 
-from . import config, hostcheck
-from .config import SERVICE_NAMES, InstallPaths, Settings
+from . import config
+from .config import InstallPaths, Settings
 from .health import Endpoint, endpoint_for, probe
-from .platform import PlatformChoice, detect
-from .target import Target
+from .hosts import hostcheck
+from .hosts.platform import PlatformChoice, detect
+from .hosts.target import Target
+from .services import CATALOG, ServiceSpec
+from .services.kinds import ServiceKind, kind_of, natively_run
+from .services.spec import EnvContext
 
-CONTAINER_PORTS = {"ollama": 11434, "webui": 8080, "mcp_proxy": 8000}
-IMAGE_ENV = {"ollama": "OLLAMA_IMAGE", "webui": "WEBUI_IMAGE", "mcp_proxy": "MCPO_IMAGE"}
-PORT_ENV = {"ollama": "OLLAMA_PORT", "webui": "WEBUI_PORT", "mcp_proxy": "MCPO_PORT"}
-CPU_ENV = {"ollama": "OLLAMA_CPUS", "webui": "WEBUI_CPUS", "mcp_proxy": "MCPO_CPUS"}
-NATIVE_OLLAMA_URL = "http://127.0.0.1:11434"
-MCPO_STACK_TOOLS = "/app/ollama-stack/stack_tools.py"  # compose/files/base.yml puts it there
+NOT_DETECTED = "not detected yet"
+UNDETECTED = PlatformChoice("auto", NOT_DETECTED)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
     target: Target
     paths: InstallPaths
-    settings: Settings
+    configured: Settings  # as the layers say, before the platform has its say
     platform_override: str | None = None
-    _platform: PlatformChoice | None = field(default=None, init=False, repr=False)
+    # What `open` read from the last start, or what `resolve` found.
+    platform: PlatformChoice = UNDETECTED
+    facts: hostcheck.HostFacts | None = None  # set by resolve()
+    compose: ComposeProject = field(default=None)  # type: ignore[assignment]
+    # In effect: a service the platform runs natively is native-api here.
+    settings: Settings = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = natively_run(self.configured, self.platform.name)
+        object.__setattr__(self, "settings", settings)
+        if self.compose is None:
+            object.__setattr__(self, "compose", self._new_compose())
 
     @classmethod
     def open(
@@ -48,85 +61,96 @@ class Runtime:
         flags: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] = os.environ,
     ) -> Runtime:
+        """Settings and the recorded platform, from files only."""
         flags = dict(flags or {})
         platform_override = flags.pop("platform", None)
         if platform_override is not None:
             config.validate([("--platform", {"platform": platform_override})])
         paths = InstallPaths.for_target(remote, environ)
         settings = config.load_settings(paths, invoke_layer, flags, environ)
-        rt = cls(Target(remote), paths, settings, platform_override)
+        state = config.read_state(paths)
+        platform = PlatformChoice(settings.platform, NOT_DETECTED)
         # What the last start decided (e.g. apple: Ollama is native) holds for
         # status, health, update and uninstall too, until the next start.
-        last = config.read_state(paths).get("platform")
-        if last and not platform_override:
-            rt.settings = rt.settings_for(last)
-        return rt
+        if state.get("platform") and not platform_override:
+            platform = PlatformChoice(state["platform"], state.get("platform_reason", ""))
+        return cls(Target(remote), paths, settings, platform_override, platform)
 
-    # -- platform and effective services -----------------------------------
-
-    @cached_property
-    def facts(self) -> hostcheck.HostFacts:
-        return hostcheck.host_facts(self.target.shell())
+    # -- resolve: the one step that asks the host and the engine ---------------
 
     @property
-    def platform(self) -> PlatformChoice:
-        if self._platform is None:
-            engine = None
-            if (self.platform_override or self.settings.platform) == "auto":
-                engine = self.compose.engine_info()
-            choice = detect(
-                self.settings, self.target.shell(), engine, self.facts, self.platform_override
-            )
-            if choice.name == "apple" and not self._native_ollama_answers():
-                choice = PlatformChoice(
+    def resolved(self) -> bool:
+        return self.facts is not None
+
+    def resolve(self) -> Runtime:
+        """Detect the platform and the host's CPUs; a new Runtime that knows them."""
+        if self.resolved:
+            return self
+        facts = hostcheck.host_facts(self.target.shell())
+        choice = self._detect_platform(facts)
+        return self._with(platform=choice, facts=facts)
+
+    def _detect_platform(self, facts: hostcheck.HostFacts) -> PlatformChoice:
+        engine = None
+        if (self.platform_override or self.configured.platform) == "auto":
+            engine = self.compose.engine_info()
+        choice = detect(self.configured, self.target.shell(), engine, facts, self.platform_override)
+        for spec in CATALOG:
+            native = spec.native
+            if not native or choice.name not in native.native_on:
+                continue
+            if not kind_of(self.configured, spec.name).in_compose:
+                continue  # configured as native or remote already: not ours to probe
+            if not probe(endpoint_for(spec.name, native.url), self.target.dial, timeout=1.0).ok:
+                return PlatformChoice(
                     "cpu",
-                    "Apple Silicon, but no native Ollama answers on :11434 "
-                    "(install Ollama.app for Metal); running Ollama in Docker on CPU",
+                    f"{facts.system}/{facts.machine} could run {spec.title} natively, but none "
+                    f"answers on {native.url} (install it for the GPU); running it in Docker "
+                    "on CPU",
                 )
-            self._platform = choice
-            self.settings = self.settings_for(choice.name)
-        return self._platform
+        return choice
 
-    def _native_ollama_answers(self) -> bool:
-        endpoint = endpoint_for("ollama", NATIVE_OLLAMA_URL)
-        return probe(endpoint, self.target.dial, timeout=1.0).ok
+    def _with(self, **changes: Any) -> Runtime:
+        """A copy with other values; the compose project follows the new files."""
+        made = dataclasses.replace(self, compose=self.compose, **changes)
+        compose = self.compose.with_files(made.compose_files())
+        object.__setattr__(made, "compose", compose)
+        return made
 
-    def settings_for(self, platform: str) -> Settings:
-        """On Apple Silicon Ollama is a native-api service unless configured otherwise."""
-        if platform != "apple" or self.settings.service_type("ollama") != "docker":
-            return self.settings
-        services = dict(self.settings.services)
-        services["ollama"] = services["ollama"].model_copy(
-            update={"type": "native-api", "url": NATIVE_OLLAMA_URL}
-        )
-        return self.settings.model_copy(update={"services": services})
+    # -- the services ---------------------------------------------------------
 
-    def compose_files(self) -> list:
+    def kind(self, name: str) -> ServiceKind:
+        return kind_of(self.settings, name)
+
+    def docker_services(self) -> list[str]:
+        return [spec.name for spec in CATALOG if self.kind(spec.name).in_compose]
+
+    def compose_files(self) -> list[Path]:
+        """base.yml, then each docker service's fragment and its platform's additions."""
         files = [compose_file("base.yml")]
-        name = self._platform.name if self._platform else self.settings.platform
-        if name in ("nvidia", "apple"):
-            files.append(compose_file(f"{name}.yml"))
+        for spec in CATALOG:
+            if self.kind(spec.name).in_compose:
+                files.append(spec.fragment)
+                extra = spec.platform_fragments.get(self.platform.name)
+                if extra:
+                    files.append(extra)
         return files
 
-    @cached_property
-    def compose(self) -> ComposeProject:
+    def _new_compose(self) -> ComposeProject:
         return ComposeProject(
             project=self.settings.project,
-            files=[compose_file("base.yml")],
-            env_files=[self.paths.runtime_env_file] if self.paths.runtime_env_file.exists() else [],
+            files=tuple(self.compose_files()),
+            env_files=(self.paths.runtime_env_file,),
             docker_host=self.target.docker_host,
             target_label=self.target.label,
-            images=self.settings.images.model_dump(),
+            images=dict(self.settings.images),
             installation=config.installation_id(self.paths),
         )
 
-    def refresh_compose(self, env_file: Path | None = None) -> ComposeProject:
-        """Point the compose project at the platform's files and an env file
-        (the installation's own unless another is given)."""
-        self.compose.files = self.compose_files()
-        self.compose.env_files = [env_file or self.paths.runtime_env_file]
-        self.compose._client = None
-        return self.compose
+    @cached_property
+    def secrets(self) -> dict[str, str]:
+        """The installation's secrets as far as they can be read (for probes)."""
+        return config.read_secrets_lenient(self.paths)
 
     # -- urls and endpoints ---------------------------------------------------
 
@@ -137,85 +161,53 @@ class Runtime:
         return f"[{bind}]" if ":" in bind else bind
 
     def url(self, service: str) -> str:
-        svc = self.settings.services[service]  # type: ignore[index]
-        if svc.type != "docker":
-            return str(svc.url).rstrip("/")
-        port = getattr(self.settings.ports, service)
-        return f"http://{self.probe_host()}:{port}"
+        return self.kind(service).url(self, CATALOG[service])
+
+    def container_url(self, service: str) -> str:
+        """How the stack's containers reach a service."""
+        return self.kind(service).container_url(self, CATALOG[service])
+
+    def endpoint(self, service: str, with_headers: bool = True) -> Endpoint:
+        spec = CATALOG[service]
+        headers = self.kind(service).probe_headers(self, spec) if with_headers else {}
+        return endpoint_for(service, self.url(service), headers)
 
     def endpoints(self, services: list[str] | None = None) -> list[Endpoint]:
-        return [
-            endpoint_for(name, self.url(name), self.probe_headers(name))
-            for name in services or SERVICE_NAMES
-        ]
+        return [self.endpoint(name) for name in services or CATALOG.names()]
 
-    def probe_headers(self, service: str) -> dict[str, str]:
-        """Our proxy runs with --strict-auth: even its OpenAPI document needs the key.
-
-        Only ours: a remote-api proxy is someone else's, and our key is not theirs.
-        """
-        ours = service == "mcp_proxy" and self.settings.service_type(service) == "docker"
-        key = self._secrets.get("MCPO_API_KEY") if ours else None
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
-    @cached_property
-    def _secrets(self) -> dict[str, str]:
-        return config.read_secrets_lenient(self.paths)
-
-    def ollama_url_for_containers(self) -> str:
-        svc = self.settings.services["ollama"]
-        if svc.container_url:
-            return svc.container_url
-        if svc.type == "docker":
-            return "http://ollama:11434"
-        parts = urlsplit(str(svc.url))
-        if parts.hostname in ("localhost", "127.0.0.1", "::1"):
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            netloc = f"host.docker.internal:{port}"
-            return urlunsplit(parts._replace(netloc=netloc)).rstrip("/")
-        return str(svc.url).rstrip("/")
+    # -- the compose environment ---------------------------------------------
 
     def compose_env(self, secrets: Mapping[str, str]) -> dict[str, str]:
+        """Every value the compose files interpolate. Needs resolve() (CPUs)."""
+        if self.facts is None:
+            raise RuntimeError("compose_env needs a resolved Runtime (call resolve() first)")
         env = {
             "OLLAMA_STACK_PROJECT": self.settings.project,
             "OLLAMA_STACK_BIND": self.settings.bind,
-            "OLLAMA_BASE_URL": self.ollama_url_for_containers(),
+            "OLLAMA_STACK_INSTALLATION": config.installation_id(self.paths),
         }
-        host_cpus = self.facts.cpus
-        for name in SERVICE_NAMES:
-            env[IMAGE_ENV[name]] = getattr(self.settings.images, name)
-            env[PORT_ENV[name]] = str(getattr(self.settings.ports, name))
-            wanted = self.settings.limits.get(name)  # type: ignore[call-overload]
-            cpus = min(wanted.cpus, host_cpus) if wanted and wanted.cpus else host_cpus
-            env[CPU_ENV[name]] = f"{cpus:g}"
+        container_urls = {spec.name: self.container_url(spec.name) for spec in CATALOG}
+        for spec in CATALOG:
+            env.update(self._service_env(spec, container_urls[spec.name]))
         env.update({k: secrets[k] for k in config.SECRET_KEYS})
-        env["OLLAMA_STACK_INSTALLATION"] = config.installation_id(self.paths)
-        env["WEBUI_ENABLE_OPENAI_API"] = str(self.settings.webui.openai_api).lower()
-        env["WEBUI_OFFLINE_MODE"] = str(self.settings.webui.offline).lower()
-        mcpo_config = self.mcpo_config_json()
-        env["MCPO_CONFIG"] = mcpo_config
-        # The launcher and tools are inline in the compose file: a new release of
-        # them must reach a running proxy too.
-        base = compose_file("base.yml").read_text()
-        fingerprint = f"{mcpo_config}\n{secrets['MCPO_API_KEY']}\n{base}".encode()
-        env["MCPO_CONFIG_HASH"] = hashlib.sha256(fingerprint).hexdigest()[:16]
+        for spec in CATALOG:
+            if spec.env:
+                context = EnvContext(
+                    self.settings, secrets, container_urls, spec.fragment.read_text()
+                )
+                env.update(spec.env(context))
         return env
 
-    def mcpo_config_json(self) -> str:
-        """mcpo's --config: the built-in `stack` tools first, then the user's servers.
-
-        It travels through the compose env file (see env_safe_json).
-        """
-        servers: dict[str, dict] = {
-            config.BUILTIN_MCP_SERVER: {"command": "python3", "args": [MCPO_STACK_TOOLS]}
+    def _service_env(self, spec: ServiceSpec, container_url: str) -> dict[str, str]:
+        assert self.facts is not None
+        wanted = self.settings.limits.get(spec.name)
+        host_cpus = self.facts.cpus
+        cpus = min(wanted.cpus, host_cpus) if wanted and wanted.cpus else host_cpus
+        env = {
+            f"{spec.env_prefix}_IMAGE": self.settings.images[spec.name],
+            f"{spec.env_prefix}_PORT": str(self.settings.ports[spec.name]),
+            f"{spec.env_prefix}_CPUS": f"{cpus:g}",
         }
-        for name, server in self.settings.mcp_servers.items():
-            servers[name] = server.model_dump(exclude_defaults=True)  # `type` has no default
-        return env_safe_json({"mcpServers": servers})
-
-
-def env_safe_json(value: Any) -> str:
-    """Compact ASCII JSON with ' and $ escaped, so it is a literal single-quoted
-    value in a compose env file (no quote to end it, nothing to interpolate)."""
-    text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
-    return text.replace("'", "\\u0027").replace("$", "\\u0024")
+        if spec.url_env:
+            env[spec.url_env] = container_url
+        return env

@@ -31,6 +31,7 @@ from ollama_stack.compose.client import STANDINS_DIR
 
 from .events import Progress, emit
 from .runtime import Runtime
+from .services import CATALOG
 
 REPOSITORY = "ollama-stack-standin"
 BASE_IMAGE = "ollama-stack-base/debian-python:bookworm"
@@ -74,10 +75,10 @@ def build(
     progress: Progress | None = None,
     mirror: str = DEFAULT_MIRROR,
 ) -> dict[str, str]:
-    """Build the three images on the target's engine; return service → image."""
-    from .registry import parse_reference
+    """Build the stand-in image of every service that has one; return service → image."""
+    from .update.registry import parse_reference
 
-    parse_reference(image_name("ollama", version))  # a tag Docker takes, before any work
+    parse_reference(image_name("standin", version))  # a tag Docker takes, before any work
     if not mirror.startswith(("http://", "https://")):
         raise ConfigError(
             f"--mirror {mirror!r} is not an http(s) URL", "e.g. http://deb.debian.org/debian"
@@ -86,14 +87,18 @@ def build(
     busybox = find_static_busybox()
     ensure_base(rt, mirror, progress)
     mcpo_layer = ensure_mcpo_layer(rt, arch, progress)
-    builders: dict[str, tuple[str, Callable[[Path], None]]] = {
-        "ollama": ("ollama", lambda ctx: None),
-        "webui": ("webui", lambda ctx: shutil.copy2(busybox, ctx / "busybox")),
-        "mcp_proxy": ("mcpo", lambda ctx: _stamp_dockerfile(ctx, mcpo_layer)),
+    # What each stand-in directory needs besides its own files.
+    extras: dict[str, Callable[[Path], None]] = {
+        "webui": lambda ctx: shutil.copy2(busybox, ctx / "busybox"),
+        "mcpo": lambda ctx: _stamp_dockerfile(ctx, mcpo_layer),
     }
     images = {}
     with tempfile.TemporaryDirectory(prefix="ollama-stack-standin-") as tmp:
-        for service, (directory, prepare) in builders.items():
+        for spec in CATALOG:
+            if not spec.standin:
+                continue
+            service, directory = spec.name, spec.standin
+            prepare = extras.get(directory, lambda ctx: None)
             context = Path(tmp) / service
             shutil.copytree(STANDINS_DIR / directory, context)
             prepare(context)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from . import config
-from .config import SERVICE_NAMES
 from .events import Progress, emit
 from .runtime import Runtime
-from .update import rollback_repository
+from .services import CATALOG
+from .update.engine import rollback_repository
 
 
 @dataclass
@@ -57,12 +57,7 @@ def plan(rt: Runtime, *, remove_volumes: bool, remove_images: bool, remove_confi
 
 def _images(rt: Runtime) -> list[str]:
     """Images pulled or built for this installation, and its rollback tags."""
-    wanted = [
-        getattr(rt.settings.images, name)
-        for name in SERVICE_NAMES
-        if rt.settings.service_type(name) == "docker"
-    ]
-    present = [image for image in wanted if rt.compose.image_exists(image)]
+    present = [image for spec in CATALOG for image in rt.kind(spec.name).images(rt, spec)]
     rollback = rt.compose.images_matching(f"{rollback_repository(rt.settings.project)}/*")
     return sorted(set(present) | set(rollback))
 

@@ -49,7 +49,7 @@ def install(
         out.info(f"  new secrets: {', '.join(result.secrets_created)} (mode 0600)")
     if result.secrets_kept:
         out.info(f"  kept secrets: {', '.join(result.secrets_kept)}")
-    exposed = rt.settings.exposure()
+    exposed = rt.settings.exposure(rt.docker_services())
     if exposed:
         out.note(f"warning: {exposed}")
     remote = current_remote()

@@ -17,7 +17,7 @@ FILTER_HELP = {
 
 
 def _selection(c: Context, services: str, docker_only: bool, native_only: bool, remote_only: bool):
-    from ollama_stack.stack import update
+    from ollama_stack.stack.update import engine as update
 
     rt = runtime(c)
     chosen = update.select(
@@ -41,7 +41,7 @@ def check(
     json: bool = False,
 ) -> None:
     """Show what each service runs and whether a newer version exists."""
-    from ollama_stack.stack import update
+    from ollama_stack.stack.update import engine as update
 
     rt, chosen = _selection(c, services, docker_only, native_only, remote_only)
     checks = update.check(rt, chosen)
@@ -77,7 +77,7 @@ def apply(
     json: bool = False,
 ) -> None:
     """Update, wait for health, and roll back automatically if it does not come."""
-    from ollama_stack.stack import update
+    from ollama_stack.stack.update import engine as update
 
     rt, chosen = _selection(c, services, docker_only, native_only, remote_only)
     out = display(json_mode=json)
@@ -101,7 +101,7 @@ def apply(
 @guarded
 def rollback(c: Context, timeout: float = UPDATE_TIMEOUT) -> None:
     """Put back the images the last update replaced."""
-    from ollama_stack.stack import update
+    from ollama_stack.stack.update import engine as update
 
     out = display()
     entry = update.rollback(runtime(c), timeout or None, out.progress)

@@ -16,7 +16,7 @@ import invoke
 import pytest
 
 from ollama_stack.stack.health import endpoint_for, get_json
-from ollama_stack.stack.native import update_native
+from ollama_stack.stack.services.ollama_native import update_native
 
 from .conftest import standin as _standin
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ollama_stack.stack.registry import (
+from ollama_stack.stack.update.registry import (
     ImageNotInRegistry,
     RegistryUnreachable,
     local_repo_digest,

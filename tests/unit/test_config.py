@@ -13,6 +13,7 @@ import yaml
 from ollama_stack.common.errors import AlreadyInstalled, ConfigError, ExitCode, NotInstalled
 from ollama_stack.stack import config
 from ollama_stack.stack.config import InstallPaths, Settings, load_settings
+from ollama_stack.stack.services import CATALOG
 
 
 def mode(path: Path) -> int:
@@ -40,20 +41,19 @@ def test_defaults_when_no_layer_sets_anything(local_paths):
     assert settings.project == "ollama-stack"
     assert settings.bind == "127.0.0.1"
     assert settings.platform == "auto"
-    assert (settings.ports.ollama, settings.ports.webui, settings.ports.mcp_proxy) == (
+    assert (settings.ports["ollama"], settings.ports["webui"], settings.ports["mcp_proxy"]) == (
         11434,
         8080,
         8200,
     )
-    assert settings.images.ollama == "ollama/ollama:latest"
-    assert settings.images.webui == "ghcr.io/open-webui/open-webui:main"
-    assert settings.images.mcp_proxy == "ghcr.io/open-webui/mcpo:main"
+    assert settings.images["ollama"] == "ollama/ollama:latest"
+    assert settings.images["webui"] == "ghcr.io/open-webui/open-webui:main"
+    assert settings.images["mcp_proxy"] == "ghcr.io/open-webui/mcpo:main"
     assert {n: s.type for n, s in settings.services.items()} == dict.fromkeys(
-        config.SERVICE_NAMES, "docker"
+        CATALOG.names(), "docker"
     )
     assert settings.limits == {}
     assert settings.start_timeout == 300.0
-    assert settings.docker_services() == ["ollama", "webui", "mcp_proxy"]
 
 
 def test_stack_home_comes_from_the_environment(stack_home):
@@ -120,18 +120,18 @@ def test_each_layer_overrides_the_one_below(local_paths):
     write_config(local_paths, "project: from-file\nports:\n  webui: 2001\n")
     settings = load_settings(local_paths, invoke_layer, environ={})
     assert settings.project == "from-file"
-    assert settings.ports.webui == 2001
-    assert settings.ports.ollama == 1002  # nested keys merge, they do not replace
+    assert settings.ports["webui"] == 2001
+    assert settings.ports["ollama"] == 1002  # nested keys merge, they do not replace
 
     environ = {"OLLAMA_STACK_PROJECT": "from-env", "OLLAMA_STACK_PORTS_WEBUI": "3001"}
     settings = load_settings(local_paths, invoke_layer, environ=environ)
     assert settings.project == "from-env"
-    assert settings.ports.webui == 3001
-    assert settings.ports.ollama == 1002
+    assert settings.ports["webui"] == 3001
+    assert settings.ports["ollama"] == 1002
 
     settings = load_settings(local_paths, invoke_layer, {"project": "from-flag"}, environ)
     assert settings.project == "from-flag"
-    assert settings.ports.webui == 3001
+    assert settings.ports["webui"] == 3001
 
 
 def test_flags_left_at_none_do_not_override(local_paths):
@@ -161,10 +161,20 @@ def limit_cpus(service: str):
         ("OLLAMA_STACK_PROJECT", "lab", lambda s: s.project, "lab"),
         ("OLLAMA_STACK_BIND", "0.0.0.0", lambda s: s.bind, "0.0.0.0"),
         ("OLLAMA_STACK_PLATFORM", "nvidia", lambda s: s.platform, "nvidia"),
-        ("OLLAMA_STACK_IMAGES_OLLAMA", "reg/ollama:1", lambda s: s.images.ollama, "reg/ollama:1"),
-        ("OLLAMA_STACK_IMAGES_MCP_PROXY", "reg/mcpo:2", lambda s: s.images.mcp_proxy, "reg/mcpo:2"),
-        ("OLLAMA_STACK_PORTS_WEBUI", "9090", lambda s: s.ports.webui, 9090),
-        ("OLLAMA_STACK_PORTS_MCP_PROXY", "9300", lambda s: s.ports.mcp_proxy, 9300),
+        (
+            "OLLAMA_STACK_IMAGES_OLLAMA",
+            "reg/ollama:1",
+            lambda s: s.images["ollama"],
+            "reg/ollama:1",
+        ),
+        (
+            "OLLAMA_STACK_IMAGES_MCP_PROXY",
+            "reg/mcpo:2",
+            lambda s: s.images["mcp_proxy"],
+            "reg/mcpo:2",
+        ),
+        ("OLLAMA_STACK_PORTS_WEBUI", "9090", lambda s: s.ports["webui"], 9090),
+        ("OLLAMA_STACK_PORTS_MCP_PROXY", "9300", lambda s: s.ports["mcp_proxy"], 9300),
         ("OLLAMA_STACK_LIMITS_OLLAMA_CPUS", "1.5", limit_cpus("ollama"), 1.5),
         ("OLLAMA_STACK_LIMITS_MCP_PROXY_CPUS", "2", limit_cpus("mcp_proxy"), 2.0),
         ("OLLAMA_STACK_START_TIMEOUT", "42", lambda s: s.start_timeout, 42.0),
@@ -188,7 +198,7 @@ def test_environment_sets_a_service_type_and_url(local_paths):
     assert settings.services["ollama"].url == "http://127.0.0.1:11434"
     assert settings.services["mcp_proxy"].type == "remote-api"
     assert settings.services["webui"].type == "docker"
-    assert settings.docker_services() == ["webui"]
+    assert [n for n, s in settings.services.items() if s.type == "docker"] == ["webui"]
 
 
 def test_env_layer_builds_nested_keys_and_ignores_unknown_names():
@@ -459,7 +469,7 @@ def test_read_secrets_ignores_comments_and_keeps_equals_in_values(local_paths):
 def test_update_user_config_creates_the_file(local_paths):
     path = config.update_user_config(local_paths, {"images": {"ollama": "standin/ollama:t"}})
     assert path == local_paths.config_file
-    assert load_settings(local_paths, environ={}).images.ollama == "standin/ollama:t"
+    assert load_settings(local_paths, environ={}).images["ollama"] == "standin/ollama:t"
 
 
 def test_update_user_config_merges_with_what_is_there(local_paths):
@@ -634,7 +644,7 @@ def test_values_docker_would_misread_are_refused(layer, says):
     ],
 )
 def test_good_image_references_pass(image):
-    assert config.validate([("f", {"images": {"webui": image}})]).images.webui == image
+    assert config.validate([("f", {"images": {"webui": image}})]).images["webui"] == image
 
 
 def test_a_key_given_twice_is_refused(tmp_path):

@@ -13,8 +13,8 @@ from python_on_whales.exceptions import DockerException
 from ollama_stack.common.errors import ConfigError
 from ollama_stack.compose.client import ContainerRun, EngineInfo
 from ollama_stack.stack import config, doctor
+from ollama_stack.stack.hosts.target import Target
 from ollama_stack.stack.runtime import Runtime
-from ollama_stack.stack.target import Target
 
 from .helpers import FakeShell, linux_shell
 

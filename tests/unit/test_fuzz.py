@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from ollama_stack.common.errors import ConfigError
 from ollama_stack.stack import config
-from ollama_stack.stack.target import check_host_spec
+from ollama_stack.stack.hosts.target import check_host_spec
 from ollama_stack.tasks._base import refuse_bad_flags, seconds
 
 FUZZ = settings(

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from ollama_stack.stack import health
 from ollama_stack.stack.health import Endpoint, endpoint_for, probe, probe_all
+from ollama_stack.stack.services import core
 
 from .helpers import Route, dial, json_route, mcpo_routes, ollama_routes, webui_routes
 
@@ -262,11 +262,11 @@ def test_endpoint_for_each_service():
 
 
 def test_checks_directly():
-    assert health.check_ollama(200, b'{"version": "1"}') is None
-    assert health.check_ollama(200, b"not json") is not None
-    assert health.check_webui(200, b'{"status": true}') is None
-    assert health.check_openapi(200, b'{"openapi": "3.0.0"}') is None
-    assert health.check_openapi(201, b'{"openapi": "3.0.0"}') is not None
+    assert core.check_ollama(200, b'{"version": "1"}') is None
+    assert core.check_ollama(200, b"not json") is not None
+    assert core.check_webui(200, b'{"status": true}') is None
+    assert core.check_openapi(200, b'{"openapi": "3.0.0"}') is None
+    assert core.check_openapi(201, b'{"openapi": "3.0.0"}') is not None
 
 
 # -- probe_all -------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import socket
 import invoke
 import pytest
 
-from ollama_stack.stack import hostcheck
-from ollama_stack.stack.hostcheck import Listener, conflicts, parse_ss
+from ollama_stack.stack.hosts import hostcheck
+from ollama_stack.stack.hosts.hostcheck import Listener, conflicts, parse_ss
 
 from .helpers import FakeShell
 

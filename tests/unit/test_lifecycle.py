@@ -23,8 +23,8 @@ from ollama_stack.compose.client import ContainerRun, parse_ps_output
 from ollama_stack.stack import config, lifecycle
 from ollama_stack.stack.config import InstallPaths, Settings
 from ollama_stack.stack.events import Event
+from ollama_stack.stack.hosts.target import Target
 from ollama_stack.stack.runtime import Runtime
-from ollama_stack.stack.target import Target
 
 from .helpers import (
     FakeShell,
@@ -455,7 +455,7 @@ def test_status_trusts_probes_of_running_containers_only(local_paths, services, 
     assert (rows["ollama"].state, rows["ollama"].health) == ("running", "healthy")
     assert (rows["webui"].state, rows["webui"].health) == ("exited", "unknown")
     assert (rows["mcp_proxy"].state, rows["mcp_proxy"].health) == ("absent", "unknown")
-    assert rows["mcp_proxy"].image == Settings().images.mcp_proxy
+    assert rows["mcp_proxy"].image == Settings().images["mcp_proxy"]
     # something healthy answers on webui's port, but it is not our container
     assert rows["webui"].detail == ""
     document = report.to_json()
@@ -480,7 +480,7 @@ def test_merged_config_hides_the_secrets(local_paths, services, pow_calls, fake_
     assert "MCPO: ${MCPO_API_KEY}" in text
     first = text.splitlines()[1]
     assert first.startswith("#   docker compose --file ")
-    assert first.endswith("--project-name ollama-stack up --detach ollama webui mcp_proxy")
+    assert first.endswith("--project-name ollama-stack up --detach")
     assert str(fake_docker) not in first
     # read-only: compose got the values from a private temporary file, now gone
     config_argv = next(argv for argv, _ in pow_calls.calls if "config" in argv)
@@ -499,7 +499,8 @@ def test_merged_config_hides_the_mcp_servers_tokens(local_paths, services, pow_c
     }
     rt = make_runtime(local_paths, ports_of(services), mcp_servers=servers)
     # compose prints the config content as it was given: what the env file holds
-    pow_calls.on_run = lambda argv: f"configs:\n  c:\n    content: '{rt.mcpo_config_json()}'\n"
+    config_json = rt.resolve().compose_env(config.read_secrets(local_paths))["MCPO_CONFIG"]
+    pow_calls.on_run = lambda argv: f"configs:\n  c:\n    content: '{config_json}'\n"
     text = lifecycle.merged_config(rt)
     assert "tok-" not in text and "hdr-secret" not in text
     assert text.count("<redacted>") == 2
@@ -517,7 +518,9 @@ def test_merged_config_with_a_native_ollama_starts_only_the_docker_services(
         services={"ollama": {"type": "native-api", "url": services["ollama"].url}},
     )
     command = lifecycle.merged_config(rt).splitlines()[1]
-    assert command.endswith("up --detach webui mcp_proxy")
+    # Ollama's file is not in the command at all, so its plain `up` cannot start it.
+    assert command.endswith("up --detach")
+    assert "/webui.yml" in command and "/ollama.yml" not in command
 
 
 # -- crash loops ----------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from python_on_whales.exceptions import DockerException
 
 from ollama_stack.stack import config, links
 from ollama_stack.stack.health import ProbeResult
+from ollama_stack.stack.hosts.target import Target
 from ollama_stack.stack.runtime import Runtime
-from ollama_stack.stack.target import Target
 
 from .helpers import linux_shell
 
@@ -44,7 +44,7 @@ def execs(pow_calls) -> list[list[str]]:
 
 def test_reaches_ollama_with_curl_at_the_url_webui_was_given(local_paths, pow_calls):
     pow_calls.on_run = answers((0, '{"version":"0.5.7"}'))
-    link = links.webui_reaches_ollama(make_runtime(local_paths))
+    link = links.reaches(make_runtime(local_paths), "webui", "ollama")
     assert (link.ok, link.url) == (True, "http://ollama:11434")
     argv = pow_calls.calls[0][0]
     assert argv[argv.index("exec") :][:3] == ["exec", "-T", "webui"]
@@ -54,21 +54,21 @@ def test_reaches_ollama_with_curl_at_the_url_webui_was_given(local_paths, pow_ca
 def test_container_url_setting_is_what_is_checked(local_paths, pow_calls):
     pow_calls.on_run = answers((0, '{"version":"1"}'))
     rt = make_runtime(local_paths, services={"ollama": {"container_url": "http://gpu-box:11434"}})
-    assert links.webui_reaches_ollama(rt).url == "http://gpu-box:11434"
+    assert links.reaches(rt, "webui", "ollama").url == "http://gpu-box:11434"
     assert execs(pow_calls)[0][-1] == "http://gpu-box:11434/api/version"
 
 
 def test_without_curl_python_asks(local_paths, pow_calls):
     no_curl = 'OCI runtime exec failed: exec: "curl": executable file not found in $PATH'
     pow_calls.on_run = answers((126, no_curl), (0, '{"version":"1"}'))
-    link = links.webui_reaches_ollama(make_runtime(local_paths))
+    link = links.reaches(make_runtime(local_paths), "webui", "ollama")
     assert link.ok is True
     assert [argv[:2] for argv in execs(pow_calls)] == [["curl", "-sS"], ["python3", "-c"]]
 
 
 def test_with_neither_tool_it_cannot_tell(local_paths, pow_calls):
     pow_calls.on_run = answers((127, "sh: curl: not found"), (127, "python3: not found"))
-    link = links.webui_reaches_ollama(make_runtime(local_paths))
+    link = links.reaches(make_runtime(local_paths), "webui", "ollama")
     assert link.ok is None
     assert "neither curl nor python3" in link.detail
 

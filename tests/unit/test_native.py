@@ -18,9 +18,9 @@ from typing import Any
 import invoke
 import pytest
 
-from ollama_stack.stack import native
 from ollama_stack.stack.events import Event
-from ollama_stack.stack.native import (
+from ollama_stack.stack.services import ollama_native as native
+from ollama_stack.stack.services.ollama_native import (
     HostLayout,
     detect_install,
     is_root_or_passwordless,

@@ -6,8 +6,8 @@ import pytest
 
 from ollama_stack.compose.client import EngineInfo
 from ollama_stack.stack.config import Settings
-from ollama_stack.stack.hostcheck import HostFacts
-from ollama_stack.stack.platform import detect
+from ollama_stack.stack.hosts.hostcheck import HostFacts
+from ollama_stack.stack.hosts.platform import detect
 
 from .helpers import FakeShell
 

@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from ollama_stack.common.errors import ConfigError, ExitCode
-from ollama_stack.stack import registry
-from ollama_stack.stack.registry import (
+from ollama_stack.stack.update import registry
+from ollama_stack.stack.update.registry import (
     ImageNotInRegistry,
     Reference,
     RegistryUnreachable,

@@ -11,11 +11,12 @@ import pytest
 
 from ollama_stack.common.errors import ConfigError
 from ollama_stack.compose.client import FILES_DIR, compose_file
-from ollama_stack.stack import config, hostcheck
+from ollama_stack.stack import config
 from ollama_stack.stack.config import Settings
-from ollama_stack.stack.platform import PlatformChoice
+from ollama_stack.stack.hosts import hostcheck
+from ollama_stack.stack.hosts.platform import PlatformChoice
+from ollama_stack.stack.hosts.target import Target
 from ollama_stack.stack.runtime import Runtime
-from ollama_stack.stack.target import Target
 
 from .helpers import FakeShell, linux_shell, ollama_routes
 
@@ -27,11 +28,18 @@ def make_runtime(local_paths, shell: FakeShell | None = None, **settings: Any) -
     return Runtime(Target(None, _shell=shell or linux_shell(2)), local_paths, merged)
 
 
+def resolved(local_paths, cpus: float = 2, **settings: Any) -> Runtime:
+    """As resolve() leaves it on a Linux host with ``cpus`` CPUs."""
+    merged = config.validate([("test", settings)])
+    facts = hostcheck.HostFacts("Linux", "x86_64", cpus)
+    return Runtime(Target(None, _shell=FakeShell()), local_paths, merged, facts=facts)
+
+
 # -- compose_env ------------------------------------------------------------------------
 
 
 def test_compose_env_clamps_cpus_to_the_host(local_paths):
-    rt = make_runtime(local_paths, linux_shell(2), limits={"ollama": {"cpus": 64}})
+    rt = resolved(local_paths, 2, limits={"ollama": {"cpus": 64}})
     env = rt.compose_env(SECRETS)
     assert env["OLLAMA_CPUS"] == "2"
     assert env["WEBUI_CPUS"] == "2"  # no limit: the whole host
@@ -39,31 +47,28 @@ def test_compose_env_clamps_cpus_to_the_host(local_paths):
 
 
 def test_compose_env_keeps_a_limit_below_the_host(local_paths):
-    rt = make_runtime(
-        local_paths, linux_shell(8), limits={"ollama": {"cpus": 6}, "webui": {"cpus": 0.5}}
-    )
+    rt = resolved(local_paths, 8, limits={"ollama": {"cpus": 6}, "webui": {"cpus": 0.5}})
     env = rt.compose_env(SECRETS)
     assert (env["OLLAMA_CPUS"], env["WEBUI_CPUS"], env["MCPO_CPUS"]) == ("6", "0.5", "8")
 
 
-def test_compose_env_reads_host_facts_through_the_target_shell(local_paths):
+def test_resolve_reads_host_facts_through_the_target_shell_once(local_paths):
     shell = linux_shell(3)
-    rt = make_runtime(local_paths, shell)
-    assert rt.compose_env(SECRETS)["OLLAMA_CPUS"] == "3"
-    rt.compose_env(SECRETS)
-    assert sum("uname" in c for c in shell.commands) == 1  # facts are cached
-
-
-def test_compose_env_with_facts_set_directly(local_paths):
-    rt = make_runtime(local_paths, FakeShell(), limits={"webui": {"cpus": 4}})
-    rt.__dict__["facts"] = hostcheck.HostFacts("Linux", "x86_64", 16)
-    assert rt.compose_env(SECRETS)["WEBUI_CPUS"] == "4"
-    assert rt.compose_env(SECRETS)["OLLAMA_CPUS"] == "16"
+    rt = make_runtime(local_paths, shell, platform="cpu")
+    with pytest.raises(RuntimeError, match="resolve"):
+        rt.compose_env(SECRETS)  # nothing asked the host yet: no guessing
+    assert shell.commands == []
+    done = rt.resolve()
+    assert done.compose_env(SECRETS)["OLLAMA_CPUS"] == "3"
+    done.compose_env(SECRETS)
+    assert done.resolve() is done
+    assert sum("uname" in c for c in shell.commands) == 1  # asked once, in resolve()
 
 
 def test_compose_env_carries_settings_and_secrets(local_paths):
-    rt = make_runtime(
+    rt = resolved(
         local_paths,
+        2,
         project="lab",
         bind="0.0.0.0",
         ports={"webui": 3000, "mcp_proxy": 9200},
@@ -74,7 +79,7 @@ def test_compose_env_carries_settings_and_secrets(local_paths):
     assert env["OLLAMA_STACK_BIND"] == "0.0.0.0"
     assert (env["OLLAMA_PORT"], env["WEBUI_PORT"], env["MCPO_PORT"]) == ("11434", "3000", "9200")
     assert env["OLLAMA_IMAGE"] == "standin/ollama:t"
-    assert env["WEBUI_IMAGE"] == Settings().images.webui
+    assert env["WEBUI_IMAGE"] == Settings().images["webui"]
     assert env["WEBUI_SECRET_KEY"] == SECRETS["WEBUI_SECRET_KEY"]
     assert env["MCPO_API_KEY"] == SECRETS["MCPO_API_KEY"]
     assert all(isinstance(v, str) for v in env.values())
@@ -88,12 +93,12 @@ def test_compose_env_fills_every_variable_the_compose_files_use(local_paths):
         # top-level secrets read from the compose environment
         used |= set(re.findall(r"^    environment: ([A-Z0-9_]+)$", text, re.M))
     assert {"OLLAMA_BASE_URL", "WEBUI_SECRET_KEY", "MCPO_API_KEY", "MCPO_CONFIG"} <= used
-    env = make_runtime(local_paths).compose_env(SECRETS)
+    env = resolved(local_paths).compose_env(SECRETS)
     assert used - set(env) == set()
 
 
 def test_compose_env_needs_both_secrets(local_paths):
-    rt = make_runtime(local_paths)
+    rt = resolved(local_paths)
     with pytest.raises(KeyError):
         rt.compose_env({"WEBUI_SECRET_KEY": "x"})
 
@@ -122,8 +127,8 @@ def test_compose_env_needs_both_secrets(local_paths):
     ],
 )
 def test_ollama_base_url_for_containers(local_paths, ollama, expected):
-    rt = make_runtime(local_paths, services={"ollama": ollama})
-    assert rt.ollama_url_for_containers() == expected
+    rt = resolved(local_paths, services={"ollama": ollama})
+    assert rt.container_url("ollama") == expected
     assert rt.compose_env(SECRETS)["OLLAMA_BASE_URL"] == expected
 
 
@@ -132,7 +137,7 @@ def test_containers_and_probes_agree_on_a_portless_native_url(local_paths):
         local_paths, services={"ollama": {"type": "native-api", "url": "http://localhost"}}
     )
     probe_port = rt.endpoints(["ollama"])[0].host_port[1]
-    assert rt.ollama_url_for_containers().endswith(f":{probe_port}")
+    assert rt.container_url("ollama").endswith(f":{probe_port}")
 
 
 # -- urls ------------------------------------------------------------------------------
@@ -212,29 +217,48 @@ def engine_answers(monkeypatch, info: dict[str, Any]) -> list[list[str]]:
     return calls
 
 
-def test_auto_platform_asks_the_engine(local_paths, monkeypatch, fake_docker):
+def test_auto_platform_asks_the_engine_in_resolve_only(local_paths, monkeypatch, fake_docker):
     calls = engine_answers(monkeypatch, {"ServerVersion": "27.3.1", "Runtimes": {"nvidia": {}}})
     rt = make_runtime(local_paths, linux_shell(4, nvidia0=(0, "")))
-    assert rt.platform.name == "nvidia"
+    assert rt.platform.name == "auto" and calls == []  # open and getters ask nothing
+    done = rt.resolve()
+    assert done.platform.name == "nvidia"
     assert calls == [[str(fake_docker), "system", "info", "--format", "{{json .}}"]]
-    assert rt.compose_files() == [compose_file("base.yml"), compose_file("nvidia.yml")]
-    _ = rt.platform
+    assert done.compose_files()[:3] == [
+        compose_file("base.yml"),
+        compose_file("ollama.yml"),
+        compose_file("ollama.nvidia.yml"),
+    ]
+    assert done.compose.files == tuple(done.compose_files())
+    assert rt.compose_files()[1:2] == [compose_file("ollama.yml")]  # the original is unchanged
+    done.resolve()
     assert len(calls) == 1  # decided once
 
 
 def test_platform_override_needs_no_engine(local_paths, monkeypatch, fake_docker):
     calls = engine_answers(monkeypatch, {})
-    rt = make_runtime(local_paths)
-    rt.platform_override = "nvidia"
+    merged = config.validate([("test", {})])
+    rt = Runtime(Target(None, _shell=linux_shell(2)), local_paths, merged, "nvidia").resolve()
     assert rt.platform == PlatformChoice("nvidia", "set by --platform")
-    assert rt.compose_files() == [compose_file("base.yml"), compose_file("nvidia.yml")]
+    assert compose_file("ollama.nvidia.yml") in rt.compose_files()
     assert calls == []
 
 
-def test_cpu_platform_uses_only_the_base_file(local_paths):
-    rt = make_runtime(local_paths, platform="cpu")
+def test_cpu_platform_uses_each_docker_services_file_only(local_paths):
+    rt = make_runtime(local_paths, platform="cpu").resolve()
     assert rt.platform.name == "cpu"
-    assert rt.compose_files() == [compose_file("base.yml")]
+    assert rt.compose_files() == [
+        compose_file(name) for name in ("base.yml", "ollama.yml", "webui.yml", "mcp_proxy.yml")
+    ]
+
+
+def test_open_takes_the_recorded_platform_without_asking(stack_home, local_paths):
+    config.write_state(local_paths, {"platform": "apple", "platform_reason": "Apple Silicon"})
+    rt = Runtime.open()
+    assert rt.platform == PlatformChoice("apple", "Apple Silicon")
+    assert rt.settings.services["ollama"].type == "native-api"
+    assert rt.configured.services["ollama"].type == "docker"
+    assert compose_file("ollama.yml") not in rt.compose_files()
 
 
 def test_apple_platform_runs_ollama_natively_when_it_answers(local_paths, http_service):
@@ -247,59 +271,76 @@ def test_apple_platform_runs_ollama_natively_when_it_answers(local_paths, http_s
 
     rt = make_runtime(local_paths, platform="apple")
     rt.target.dial = to_fake_native_ollama  # type: ignore[method-assign]
+    rt = rt.resolve()
     assert rt.platform.name == "apple"
     assert dialed == [("127.0.0.1", 11434)]
     assert rt.settings.services["ollama"].type == "native-api"
-    assert rt.settings.docker_services() == ["webui", "mcp_proxy"]
-    assert rt.ollama_url_for_containers() == "http://host.docker.internal:11434"
-    assert rt.compose_files() == [compose_file("base.yml"), compose_file("apple.yml")]
+    assert rt.docker_services() == ["webui", "mcp_proxy"]
+    assert rt.container_url("ollama") == "http://host.docker.internal:11434"
+    # Ollama's file is left out: `stack.config`'s plain `up` cannot start it in Docker too.
+    assert rt.compose_files() == [
+        compose_file(name) for name in ("base.yml", "webui.yml", "mcp_proxy.yml")
+    ]
+    assert rt.compose.files == tuple(rt.compose_files())
 
 
 def test_apple_without_native_ollama_falls_back_to_cpu(local_paths, closed_port):
     rt = make_runtime(local_paths, platform="apple")
     rt.target.dial = lambda h, p, t: socket.create_connection(("127.0.0.1", closed_port), t)  # type: ignore[method-assign]
-    choice = rt.platform
-    assert choice.name == "cpu"
-    assert "Ollama.app" in choice.reason
+    rt = rt.resolve()
+    assert rt.platform.name == "cpu"
+    assert "none answers on http://127.0.0.1:11434" in rt.platform.reason
     assert rt.settings.services["ollama"].type == "docker"
-    assert rt.compose_files() == [compose_file("base.yml")]
+    assert compose_file("ollama.yml") in rt.compose_files()
 
 
 def test_apple_keeps_a_configured_ollama_service(local_paths):
-    rt = make_runtime(
-        local_paths, services={"ollama": {"type": "remote-api", "url": "http://gpu:11434"}}
+    merged = config.validate(
+        [("test", {"services": {"ollama": {"type": "remote-api", "url": "http://gpu:11434"}}})]
     )
-    assert rt.settings_for("apple").services["ollama"].url == "http://gpu:11434"
+    rt = Runtime(
+        Target(None, _shell=FakeShell()), local_paths, merged, platform=PlatformChoice("apple", "")
+    )
+    assert rt.settings.services["ollama"].url == "http://gpu:11434"
 
 
-def test_refresh_compose_points_at_platform_files_and_env_file(local_paths, fake_docker):
-    rt = make_runtime(local_paths, platform="nvidia")
-    assert rt.compose.env_files == []  # no env file written yet
+def test_the_compose_project_names_the_env_file_once_it_exists(local_paths, fake_docker):
+    rt = make_runtime(local_paths, platform="nvidia").resolve()
+    assert rt.compose.docker.client_config.compose_env_files == []  # not written yet
     config.write_runtime_env(local_paths, {"A": "1"})
-    _ = rt.platform
-    project = rt.refresh_compose()
-    assert project is rt.compose
-    argv = project.compose_argv("ps")
+    argv = rt.compose.compose_argv("ps")
     assert argv == [
         str(fake_docker),
         "compose",
-        "--file",
-        str(compose_file("base.yml")),
-        "--file",
-        str(compose_file("nvidia.yml")),
+        *[
+            arg
+            for name in (
+                "base.yml",
+                "ollama.yml",
+                "ollama.nvidia.yml",
+                "webui.yml",
+                "mcp_proxy.yml",
+            )
+            for arg in ("--file", str(compose_file(name)))
+        ],
         "--env-file",
         str(local_paths.runtime_env_file),
         "--project-name",
         "ollama-stack",
         "ps",
     ]
+    assert rt.compose.docker.client_config.compose_env_files == [local_paths.runtime_env_file]
 
 
 # -- the proxy's config and key ---------------------------------------------------------------
 
 
+def mcpo_config(rt: Runtime) -> dict[str, Any]:
+    return json.loads(rt.compose_env(SECRETS)["MCPO_CONFIG"])
+
+
 def test_mcpo_config_always_has_the_builtin_server_first(local_paths):
-    document = json.loads(make_runtime(local_paths).mcpo_config_json())
+    document = mcpo_config(resolved(local_paths))
     assert document == {
         "mcpServers": {
             "stack": {"command": "python3", "args": ["/app/ollama-stack/stack_tools.py"]}
@@ -313,7 +354,7 @@ def test_mcpo_config_carries_every_server_and_survives_the_env_file(local_paths)
         "notes": {"type": "streamable-http", "url": "http://notes:8000/mcp/"},
         "odd": {"command": "sh", "args": ["-c", "echo 'it''s' $HOME # x"], "env": {"K": "ü"}},
     }
-    text = make_runtime(local_paths, mcp_servers=servers).mcpo_config_json()
+    text = resolved(local_paths, mcp_servers=servers).compose_env(SECRETS)["MCPO_CONFIG"]
     assert text.isascii() and "'" not in text and "$" not in text and "\n" not in text
     document = json.loads(text)
     assert list(document["mcpServers"]) == ["stack", "time", "notes", "odd"]
@@ -328,22 +369,22 @@ def test_mcpo_config_carries_every_server_and_survives_the_env_file(local_paths)
 
 
 def test_a_new_mcpo_config_or_key_changes_the_proxy_label(local_paths):
-    plain = make_runtime(local_paths).compose_env(SECRETS)["MCPO_CONFIG_HASH"]
-    more = make_runtime(local_paths, mcp_servers={"t": {"command": "x"}})
+    plain = resolved(local_paths).compose_env(SECRETS)["MCPO_CONFIG_HASH"]
+    more = resolved(local_paths, mcp_servers={"t": {"command": "x"}})
     assert more.compose_env(SECRETS)["MCPO_CONFIG_HASH"] != plain
     rotated = SECRETS | {"MCPO_API_KEY": "n" * 43}
-    assert make_runtime(local_paths).compose_env(rotated)["MCPO_CONFIG_HASH"] != plain
-    assert make_runtime(local_paths).compose_env(SECRETS)["MCPO_CONFIG_HASH"] == plain
+    assert resolved(local_paths).compose_env(rotated)["MCPO_CONFIG_HASH"] != plain
+    assert resolved(local_paths).compose_env(SECRETS)["MCPO_CONFIG_HASH"] == plain
 
 
 def test_the_key_goes_only_to_our_own_proxy(local_paths):
     config.install(local_paths, {})
     key = config.read_secrets(local_paths)["MCPO_API_KEY"]
     ours = make_runtime(local_paths)
-    assert ours.probe_headers("mcp_proxy") == {"Authorization": f"Bearer {key}"}
-    assert ours.probe_headers("webui") == {} and ours.probe_headers("ollama") == {}
+    assert ours.endpoint("mcp_proxy").headers == {"Authorization": f"Bearer {key}"}
+    assert ours.endpoint("webui").headers == {} and ours.endpoint("ollama").headers == {}
     theirs = make_runtime(
         local_paths,
         services={"mcp_proxy": {"type": "remote-api", "url": "http://tools.example:8000"}},
     )
-    assert theirs.probe_headers("mcp_proxy") == {}
+    assert theirs.endpoint("mcp_proxy").headers == {}

@@ -16,8 +16,8 @@ import paramiko
 import pytest
 
 from ollama_stack.common.errors import ConfigError, ExitCode, SSHError
-from ollama_stack.stack import target as target_mod
-from ollama_stack.stack.target import (
+from ollama_stack.stack.hosts import target as target_mod
+from ollama_stack.stack.hosts.target import (
     SSHIdentity,
     Target,
     fingerprint,

@@ -19,8 +19,8 @@ from ollama_stack.compose.client import ComposeProject
 from ollama_stack.stack import config, uninstall
 from ollama_stack.stack.config import InstallPaths
 from ollama_stack.stack.events import Event
+from ollama_stack.stack.hosts.target import Target
 from ollama_stack.stack.runtime import Runtime
-from ollama_stack.stack.target import Target
 from ollama_stack.stack.uninstall import Plan
 
 from .helpers import linux_shell
@@ -93,9 +93,8 @@ def test_the_fake_takes_the_wrappers_arguments():
 
 def make_runtime(paths: InstallPaths, engine: FakeCompose, **settings: Any) -> Runtime:
     merged = config.validate([("test", {"platform": "cpu", **settings})])
-    rt = Runtime(Target(None, _shell=linux_shell(2)), paths, merged)
-    rt.compose = engine  # the cached property, replaced at the wrapper boundary
-    return rt
+    # The engine replaces the compose wrapper (the seam at python-on-whales).
+    return Runtime(Target(None, _shell=linux_shell(2)), paths, merged, compose=engine)
 
 
 @pytest.fixture

@@ -30,13 +30,17 @@ from ollama_stack.common.errors import (
     StackError,
 )
 from ollama_stack.compose.client import ComposeProject, ContainerRun, ContainerState, ImageInfo
-from ollama_stack.stack import config, lifecycle, native, registry, update
-from ollama_stack.stack.config import SERVICE_NAMES, InstallPaths, Settings
+from ollama_stack.stack import config, lifecycle
+from ollama_stack.stack.config import InstallPaths, Settings
 from ollama_stack.stack.events import Event
-from ollama_stack.stack.native import InstallMethod, NativeUpdate
+from ollama_stack.stack.hosts.target import Target
 from ollama_stack.stack.runtime import Runtime
-from ollama_stack.stack.target import Target
-from ollama_stack.stack.update import ServiceOutcome, UpdateReport
+from ollama_stack.stack.services import CATALOG, kinds
+from ollama_stack.stack.services import ollama_native as native
+from ollama_stack.stack.services.ollama_native import InstallMethod, NativeUpdate
+from ollama_stack.stack.update import engine as update
+from ollama_stack.stack.update import registry
+from ollama_stack.stack.update.engine import ServiceOutcome, UpdateReport
 
 from .helpers import FakeShell, Route, json_route, linux_shell, mcpo_routes, webui_routes
 
@@ -108,10 +112,12 @@ class FakeCompose:
         self.broken: set[str] = set()  # image IDs that never become healthy
         self.calls: list[tuple[Any, ...]] = []
         self.on_change: Callable[[], None] = lambda: None
-        # what Runtime.refresh_compose sets
-        self.files: list[Any] = []
-        self.env_files: list[Any] = []
-        self._client: Any = None
+        self.files: list[Any] = []  # what Runtime.resolve() points it at
+
+    def with_files(self, files: Sequence[Any]) -> FakeCompose:
+        """The same engine, seen through the resolved platform's compose files."""
+        self.files = list(files)
+        return self
 
     # -- set-up helpers (not part of ComposeProject) --
 
@@ -323,24 +329,24 @@ def make_stack(local_paths, http_service, monkeypatch):
         **settings: Any,
     ) -> Stack:
         """``external``: service → native-api/remote-api, served by its (always healthy) server."""
-        servers = {name: http_service({}) for name in SERVICE_NAMES}
+        servers = {name: http_service({}) for name in tuple(CATALOG.names())}
         ports = {name: server.port for name, server in servers.items()}
         if external:
             kinds = {n: {"type": k, "url": servers[n].url} for n, k in external.items()}
             settings["services"] = kinds | settings.get("services", {})
         merged = config.validate([("test", {"platform": "cpu", "ports": ports, **settings})])
-        rt = Runtime(Target(None, _shell=shell or linux_shell(2)), paths, merged)
-        engine = FakeCompose(merged.project, merged.images.model_dump())
+        engine = FakeCompose(merged.project, merged.images)
+        # The engine replaces the compose wrapper: the seam every update test uses.
+        rt = Runtime(Target(None, _shell=shell or linux_shell(2)), paths, merged, compose=engine)
 
         def sync_health() -> None:
             for name, server in servers.items():
                 c = engine.containers.get(name)
                 good = c is not None and c.state == "running" and c.image_id not in engine.broken
-                good = good or rt.settings.service_type(name) != "docker"
+                good = good or not rt.kind(name).in_compose
                 server.routes = HEALTHY_ROUTES[name] if good else {}
 
         engine.on_change = sync_health
-        rt.compose = engine  # the cached property, replaced at the wrapper boundary
         monkeypatch.setattr(registry, "remote_digest", engine.remote_digest)
         if installed:
             config.install(paths, {})
@@ -356,7 +362,7 @@ def running_stack(make_stack) -> Callable[..., Stack]:
 
     def build(**kwargs: Any) -> Stack:
         s = make_stack(**kwargs)
-        for name in s.rt.settings.docker_services():
+        for name in s.rt.docker_services():
             s.engine.run(name, "v1")
             s.engine.publish(name, "v1")
         return s
@@ -378,7 +384,7 @@ def forbid_native_update(*args: Any, **kwargs: Any) -> NativeUpdate:
 
 def test_select_defaults_to_every_service(make_stack):
     s = make_stack(installed=False)
-    assert update.select(s.rt, []) == list(SERVICE_NAMES)
+    assert update.select(s.rt, []) == list(tuple(CATALOG.names()))
     assert update.select(s.rt, ["mcp_proxy", "ollama"]) == ["mcp_proxy", "ollama"]
 
 
@@ -434,7 +440,9 @@ def test_select_two_type_filters_exclude_each_other(make_stack, flags):
 
 
 def checks_by_name(s: Stack, names: list[str] | None = None, **kwargs: Any):
-    return {c.service: c for c in update.check(s.rt, names or list(SERVICE_NAMES), **kwargs)}
+    return {
+        c.service: c for c in update.check(s.rt, names or list(tuple(CATALOG.names())), **kwargs)
+    }
 
 
 def test_check_up_to_date_when_digests_match_and_the_container_runs_that_image(stack):
@@ -447,7 +455,7 @@ def test_check_up_to_date_when_digests_match_and_the_container_runs_that_image(s
     assert webui.detail == ""
     assert ("container_image_ids",) in stack.engine.calls
     assert [c[1] for c in stack.engine.calls if c[0] == "remote_digest"] == [
-        stack.engine.images[n] for n in SERVICE_NAMES
+        stack.engine.images[n] for n in tuple(CATALOG.names())
     ]
 
 
@@ -523,7 +531,7 @@ def test_check_unreachable_registry_is_a_status_unless_strict(stack):
     assert found["mcp_proxy"].status == "up-to-date"  # the others are still checked
 
     with pytest.raises(registry.RegistryUnreachable) as info:
-        update.check(stack.rt, list(SERVICE_NAMES), strict=True)
+        update.check(stack.rt, list(tuple(CATALOG.names())), strict=True)
     assert info.value.code == ExitCode.REGISTRY_UNREACHABLE
 
 
@@ -597,7 +605,7 @@ def apply(s: Stack, names: list[str] | None = None, answer: bool = True, **kwarg
     kwargs.setdefault("timeout", 3)
     confirm = Answers(answer)
     report = update.apply(
-        s.rt, names or list(SERVICE_NAMES), confirm=confirm, progress=s.progress, **kwargs
+        s.rt, names or list(tuple(CATALOG.names())), confirm=confirm, progress=s.progress, **kwargs
     )
     return report, confirm
 
@@ -699,7 +707,7 @@ def test_apply_a_pull_failure_on_the_second_image_changes_no_container(stack):
     ]
     assert engine.ups() == []
     assert {s: c.image_id for s, c in engine.containers.items()} == {
-        s: image_id(s, "v1") for s in SERVICE_NAMES
+        s: image_id(s, "v1") for s in tuple(CATALOG.names())
     }
     assert engine.tags[engine.images["webui"]] == image_id("webui", "v1")
     (entry,) = stack.history()
@@ -746,7 +754,7 @@ def test_apply_asks_only_when_a_selected_service_runs(make_stack):
     s.engine.run("webui", "v1")
     s.engine.run("mcp_proxy", "v1", state="exited")
     s.engine.have("ollama", "v1")
-    for name in SERVICE_NAMES:
+    for name in tuple(CATALOG.names()):
         s.engine.publish(name, "v2")  # something new for everyone
 
     _, confirm = apply(s, ["ollama", "mcp_proxy"])  # neither runs
@@ -933,7 +941,7 @@ def test_apply_never_releases_another_installations_rollback_tags(stack):
 
 def test_a_stopped_stack_is_updated_without_being_started(make_stack):
     s = make_stack()
-    for name in SERVICE_NAMES:
+    for name in tuple(CATALOG.names()):
         s.engine.run(name, "v1", state="exited")
     s.engine.publish("webui", "v2")
     s.engine.broken.add(image_id("webui", "v2"))  # would fail health if it were started
@@ -1171,7 +1179,7 @@ def test_rollback_puts_back_the_last_applied_update_offline(stack):
     assert sorted(up.services) == ["mcp_proxy", "webui"]
     assert (up.pull, up.force_recreate, up.no_deps) == ("never", True, True)
     assert {s: c.image_id for s, c in engine.containers.items()} == {
-        s: image_id(s, "v1") for s in SERVICE_NAMES
+        s: image_id(s, "v1") for s in tuple(CATALOG.names())
     }
     assert "remote_digest" not in engine.kinds() and "pull" not in engine.kinds()
     assert [e["status"] for e in stack.history()] == ["rolled-back-by-hand"]
@@ -1221,11 +1229,11 @@ def test_a_remote_boxs_loopback_registry_is_not_asked_from_here(monkeypatch):
     monkeypatch.setattr(registry, "remote_digest", lambda image, **kw: asked.append(image) or "x")
     rt = Runtime.open(remote="box", environ={"OLLAMA_STACK_HOME": config.stack_home().as_posix()})
     with pytest.raises(registry.RegistryUnreachable) as info:
-        update._registry_digest(rt, "127.0.0.1:5000/team/ollama:stable")
+        kinds._registry_digest(rt, "127.0.0.1:5000/team/ollama:stable")
     assert "box's own loopback" in info.value.message and asked == []
-    assert update._registry_digest(rt, "registry.example:5000/team/ollama:stable") == "x"
+    assert kinds._registry_digest(rt, "registry.example:5000/team/ollama:stable") == "x"
     local = Runtime.open(environ={"OLLAMA_STACK_HOME": config.stack_home().as_posix()})
-    assert update._registry_digest(local, "127.0.0.1:5000/team/ollama:stable") == "x"
+    assert kinds._registry_digest(local, "127.0.0.1:5000/team/ollama:stable") == "x"
 
 
 def test_a_locally_built_image_is_not_looked_up_in_any_registry(stack, monkeypatch):

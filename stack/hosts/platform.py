@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from ollama_stack.compose.client import EngineInfo
 
+from ..config import Settings
 from . import hostcheck
-from .config import Settings
 from .target import Shell
 
 

@@ -7,7 +7,8 @@ recreate again and report "rolled back". The previous image of each updated
 service keeps a local tag until the next successful update, so neither a
 rollback nor `update.rollback` ever needs the network.
 
-native-api: `stack.native` detects how Ollama was installed and updates it.
+native-api: the service's installer (services/ollama_native.py) finds how it was
+installed and updates it that way.
 remote-api: the endpoint and its version are re-validated; nothing remote changes.
 """
 
@@ -17,80 +18,18 @@ import contextlib
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 from ollama_stack.common.errors import ConfigError, ExitCode, HealthTimeout, StackError
 
-from . import config, native, registry
-from .config import SERVICE_NAMES
-from .events import Progress, emit
-from .health import api_version, endpoint_for, probe
-from .lifecycle import check_service_names, prepare, wait_healthy
-from .runtime import Runtime
+from .. import config
+from ..events import Progress, emit
+from ..lifecycle import check_service_names, prepare, wait_healthy
+from ..runtime import Runtime
+from ..services import CATALOG
+from ..services.kinds import KINDS
+from .records import Outcome, ServiceCheck, ServiceOutcome, Status, UpdateReport  # noqa: F401
 
 ROLLBACK_REPO = "ollama-stack-rollback"
-Status = Literal[
-    "up-to-date", "update-available", "not-pulled", "local-build", "unknown", "ok", "unreachable"
-]
-Outcome = Literal[
-    "updated",
-    "up-to-date",
-    "rolled-back",
-    "failed",
-    "needs-sudo",
-    "manual",
-    "unchanged",
-    "validated",
-    "unreachable",
-    "skipped",
-]
-
-
-@dataclass
-class ServiceCheck:
-    service: str
-    type: str
-    image: str = ""
-    image_id: str | None = None
-    local_digest: str | None = None
-    registry_digest: str | None = None
-    version: str | None = None
-    status: Status = "unknown"
-    detail: str = ""
-
-
-@dataclass
-class ServiceOutcome:
-    service: str
-    type: str
-    outcome: Outcome
-    detail: str = ""
-    previous: str | None = None
-    current: str | None = None
-
-
-@dataclass
-class UpdateReport:
-    outcomes: list[ServiceOutcome] = field(default_factory=list)
-    backup: str = ""
-
-    @property
-    def exit_code(self) -> ExitCode:
-        kinds = {o.outcome for o in self.outcomes}
-        bad = kinds & {"failed", "needs-sudo", "manual", "unreachable"}
-        if "rolled-back" in kinds:
-            return ExitCode.ROLLED_BACK
-        if bad and kinds & {"updated"}:
-            return ExitCode.PARTLY_UPDATED
-        return ExitCode.FAILED if bad else ExitCode.OK
-
-    def to_json(self) -> dict:
-        return {
-            "exit_code": int(self.exit_code),
-            "backup": self.backup,
-            "services": [asdict(o) for o in self.outcomes],
-        }
 
 
 # -- selection ------------------------------------------------------------------
@@ -109,10 +48,14 @@ def select(
         raise ConfigError(
             "--docker-only, --native-only and --remote-only exclude each other", "pick one"
         )
-    chosen = check_service_names(services) if services else list(SERVICE_NAMES)
-    wanted = {"docker": docker_only, "native-api": native_only, "remote-api": remote_only}
-    if any(wanted.values()):
-        chosen = [s for s in chosen if wanted[rt.settings.service_type(s)]]
+    chosen = check_service_names(services) if services else CATALOG.names()
+    only = {
+        KINDS["docker"]: docker_only,
+        KINDS["native-api"]: native_only,
+        KINDS["remote-api"]: remote_only,
+    }
+    if any(only.values()):
+        chosen = [s for s in chosen if only[rt.kind(s)]]
     return chosen
 
 
@@ -130,69 +73,7 @@ def check(rt: Runtime, services: list[str], *, strict: bool = False) -> list[Ser
 
 
 def _check_one(rt: Runtime, name: str, running_ids: dict[str, str], strict: bool) -> ServiceCheck:
-    kind = rt.settings.service_type(name)
-    if kind != "docker":
-        return _check_external(rt, name, kind)
-    image = getattr(rt.settings.images, name)
-    result = ServiceCheck(name, kind, image=image)
-    local = rt.compose.image_info(image)
-    result.image_id = running_ids.get(name) or (local.id if local else None)
-    result.local_digest = (
-        registry.local_repo_digest(list(local.repo_digests), image) if local else None
-    )
-    if local and not local.repo_digests:  # built here (stand-ins, air-gapped builds)
-        result.status, result.detail = "local-build", "built on this engine; no registry to ask"
-        return result
-    try:
-        result.registry_digest = _registry_digest(rt, image)
-    except StackError as exc:
-        if strict:
-            raise
-        result.detail = exc.message
-        return result
-    if local is None:
-        result.status, result.detail = "not-pulled", "not on this engine yet"
-    elif result.local_digest == result.registry_digest:
-        stale = running_ids.get(name) not in (None, local.id)
-        result.status = "update-available" if stale else "up-to-date"
-        result.detail = "pulled; container still runs the old image" if stale else ""
-    else:
-        result.status = "update-available"
-    return result
-
-
-def _registry_digest(rt: Runtime, image: str) -> str:
-    """The registry's digest, asked from this machine.
-
-    A loopback registry named by a remote box's config is that box's own:
-    this machine's loopback would answer for a different registry, or not at all.
-    """
-    where = registry.parse_reference(image).registry
-    if rt.target.is_remote and registry.is_loopback(where):
-        raise registry.RegistryUnreachable(
-            f"{where} is on {rt.target.label}'s own loopback; it cannot be checked from here",
-            "publish the registry on an address this machine reaches, or update on the box",
-        )
-    return registry.remote_digest(image)
-
-
-def _check_external(rt: Runtime, name: str, kind: str) -> ServiceCheck:
-    url = rt.url(name)
-    result = ServiceCheck(name, kind, image=config.redact_url(url))
-    found = probe(endpoint_for(name, url), rt.target.dial)  # each service's own endpoint
-    if not found.ok:
-        result.status, result.detail = "unreachable", found.detail
-        return result
-    result.status, result.version = (
-        "ok",
-        found.version or api_version(endpoint_for(name, url), rt.target.dial),
-    )
-    if kind == "native-api":
-        method = native.detect_install(rt.target.shell())
-        result.detail = f"installed via {method.name}; update.apply asks it for a newer version"
-    else:
-        result.detail = "remote service: validated, never changed from here"
-    return result
+    return rt.kind(name).check_update(rt, CATALOG[name], running_ids, strict)
 
 
 # -- apply ----------------------------------------------------------------------
@@ -211,7 +92,7 @@ def apply(
     progress: Progress | None = None,
 ) -> UpdateReport:
     report = UpdateReport()
-    docker = [s for s in services if rt.settings.service_type(s) == "docker"]
+    docker = [s for s in services if rt.kind(s).in_compose]
     if docker:
         config.read_secrets(rt.paths)  # not installed → stop before any network or engine work
     running = {c.service for c in rt.compose.ps() if c.state == "running"} if docker else set()
@@ -221,16 +102,16 @@ def apply(
     stale = [c for c in checks if c.status in ("update-available", "not-pulled")]
     # A native update restarts the host's Ollama: that touches a running stack too.
     touched = (running & {c.service for c in stale}) | {
-        s for s in services if rt.settings.service_type(s) == "native-api"
+        s for s in services if rt.kind(s).restarted_by_update
     }
     if touched and not confirm(
         f"update {', '.join(sorted(touched))} on {rt.target.label} while the stack runs?"
     ):
         raise StackError("cancelled; nothing was changed", code=ExitCode.FAILED)
     report.outcomes += [
-        ServiceOutcome(c.service, "docker", "skipped", c.detail)
+        ServiceOutcome(c.service, c.type, "skipped", c.detail)
         if c.status == "local-build"
-        else ServiceOutcome(c.service, "docker", "up-to-date", current=c.local_digest)
+        else ServiceOutcome(c.service, c.type, "up-to-date", current=c.local_digest)
         for c in checks
         if c not in stale
     ]
@@ -238,11 +119,9 @@ def apply(
         report.backup = _backup_hook(rt, backup, progress)
         report.outcomes += _apply_docker(rt, stale, timeout, progress)
     for name in services:
-        kind = rt.settings.service_type(name)
-        if kind == "native-api":
-            report.outcomes.append(_apply_native(rt, name, progress))
-        elif kind == "remote-api":
-            report.outcomes.append(_validate_remote(rt, name))
+        kind = rt.kind(name)
+        if not kind.in_compose:  # native and remote services update one by one
+            report.outcomes.append(kind.apply_update(rt, CATALOG[name], progress))
     return report
 
 
@@ -283,7 +162,7 @@ def _apply_docker(
                 c.image, sink=lambda line, s=c.service: emit(progress, "output", line, service=s)
             )
         if names:
-            prepare(rt, progress)
+            rt = prepare(rt, progress)
             emit(progress, "step", f"recreating {', '.join(names)}")
             recreated = True
             rt.compose.up(
@@ -309,7 +188,7 @@ def _apply_docker(
     return [
         ServiceOutcome(
             c.service,
-            "docker",
+            c.type,
             "updated",
             "" if c.service in names else "pulled; not started because it was stopped",
             previous=c.image_id,
@@ -353,13 +232,11 @@ def _roll_back(
     finally:
         _record(rt, entry_id, stale, "rolled-back")
     return [
-        ServiceOutcome(
-            c.service, "docker", "rolled-back", detail=failure.message, current=c.image_id
-        )
+        ServiceOutcome(c.service, c.type, "rolled-back", detail=failure.message, current=c.image_id)
         if c.image_id
         else ServiceOutcome(
             c.service,
-            "docker",
+            c.type,
             "failed",
             detail=f"{failure.message}; no earlier image to go back to",
         )
@@ -430,21 +307,6 @@ def _release_older_rollback_tags(rt: Runtime, keep: str) -> None:
             rt.compose.remove_image(tag)
 
 
-def _apply_native(rt: Runtime, name: str, progress: Progress | None) -> ServiceOutcome:
-    endpoint = endpoint_for(name, rt.url(name))
-    result = native.update_native(
-        rt.target.shell(), lambda: api_version(endpoint, rt.target.dial), progress=progress
-    )
-    outcome = result.outcome if result.outcome != "unchanged" else "up-to-date"
-    return ServiceOutcome(name, "native-api", outcome, result.message, result.before, result.after)
-
-
-def _validate_remote(rt: Runtime, name: str) -> ServiceOutcome:
-    found = _check_external(rt, name, "remote-api")
-    outcome: Outcome = "validated" if found.status == "ok" else "unreachable"
-    return ServiceOutcome(name, "remote-api", outcome, found.detail, current=found.version)
-
-
 # -- rollback by hand -------------------------------------------------------------
 
 
@@ -474,7 +336,7 @@ def rollback(rt: Runtime, timeout: float | None = None, progress: Progress | Non
             code=ExitCode.FAILED,
         )
     config.read_secrets(rt.paths)
-    prepare(rt, progress)
+    rt = prepare(rt, progress)
     restore(rt, images, timeout, progress)
     entry["status"] = "rolled-back-by-hand"
     entry["restored"] = sorted(images)

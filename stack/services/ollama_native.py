@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from .events import Progress, emit
-from .target import Shell, run_quiet
+from ..events import Progress, emit
+from ..hosts.target import Shell, run_quiet
 
 DOWNLOAD_PAGE = "https://ollama.com/download"
 INSTALL_SCRIPT = "curl -fsSL https://ollama.com/install.sh | sh"

@@ -1,0 +1,163 @@
+"""The three core services, described once. Everything else reads these.
+
+Extensions add services the same way: a ``ServiceSpec`` registered in the
+catalog, with its own compose fragment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ollama_stack.compose.client import compose_file
+
+from ..health import ProbeSpec, json_body
+from . import ollama_native
+from .spec import CATALOG, EnvContext, NativeSupport, ServiceSpec, Volume
+
+BUILTIN_MCP_SERVER = "stack"
+MCPO_STACK_TOOLS = "/app/ollama-stack/stack_tools.py"  # mcp_proxy.yml puts it there
+
+
+# -- how each answers its health probe ---------------------------------------------
+
+
+def check_ollama(status: int, body: bytes) -> str | None:
+    data = json_body(body)
+    if status == 200 and isinstance(data, dict) and "version" in data:
+        return None
+    return f"answered {status} without a version"
+
+
+def check_webui(status: int, body: bytes) -> str | None:
+    data = json_body(body)
+    if status == 200 and isinstance(data, dict) and data.get("status") is True:
+        return None
+    return f"answered {status}, not status=true"
+
+
+def check_openapi(status: int, body: bytes) -> str | None:
+    data = json_body(body)
+    if status == 200 and isinstance(data, dict) and "openapi" in data:
+        return None
+    if status in (401, 403):
+        return f"answered {status}: the proxy refused our API key (MCPO_API_KEY in secrets.env)"
+    return f"answered {status} without an OpenAPI document"
+
+
+# -- what each adds to the compose environment ---------------------------------------
+
+
+def webui_env(ctx: EnvContext) -> dict[str, str]:
+    return {
+        "WEBUI_ENABLE_OPENAI_API": str(ctx.settings.webui.openai_api).lower(),
+        "WEBUI_OFFLINE_MODE": str(ctx.settings.webui.offline).lower(),
+    }
+
+
+def mcpo_env(ctx: EnvContext) -> dict[str, str]:
+    config = mcpo_config_json(ctx)
+    # Compose leaves configs and secrets out of its change hash, and the
+    # launcher and tools are inline in the fragment: a new config, key or
+    # release of them must reach a running proxy too.
+    fingerprint = f"{config}\n{ctx.secrets.get('MCPO_API_KEY', '')}\n{ctx.fragment_text}"
+    return {
+        "MCPO_CONFIG": config,
+        "MCPO_CONFIG_HASH": hashlib.sha256(fingerprint.encode()).hexdigest()[:16],
+    }
+
+
+def mcpo_config_json(ctx: EnvContext) -> str:
+    """mcpo's --config: the built-in `stack` tools first, then the user's servers.
+
+    It travels through the compose env file (see env_safe_json).
+    """
+    servers: dict[str, dict[str, Any]] = {
+        BUILTIN_MCP_SERVER: {"command": "python3", "args": [MCPO_STACK_TOOLS]}
+    }
+    for name, server in ctx.settings.mcp_servers.items():
+        servers[name] = server.model_dump(exclude_defaults=True)  # `type` has no default
+    return env_safe_json({"mcpServers": servers})
+
+
+def env_safe_json(value: Any) -> str:
+    """Compact ASCII JSON with ' and $ escaped, so it is a literal single-quoted
+    value in a compose env file (no quote to end it, nothing to interpolate)."""
+    text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text.replace("'", "\\u0027").replace("$", "\\u0024")
+
+
+# -- the descriptions -------------------------------------------------------------------
+
+OLLAMA = CATALOG.register(
+    ServiceSpec(
+        name="ollama",
+        title="Ollama",
+        env_prefix="OLLAMA",
+        image="ollama/ollama:latest",
+        port=11434,
+        container_port=11434,
+        probe=ProbeSpec("/api/version", check_ollama),
+        fragment=compose_file("ollama.yml"),
+        # Models are large but not re-creatable offline: never cache.
+        volumes=(Volume("ollama_data", "/root/.ollama"),),
+        platform_fragments={"nvidia": compose_file("ollama.nvidia.yml")},
+        url_env="OLLAMA_BASE_URL",
+        native=NativeSupport(
+            url="http://127.0.0.1:11434",
+            log_places=(
+                "on the host that runs it (Linux: `journalctl -u ollama`; macOS: "
+                "~/.ollama/logs/server.log)"
+            ),
+            installer=ollama_native,
+            listen_hint="OLLAMA_HOST=0.0.0.0, firewalled",
+            native_on=("apple",),
+        ),
+        serves_models=True,
+        standin="ollama",
+    )
+)
+
+WEBUI = CATALOG.register(
+    ServiceSpec(
+        name="webui",
+        title="Open WebUI",
+        env_prefix="WEBUI",
+        image="ghcr.io/open-webui/open-webui:main",
+        port=8080,
+        container_port=8080,
+        # Open WebUI's /health is a fixed answer; /health/db pings its database.
+        probe=ProbeSpec("/health/db", check_webui, "/health", "/api/version"),
+        fragment=compose_file("webui.yml"),
+        # cache/ holds re-downloadable models (embedding, whisper, tiktoken)
+        # beside tool outputs that chats link to: only the model folders are cache.
+        volumes=(
+            Volume(
+                "webui_data",
+                "/app/backend/data",
+                cache=("cache/embedding", "cache/whisper", "cache/tiktoken"),
+            ),
+        ),
+        depends_on=("ollama",),
+        env=webui_env,
+        standin="webui",
+    )
+)
+
+MCP_PROXY = CATALOG.register(
+    ServiceSpec(
+        name="mcp_proxy",
+        title="the MCP proxy (mcpo)",
+        env_prefix="MCPO",
+        image="ghcr.io/open-webui/mcpo:main",
+        port=8200,
+        container_port=8000,
+        probe=ProbeSpec("/openapi.json", check_openapi),
+        fragment=compose_file("mcp_proxy.yml"),
+        env=mcpo_env,
+        # Our proxy runs with --strict-auth: even its OpenAPI document needs the key.
+        auth_secret="MCPO_API_KEY",
+        standin="mcpo",
+    )
+)

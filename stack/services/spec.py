@@ -1,0 +1,138 @@
+"""What a service is: one description every namespace reads.
+
+A ``ServiceSpec`` says everything about a service that does not depend on one
+installation: its image and ports, how its health is probed, the volumes it
+owns (and which parts of them are re-creatable cache), the compose fragment
+that runs it, what it adds to the compose environment and which services it
+reaches. The ``Catalog`` holds the registered descriptions; the core services
+register themselves (``core.py``) and extensions will register theirs the
+same way, so adding a service never means editing a list elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ollama_stack.common.errors import ConfigError
+
+from ..health import ProbeSpec
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+KIND_NAMES = ("docker", "native-api", "remote-api")
+URL_KINDS = ("native-api", "remote-api")  # kinds that are reached at a configured URL
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A named volume the service owns, where it is mounted, and what in it is cache.
+
+    ``cache`` lists sub-paths (relative to the mount) that can be downloaded
+    again, so a backup may leave them out; anything else is the user's data.
+    """
+
+    name: str
+    mount: str
+    cache: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EnvContext:
+    """What a service's environment hook may read: resolved values, no commands."""
+
+    settings: Settings
+    secrets: Mapping[str, str]
+    container_urls: Mapping[str, str]  # how containers reach each service
+    fragment_text: str  # the service's own compose fragment, for change hashes
+
+
+@dataclass(frozen=True)
+class NativeSupport:
+    """A service that may run on the host itself (native-api) instead of in Docker."""
+
+    url: str  # where it listens when installed on the host
+    log_places: str  # where its logs are, said to the user
+    # Finds how it was installed and updates it that way: a module with
+    # detect_install(shell) and update_native(shell, version, progress=).
+    installer: Any
+    listen_hint: str = "listen on all interfaces, firewalled"  # for containers to reach it
+    # Platforms where it runs natively unless configured otherwise (Apple
+    # Silicon: Docker cannot reach the Metal GPU).
+    native_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str  # the compose service name and the config key
+    title: str  # how people call it
+    env_prefix: str  # OLLAMA → OLLAMA_IMAGE, OLLAMA_PORT, OLLAMA_CPUS in the compose env
+    image: str  # default image reference
+    port: int  # default published port on the host
+    container_port: int
+    probe: ProbeSpec
+    fragment: Path  # the compose file that runs it
+    volumes: tuple[Volume, ...] = ()
+    # Compose files added on a platform (e.g. {"nvidia": GPU reservations}).
+    platform_fragments: Mapping[str, Path] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()  # services it calls; their links are checked from inside
+    # The compose variable that carries how containers reach this service.
+    url_env: str | None = None
+    env: Callable[[EnvContext], dict[str, str]] | None = None  # more compose variables
+    auth_secret: str | None = None  # secret sent as a bearer token to our own instance
+    native: NativeSupport | None = None
+    serves_models: bool = False  # status counts its models
+    # Stand-in image built by `dev.standins` (a directory under compose/standins).
+    standin: str | None = None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds this service may be configured as."""
+        return tuple(k for k in KIND_NAMES if k != "native-api" or self.native)
+
+
+class Catalog:
+    """The registered services, in the order they were registered."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, ServiceSpec] = {}
+
+    def register(self, spec: ServiceSpec) -> ServiceSpec:
+        if spec.name in self._specs:
+            raise ValueError(f"service {spec.name!r} is registered twice")
+        self._specs[spec.name] = spec
+        return spec
+
+    def unregister(self, name: str) -> None:
+        del self._specs[name]
+
+    def __iter__(self) -> Iterator[ServiceSpec]:
+        return iter(list(self._specs.values()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __getitem__(self, name: str) -> ServiceSpec:
+        return self._specs[name]
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def check_names(self, names: list[str] | tuple[str, ...]) -> list[str]:
+        """The names as given, or a one-line error naming the unknown ones."""
+        unknown = [n for n in names if n not in self._specs]
+        if unknown:
+            raise ConfigError(
+                f"unknown service {', '.join(unknown)}",
+                f"valid services: {', '.join(self._specs)}",
+            )
+        return list(names)
+
+    def model_server(self) -> ServiceSpec | None:
+        return next((s for s in self if s.serves_models), None)
+
+
+CATALOG = Catalog()
