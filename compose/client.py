@@ -181,8 +181,13 @@ class ComposeProject:
             return run(args)
 
     def compose_argv(self, *args: str) -> list[str]:
-        """The exact compose command line, for `stack.config` and error messages:
-        with every env file, written yet or not."""
+        """The exact compose command line we run (and name in error messages)."""
+        with self._translated():
+            return [str(a) for a in self.docker.client_config.docker_compose_cmd] + list(args)
+
+    def command_for_users(self, *args: str) -> list[str]:
+        """The command line as `stack.config` prints it: with every env file,
+        written yet or not (`stack.start` writes the installation's own)."""
         with self._translated():
             client = self._client_for(tuple(self.env_files))
             return [str(a) for a in client.client_config.docker_compose_cmd] + list(args)

@@ -509,7 +509,7 @@ def merged_config(rt: Runtime) -> str:
         container_url = rt.container_url(spec.name)
         text = text.replace(container_url, config.redact_url(container_url))
     # Only the docker services' files are in it, so a plain `up` starts just those.
-    argv = rt.compose.compose_argv("up", "--detach")
+    argv = rt.compose.command_for_users("up", "--detach")
     command = "docker " + shlex.join(argv[1:])
     return (
         "# run it without ollama-stack (`stack.start` writes the env file it names):\n"

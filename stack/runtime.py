@@ -18,6 +18,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from invoke.config import Config as InvokeConfig
+
 from ollama_stack.compose.client import ComposeProject, compose_file
 
 from . import config
@@ -57,24 +59,30 @@ class Runtime:
     def open(
         cls,
         remote: str | None = None,
-        invoke_layer: Mapping[str, Any] | None = None,
+        base: InvokeConfig | None = None,
         flags: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] = os.environ,
     ) -> Runtime:
-        """Settings and the recorded platform, from files only."""
+        """Settings and the recorded platform, from files only.
+
+        ``base`` is invoke's configuration (the task's ``c.config``): the
+        installation's levels are added to it, its ``ollama_stack`` section
+        becomes the settings, and host commands run with it.
+        """
         flags = dict(flags or {})
         platform_override = flags.pop("platform", None)
         if platform_override is not None:
             config.validate([("--platform", {"platform": platform_override})])
         paths = InstallPaths.for_target(remote, environ)
-        settings = config.load_settings(paths, invoke_layer, flags, environ)
+        layered = config.stack_config(paths, base, flags, environ)
+        settings = layered.settings()
         state = config.read_state(paths)
         platform = PlatformChoice(settings.platform, NOT_DETECTED)
         # What the last start decided (e.g. apple: Ollama is native) holds for
         # status, health, update and uninstall too, until the next start.
         if state.get("platform") and not platform_override:
             platform = PlatformChoice(state["platform"], state.get("platform_reason", ""))
-        return cls(Target(remote), paths, settings, platform_override, platform)
+        return cls(Target(remote, config=layered), paths, settings, platform_override, platform)
 
     # -- resolve: the one step that asks the host and the engine ---------------
 

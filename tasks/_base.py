@@ -215,24 +215,12 @@ def display(json_mode: bool = False) -> Display:
     return Display(json_mode=json_mode)
 
 
-def plain(value: Any) -> Any:
-    """invoke's DataProxy → plain dicts, for pydantic."""
-    if isinstance(value, Mapping) or hasattr(value, "_config"):
-        return {k: plain(value[k]) for k in value}
-    return value
-
-
 def runtime(c: Context, **flags: Any) -> Runtime:
+    """The installation this task acts on: invoke's configuration (``c.config``)
+    with the installation's levels and these flags on top."""
     from ollama_stack.stack.runtime import Runtime
 
-    invoke_layer = plain(c.config.get("ollama_stack", {}) or {})
-    if not isinstance(invoke_layer, dict):
-        from ollama_stack.common.errors import ConfigError
-
-        raise ConfigError(
-            f"invoke.yaml: ollama_stack must be a mapping of settings, not {invoke_layer!r}"
-        )
-    return Runtime.open(remote=current_remote() or None, invoke_layer=invoke_layer, flags=flags)
+    return Runtime.open(remote=current_remote() or None, base=c.config, flags=flags)
 
 
 def confirmer(yes: bool, out: Display) -> Callable[[str], bool]:

@@ -54,10 +54,17 @@ def _connection_class() -> type:
         tool holding secrets must not.
         """
 
-        def __init__(self, identity: SSHIdentity, gateway: Any = None) -> None:
+        def __init__(
+            self,
+            identity: SSHIdentity,
+            gateway: Any = None,
+            host_commands: dict[str, Any] | None = None,
+        ) -> None:
             # OpenSSH has already read the config (Include, Match); paramiko's
             # reader would miss those, so Fabric is given the answer instead.
             config = fabric.Config(overrides={"load_ssh_configs": False})
+            for section, values in (host_commands or {}).items():
+                config[section].update(values)
             keys = [f for f in identity.identity_files if Path(f).is_file()]
             auth: dict[str, Any] = {"key_filename": keys} if keys else {}
             if identity.identities_only:
@@ -82,13 +89,30 @@ def _connection_class() -> type:
     return VerifiedConnection
 
 
-def connect(spec: str) -> Any:
-    """A Fabric connection to ``spec`` with OpenSSH's settings, through its ProxyJump hops."""
+def connect(spec: str, config: Any = None) -> Any:
+    """A Fabric connection to ``spec`` with OpenSSH's settings, through its
+    ProxyJump hops; its commands run with ``config``'s run.* and sudo.* settings."""
     identity = resolve_ssh(spec)
     gateway: Any = identity.proxy_command or None  # Fabric runs a string as ProxyCommand
     for hop in filter(None, identity.proxy_jump.split(",")):
         gateway = _connection_class()(resolve_ssh(hop), gateway)
-    return _connection_class()(identity, gateway)
+    return _connection_class()(identity, gateway, host_commands(config))
+
+
+HOST_COMMAND_SECTIONS = ("run", "sudo", "runners")
+
+
+def host_commands(config: Any) -> dict[str, Any]:
+    """The parts of invoke's configuration that shape host commands."""
+    if config is None:
+        return {}
+    return {key: _plain(config[key]) for key in HOST_COMMAND_SECTIONS if key in config}
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "keys"):
+        return {k: _plain(value[k]) for k in value}
+    return value
 
 
 @dataclass(frozen=True)
@@ -246,6 +270,8 @@ class Target:
     """This machine (``host=None``) or ``alias`` / ``user@host[:port]``."""
 
     host: str | None = None
+    # invoke's configuration for host commands (run.*, sudo.*); invoke's defaults if None.
+    config: Any = field(default=None, repr=False, compare=False)
     _shell: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -266,13 +292,13 @@ class Target:
 
     def shell(self) -> Shell:
         if self._shell is None:
-            self._shell = self._open_remote() if self.host else _local_context()
+            self._shell = self._open_remote() if self.host else _local_context(self.config)
         return self._shell
 
     def _open_remote(self) -> Any:
         assert self.host
         try:
-            conn = connect(self.host)
+            conn = connect(self.host, self.config)
             conn.open()
         except Exception as exc:  # paramiko raises a zoo; map them in one place
             raise _ssh_failure(self.host, exc) from None
@@ -295,10 +321,10 @@ class Target:
         self._shell = None
 
 
-def _local_context() -> invoke.Context:
+def _local_context(config: Any = None) -> invoke.Context:
     import invoke
 
-    return invoke.Context()
+    return invoke.Context(config=config)
 
 
 def run_quiet(shell: Shell, command: str) -> tuple[int, str]:

@@ -25,7 +25,7 @@ from ollama_stack.compose import client as client_mod
 from ollama_stack.compose.client import ComposeProject, parse_ps_output
 
 BASE = client_mod.compose_file("base.yml")
-NVIDIA = client_mod.compose_file("nvidia.yml")
+NVIDIA = client_mod.compose_file("ollama.nvidia.yml")
 
 
 @pytest.fixture

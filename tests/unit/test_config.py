@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 import pytest
 import yaml
+from invoke.config import Config
 
 from ollama_stack.common.errors import AlreadyInstalled, ConfigError, ExitCode, NotInstalled
 from ollama_stack.stack import config
@@ -694,3 +695,73 @@ def test_a_bad_url_with_credentials_is_one_line_without_them():
     with pytest.raises(ConfigError) as info:
         config.validate([("env", {"services": {"ollama": {"url": "http://u:S3cret@[::1"}}})])
     assert "S3cret" not in str(info.value)
+
+
+# -- one config system: invoke's, with our levels -------------------------------------
+
+
+def invoke_config(section: Any = None, **sections: Any) -> Config:
+    """invoke's configuration as a project invoke.yaml would leave it."""
+    base = Config(lazy=True)
+    base.load_collection({"ollama_stack": section or {}, **sections})
+    return base
+
+
+def test_stack_config_puts_our_levels_above_invokes_files(local_paths):
+    write_config(local_paths, "project: from-file\nports:\n  webui: 2001\n")
+    base = invoke_config({"project": "from-invoke", "bind": "::1", "ports": {"ollama": 1002}})
+    layered = config.stack_config(
+        local_paths, base, {"platform": "cpu"}, {"OLLAMA_STACK_PORTS_WEBUI": "3001"}
+    )
+    assert isinstance(layered, config.StackConfig) and not isinstance(base, config.StackConfig)
+    settings = layered.settings()
+    assert (settings.project, settings.bind, settings.platform) == ("from-file", "::1", "cpu")
+    assert (settings.ports["ollama"], settings.ports["webui"]) == (1002, 3001)
+    # the merged section is invoke's config too: tasks may read it as c.config.ollama_stack
+    assert layered.ollama_stack.ports.webui == "3001"
+    assert base.ollama_stack.project == "from-invoke"  # the task's own config is not changed
+
+
+def test_stack_config_blames_the_layer_that_set_a_bad_value(local_paths):
+    with pytest.raises(ConfigError) as info:
+        config.stack_config(local_paths, invoke_config({"platform": "gpu"}), environ={}).settings()
+    assert "(from invoke.yaml)" in info.value.message and "platform" in info.value.message
+    write_config(local_paths, "bind: nowhere\n")
+    with pytest.raises(ConfigError) as info:
+        config.stack_config(local_paths, invoke_config(), environ={}).settings()
+    assert f"(from {local_paths.config_file})" in info.value.message
+
+
+@pytest.mark.parametrize("section", ["just text", ["a", "list"]])
+def test_an_ollama_stack_section_that_is_not_a_mapping_is_one_line(local_paths, section):
+    with pytest.raises(ConfigError, match="ollama_stack must be a mapping"):
+        config.stack_config(local_paths, invoke_config(section), environ={})
+
+
+def test_a_setting_with_two_shapes_is_one_line(local_paths):
+    write_config(local_paths, "ports: 8080\n")
+    with pytest.raises(ConfigError, match="a mapping in one place and a value in another"):
+        config.stack_config(local_paths, invoke_config({"ports": {"webui": 1}}), environ={})
+
+
+def test_host_commands_run_with_invokes_run_settings(local_paths):
+    """A bare Context would drop run.*: the Runtime's shell is built from the config."""
+    from ollama_stack.stack.runtime import Runtime
+
+    base = invoke_config(run={"env": {"OST_FROM_INVOKE_YAML": "yes"}})
+    rt = Runtime.open(base=base, environ={})
+    result = rt.target.shell().run("echo $OST_FROM_INVOKE_YAML", hide=True, in_stream=False)
+    assert result.stdout.strip() == "yes"
+    bare = Runtime.open(environ={})
+    plain = bare.target.shell().run("echo $OST_FROM_INVOKE_YAML", hide=True, in_stream=False)
+    assert plain.stdout.strip() == ""
+
+
+def test_host_commands_over_ssh_get_the_same_settings():
+    from ollama_stack.stack.hosts.target import host_commands
+
+    base = invoke_config(run={"echo": True, "env": {"A": "1"}}, sudo={"prefix": "doas "})
+    taken = host_commands(config.StackConfig.of(base))
+    assert taken["run"]["echo"] is True and taken["run"]["env"] == {"A": "1"}
+    assert taken["sudo"]["prefix"] == "doas "
+    assert host_commands(None) == {}

@@ -1,4 +1,4 @@
-"""stack/hostcheck.py: parsing `ss`, port conflicts, host facts through a shell."""
+"""stack/hosts/hostcheck.py: parsing `ss`, port conflicts, host facts through a shell."""
 
 from __future__ import annotations
 

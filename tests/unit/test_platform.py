@@ -1,4 +1,4 @@
-"""stack/platform.py: detect() with fake shells and engine facts."""
+"""stack/hosts/platform.py: detect() with fake shells and engine facts."""
 
 from __future__ import annotations
 

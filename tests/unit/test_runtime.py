@@ -8,6 +8,7 @@ import socket
 from typing import Any
 
 import pytest
+from invoke.config import Config
 
 from ollama_stack.common.errors import ConfigError
 from ollama_stack.compose.client import FILES_DIR, compose_file
@@ -181,7 +182,9 @@ def test_urls_use_configured_ports_and_external_urls(local_paths):
 
 def test_open_layers_environment_and_flags(monkeypatch, stack_home):
     monkeypatch.setenv("OLLAMA_STACK_PROJECT", "from-env")
-    rt = Runtime.open(invoke_layer={"bind": "0.0.0.0"}, flags={"platform": "cpu", "project": None})
+    base = Config(lazy=True)
+    base.load_collection({"ollama_stack": {"bind": "0.0.0.0"}})
+    rt = Runtime.open(base=base, flags={"platform": "cpu", "project": None})
     assert rt.settings.project == "from-env"
     assert rt.settings.bind == "0.0.0.0"
     assert rt.platform_override == "cpu"

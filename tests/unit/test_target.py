@@ -1,4 +1,4 @@
-"""stack/target.py: local vs remote targets, SSH failures, host-key checking.
+"""stack/hosts/target.py: local vs remote targets, SSH failures, host-key checking.
 
 The SSH tests run a real paramiko server on 127.0.0.1 in a thread.
 """

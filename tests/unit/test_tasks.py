@@ -147,14 +147,6 @@ def test_every_task_is_guarded():
 # -- helpers -------------------------------------------------------------------------------
 
 
-def test_plain_turns_invoke_config_into_dicts():
-    cfg = invoke.Config(overrides={"ollama_stack": {"ports": {"webui": 3000}, "project": "p"}})
-    value = _base.plain(cfg.ollama_stack)
-    assert value == {"ports": {"webui": 3000}, "project": "p"}
-    assert type(value) is dict
-    assert type(value["ports"]) is dict
-
-
 def test_split_names():
     assert _base.split_names("ollama, webui,,mcp_proxy ") == ["ollama", "webui", "mcp_proxy"]
     assert _base.split_names("ollama webui") == ["ollama", "webui"]

@@ -1,4 +1,4 @@
-"""stack/update.py: selection, check, apply with its rollback, and rollback by hand.
+"""stack/update/engine.py: selection, check, apply with its rollback, and rollback by hand.
 
 Docker is faked at the wrapper boundary: ``FakeCompose`` stands in for
 ``ComposeProject`` with a small model of an engine (tags, RepoDigests,

@@ -1,4 +1,4 @@
-"""stack/native.py through a real local shell (invoke ``Context``).
+"""stack/services/ollama_native.py through a real local shell (invoke ``Context``).
 
 Native Ollama and the package managers cannot be installed here, so each test
 puts small bash stand-ins on PATH (and nothing else: the host's own dpkg, sudo
