@@ -112,9 +112,8 @@ class Runtime:
             if not probe(endpoint_for(spec.name, native.url), self.target.dial, timeout=1.0).ok:
                 return PlatformChoice(
                     "cpu",
-                    f"{facts.system}/{facts.machine} could run {spec.title} natively, but none "
-                    f"answers on {native.url} (install it for the GPU); running it in Docker "
-                    "on CPU",
+                    f"{facts.system}/{facts.machine}, but no native {spec.title} answers on "
+                    f"{native.url} ({native.install_hint}); running {spec.title} in Docker on CPU",
                 )
         return choice
 

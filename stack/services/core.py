@@ -112,6 +112,7 @@ OLLAMA = CATALOG.register(
             ),
             installer=ollama_native,
             listen_hint="OLLAMA_HOST=0.0.0.0, firewalled",
+            install_hint="install Ollama.app for Metal",
             native_on=("apple",),
         ),
         serves_models=True,

@@ -60,6 +60,7 @@ class NativeSupport:
     # detect_install(shell) and update_native(shell, version, progress=).
     installer: Any
     listen_hint: str = "listen on all interfaces, firewalled"  # for containers to reach it
+    install_hint: str = "install it on the host"  # when a platform wants it native
     # Platforms where it runs natively unless configured otherwise (Apple
     # Silicon: Docker cannot reach the Metal GPU).
     native_on: tuple[str, ...] = ()

@@ -292,7 +292,10 @@ def test_apple_without_native_ollama_falls_back_to_cpu(local_paths, closed_port)
     rt.target.dial = lambda h, p, t: socket.create_connection(("127.0.0.1", closed_port), t)  # type: ignore[method-assign]
     rt = rt.resolve()
     assert rt.platform.name == "cpu"
-    assert "none answers on http://127.0.0.1:11434" in rt.platform.reason
+    assert rt.platform.reason == (
+        "Linux/x86_64, but no native Ollama answers on http://127.0.0.1:11434 "
+        "(install Ollama.app for Metal); running Ollama in Docker on CPU"
+    )
     assert rt.settings.services["ollama"].type == "docker"
     assert compose_file("ollama.yml") in rt.compose_files()
 
