@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from ollama_stack.common.errors import ConfigError, StackError
@@ -87,21 +86,15 @@ def build(
     busybox = find_static_busybox()
     ensure_base(rt, mirror, progress)
     mcpo_layer = ensure_mcpo_layer(rt, arch, progress)
-    # What each stand-in directory needs besides its own files.
-    extras: dict[str, Callable[[Path], None]] = {
-        "webui": lambda ctx: shutil.copy2(busybox, ctx / "busybox"),
-        "mcpo": lambda ctx: _stamp_dockerfile(ctx, mcpo_layer),
-    }
     images = {}
     with tempfile.TemporaryDirectory(prefix="ollama-stack-standin-") as tmp:
         for spec in CATALOG:
             if not spec.standin:
                 continue
             service, directory = spec.name, spec.standin
-            prepare = extras.get(directory, lambda ctx: None)
             context = Path(tmp) / service
             shutil.copytree(STANDINS_DIR / directory, context)
-            prepare(context)
+            _complete_context(context, busybox, mcpo_layer)
             tag = image_name(directory, version)
             emit(progress, "step", f"building {tag} on {rt.target.label}")
             rt.compose.build_image(context, tag, {"VERSION": version, "BASE": BASE_IMAGE})
@@ -255,6 +248,14 @@ def write_console_scripts(site: Path, bin_dir: Path) -> list[str]:
             script.chmod(0o755)
             names.append(name)
     return names
+
+
+def _complete_context(context: Path, busybox: Path, mcpo_layer: str) -> None:
+    """What a recipe needs besides its own files, read from the recipe itself."""
+    if (context / "requirements.txt").is_file():  # pinned wheels: the cached mcpo layer
+        _stamp_dockerfile(context, mcpo_layer)
+    elif "COPY busybox " in (context / "Dockerfile").read_text():
+        shutil.copy2(busybox, context / "busybox")
 
 
 def _stamp_dockerfile(context: Path, layer: str) -> None:

@@ -553,7 +553,7 @@ def test_writes_are_atomic_and_keep_their_modes(local_paths, monkeypatch):
     def full_disk(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(config.os, "fsync", full_disk)
+    monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(OSError):
         config.install(local_paths, {"bind": "::1"}, force=True)
     assert local_paths.secrets_file.read_text() == secrets_before  # the old file, whole

@@ -1,0 +1,85 @@
+"""Configuration: the settings model, invoke's config with our levels, and the
+only code that reads or writes an installation's files.
+
+- ``settings``: what each key may hold (pydantic), validated once.
+- ``layers``: ``StackConfig``, invoke's ``Config`` with the installation's
+  config.yaml, ``OLLAMA_STACK_*`` and task flags as levels.
+- ``files``: paths, secrets, state and env files, written atomically.
+"""
+
+from .files import (
+    HOME_ENV,
+    InstallPaths,
+    InstallResult,
+    env_file_line,
+    host_slug,
+    install,
+    installation_id,
+    private_env_file,
+    read_secrets,
+    read_secrets_lenient,
+    read_state,
+    read_yaml,
+    remove_installation,
+    stack_home,
+    update_user_config,
+    write_runtime_env,
+    write_state,
+)
+from .layers import ENV_PREFIX, SECTION, StackConfig, env_layer, load_settings, stack_config
+from .settings import (
+    SECRET_KEYS,
+    Limits,
+    McpServer,
+    Platform,
+    RemoteMcpServer,
+    ServiceSettings,
+    ServiceType,
+    Settings,
+    StdioMcpServer,
+    WebuiSettings,
+    deep_merge,
+    redact_url,
+    validate,
+    validate_merged,
+)
+
+__all__ = [
+    "ENV_PREFIX",
+    "HOME_ENV",
+    "SECRET_KEYS",
+    "SECTION",
+    "InstallPaths",
+    "InstallResult",
+    "Limits",
+    "McpServer",
+    "Platform",
+    "RemoteMcpServer",
+    "ServiceSettings",
+    "ServiceType",
+    "Settings",
+    "StackConfig",
+    "StdioMcpServer",
+    "WebuiSettings",
+    "deep_merge",
+    "env_file_line",
+    "env_layer",
+    "host_slug",
+    "install",
+    "installation_id",
+    "load_settings",
+    "private_env_file",
+    "read_secrets",
+    "read_secrets_lenient",
+    "read_state",
+    "read_yaml",
+    "redact_url",
+    "remove_installation",
+    "stack_config",
+    "stack_home",
+    "update_user_config",
+    "validate",
+    "validate_merged",
+    "write_runtime_env",
+    "write_state",
+]

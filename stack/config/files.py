@@ -1,0 +1,372 @@
+"""Where an installation's files live, and the only code that reads or writes
+them: config.yaml, secrets.env, state/compose.env and state/state.json.
+
+``OLLAMA_STACK_HOME`` picks the directory; every remote host gets its own
+installation directory below it, since its secrets live here on the
+controller (python-on-whales reads compose and env files locally). Writes
+are atomic; a damaged state file is refused, never reset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets as _secrets
+import shlex
+import stat
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ollama_stack.common.errors import AlreadyInstalled, ConfigError, NotInstalled
+
+from .settings import SECRET_KEYS, deep_merge, validate
+
+HOME_ENV = "OLLAMA_STACK_HOME"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice is an error, not the last one silently."""
+
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    keys = [loader.construct_object(key, deep=True) for key, _ in node.value]
+    for index, key in enumerate(keys):
+        if key in keys[:index]:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice", node.value[index][0].start_mark
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: nested too deeply to be a settings file", "fix the file or remove it"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(
+            f"{path}{where}: malformed YAML ({getattr(exc, 'problem', exc)})",
+            "fix the file or remove it to use the defaults",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read {path}: {why}", "fix or remove the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def stack_home(environ: Mapping[str, str] = os.environ) -> Path:
+    if environ.get(HOME_ENV):
+        return Path(environ[HOME_ENV]).expanduser()
+    import platformdirs  # deferred: only needed when no home is given
+
+    return platformdirs.user_config_path("ollama-stack")
+
+
+def host_slug(host: str) -> str:
+    """A readable directory name that two different host strings never share."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", host)
+    return f"{readable}-{hashlib.sha256(host.encode()).hexdigest()[:8]}"
+
+
+@dataclass(frozen=True)
+class InstallPaths:
+    """One installation's files: local, or one per remote host."""
+
+    root: Path
+
+    @classmethod
+    def for_target(cls, host: str | None, environ: Mapping[str, str] = os.environ) -> InstallPaths:
+        home = stack_home(environ)
+        return cls(home if host is None else home / "remotes" / host_slug(host))
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.root / "secrets.env"
+
+    @property
+    def runtime_env_file(self) -> Path:
+        return self.root / "state" / "compose.env"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state" / "state.json"
+
+    @property
+    def installed(self) -> bool:
+        return self.secrets_file.exists()
+
+
+# -- loading ----------------------------------------------------------------
+
+
+def read_secrets(paths: InstallPaths) -> dict[str, str]:
+    if not paths.installed:
+        raise NotInstalled(
+            f"no installation at {paths.root}",
+            "run `inv stack.install` first (add --remote HOST for a remote box)",
+        )
+    values = {}
+    try:
+        text = paths.secrets_file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read {paths.secrets_file}: {getattr(exc, 'strerror', None) or exc}",
+            "it must be a readable KEY=value file; `inv stack.install --force` rewrites it",
+        ) from None
+    for line in text.splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    missing = [k for k in SECRET_KEYS if not values.get(k)]
+    if missing:
+        raise ConfigError(
+            f"{paths.secrets_file} lacks {', '.join(missing)}",
+            "run `inv stack.install --force` to add the missing keys (existing ones are kept)",
+        )
+    return values
+
+
+def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace a file whole or not at all: a temporary file, fsync, rename, fsync
+    the directory. A crash or a full disk leaves the old file, never half a new one.
+
+    A file that exists keeps its mode (a user who made config.yaml 0600 for its
+    tokens keeps that), and a link is written through, not replaced.
+    """
+    path = path.resolve() if path.is_symlink() else path
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode) & (mode | 0o600)  # never wider than asked
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, replacing it atomically."""
+    _write_atomic(path, text, 0o600)
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    paths: InstallPaths
+    secrets_created: list[str]
+    secrets_kept: list[str]
+
+
+def install(
+    paths: InstallPaths, chosen: Mapping[str, Any] | None = None, *, force: bool = False
+) -> InstallResult:
+    """Write config.yaml and secrets.env; existing secrets survive ``force``.
+
+    config.yaml gets only what the user chose at install (``chosen``, merged
+    into any config.yaml already there): values from invoke.yaml or the
+    environment stay in their own, lower or per-run, layers. Rotating
+    WEBUI_SECRET_KEY would log every Open WebUI user out, so force rewrites the
+    config but keeps keys already there.
+    """
+    if paths.installed and not force:
+        raise AlreadyInstalled(
+            f"already installed at {paths.root}",
+            "use --force to rewrite the config (secrets are kept)",
+        )
+    old = read_secrets_lenient(paths)
+    values = {k: old.get(k) or _secrets.token_urlsafe(32) for k in SECRET_KEYS}
+    current = read_yaml(paths.config_file) if paths.config_file.exists() else {}
+    document = deep_merge(current, {k: v for k, v in (chosen or {}).items() if v is not None})
+    old_project = current.get("project", "ollama-stack")
+    if paths.installed and document.get("project", "ollama-stack") != old_project:
+        raise ConfigError(
+            f"this installation's project is {old_project!r}; changing it would hide its "
+            "containers and volumes",
+            "`inv stack.uninstall` it first, or use another OLLAMA_STACK_HOME for a second one",
+        )
+    validate([(str(paths.config_file), document)])
+    header = "# ollama-stack settings chosen for this installation (README: Configuration)\n"
+    paths.root.mkdir(parents=True, exist_ok=True)
+    _write_atomic(
+        paths.config_file,
+        header + (yaml.safe_dump(document, sort_keys=False) if document else "{}\n"),
+    )
+    _write_private(
+        paths.secrets_file,
+        "# generated by ollama-stack; keep private\n"
+        + "".join(f"{k}={v}\n" for k, v in values.items()),
+    )
+    return InstallResult(
+        paths,
+        secrets_created=[k for k in SECRET_KEYS if not old.get(k)],
+        secrets_kept=[k for k in SECRET_KEYS if old.get(k)],
+    )
+
+
+def installation_id(paths: InstallPaths) -> str:
+    """Labels this installation's containers and volumes.
+
+    Derived from the installation directory, so a second OLLAMA_STACK_HOME
+    using the same project name never mistakes them for its own, while
+    uninstalling with --remove-config and installing again in the same place
+    finds its kept volumes again.
+    """
+    return hashlib.sha256(str(paths.root.resolve()).encode()).hexdigest()[:16]
+
+
+def read_secrets_lenient(paths: InstallPaths) -> dict[str, str]:
+    try:
+        return read_secrets(paths)
+    except (NotInstalled, ConfigError):
+        if not paths.secrets_file.exists():
+            return {}
+        pairs = (
+            line.partition("=")
+            for line in paths.secrets_file.read_text().splitlines()
+            if "=" in line
+        )
+        return {k.strip(): v.strip() for k, _, v in pairs if v.strip()}
+
+
+def update_user_config(paths: InstallPaths, changes: Mapping[str, Any]) -> Path:
+    """Merge ``changes`` into config.yaml (creating it), validating the result."""
+    current = read_yaml(paths.config_file) if paths.config_file.exists() else {}
+    merged = deep_merge(current, changes)
+    validate([(str(paths.config_file), merged)])
+    paths.root.mkdir(parents=True, exist_ok=True)
+    _write_atomic(paths.config_file, yaml.safe_dump(merged, sort_keys=False))
+    return paths.config_file
+
+
+_PLAIN_ENV_VALUE = re.compile(r"[A-Za-z0-9_./:@,+=%\[\]-]*")
+
+
+def env_file_line(key: str, value: str) -> str:
+    """``KEY=value`` as compose's env-file parser reads it back unchanged.
+
+    Anything beyond plain characters is single-quoted, which compose takes
+    literally (no ``$`` interpolation, no ``#`` comment); a value that holds a
+    single quote or a line break has no literal form there and is refused.
+    """
+    if _PLAIN_ENV_VALUE.fullmatch(value):
+        return f"{key}={value}\n"
+    # Compose reads \' as an escaped quote even inside single quotes, so a
+    # trailing backslash would swallow the closing one.
+    if "'" in value or "\n" in value or "\r" in value or value.endswith("\\"):
+        raise ConfigError(
+            f"{key} cannot be written to the compose env file "
+            "(it holds a quote, a line break or a trailing backslash)",
+            "remove that character from the setting or secret",
+        )
+    return f"{key}='{value}'\n"
+
+
+@contextlib.contextmanager
+def private_env_file(values: Mapping[str, str]) -> Iterator[Path]:
+    """The same env file in a private temporary directory, removed afterwards:
+    for read-only tasks, which must not touch the installation's files."""
+    with tempfile.TemporaryDirectory(prefix="ollama-stack-env-") as directory:
+        path = Path(directory) / "compose.env"
+        _write_private(path, _env_text(values))
+        yield path
+
+
+def write_runtime_env(paths: InstallPaths, values: Mapping[str, str]) -> Path:
+    """The interpolation values compose reads with --env-file (private: holds secrets)."""
+    _write_private(paths.runtime_env_file, _env_text(values))
+    return paths.runtime_env_file
+
+
+def _env_text(values: Mapping[str, str]) -> str:
+    return "".join(env_file_line(k, v) for k, v in values.items())
+
+
+def remove_installation(paths: InstallPaths) -> list[Path]:
+    """Delete this installation's config, secrets and state, and nothing else.
+
+    The local installation's directory is also the parent of every remote
+    installation (and may be any directory the user chose), so never remove
+    the directory tree itself: only our files, then the directory if empty.
+    """
+    removed = []
+    for path in (paths.config_file, paths.secrets_file):
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    state_dir = paths.state_file.parent
+    for path in (paths.state_file, paths.runtime_env_file):
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    for directory in (state_dir, paths.root):
+        with contextlib.suppress(OSError):  # not empty (or gone): leave it
+            directory.rmdir()
+    return removed
+
+
+def read_state(paths: InstallPaths) -> dict[str, Any]:
+    """What the last start decided (platform, …) and the update history; empty
+    before the first start. A damaged file is refused, never silently reset:
+    it holds the rollback records."""
+    try:
+        text = paths.state_file.read_text()
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _damaged_state(paths, getattr(exc, "strerror", None) or "not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise _damaged_state(paths, f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _damaged_state(paths, f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _damaged_state(paths: InstallPaths, why: str) -> ConfigError:
+    kept = paths.state_file.with_name(paths.state_file.name + ".damaged")
+    return ConfigError(
+        f"state file {paths.state_file} is damaged ({why})",
+        f"keep it for its update history and start a fresh one: "
+        f"mv {shlex.quote(str(paths.state_file))} {shlex.quote(str(kept))}",
+    )
+
+
+def write_state(paths: InstallPaths, changes: Mapping[str, Any]) -> None:
+    merged = read_state(paths) | dict(changes)
+    _write_atomic(paths.state_file, json.dumps(merged, indent=2, sort_keys=True))

@@ -1,0 +1,170 @@
+"""One configuration system, invoke's, with ollama-stack's levels added.
+
+Lowest first: the model's defaults < the ``ollama_stack:`` section of
+invoke's files (invoke.yaml) < ``config.yaml`` in the installation
+directory < ``OLLAMA_STACK_*`` environment variables < task flags.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from invoke.config import AmbiguousMergeError, Config, merge_dicts, obliterate
+from invoke.env import Environment
+
+from ollama_stack.common.errors import ConfigError
+
+from ..services import CATALOG
+from .files import InstallPaths, read_yaml
+from .settings import Limits, Settings, validate_merged
+
+ENV_PREFIX = "OLLAMA_STACK_"
+
+
+def _settable_keys() -> dict[str, Any]:
+    """Every key a variable may set, as a tree: what invoke's env loader crawls.
+
+    Per-service keys come from the catalog, so a registered service is
+    settable as ``OLLAMA_STACK_PORTS_<NAME>`` with no edit here.
+    """
+    tree = Settings().model_dump(exclude={"mcp_servers"})
+    tree["limits"] = {name: dict.fromkeys(Limits.model_fields) for name in CATALOG.names()}
+    return tree
+
+
+class _SettingsEnvironment(Environment):
+    """invoke's env loader over our keys, reading a given mapping. Values stay
+    strings for pydantic to parse (invoke would read "false" as True)."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        super().__init__(config=_settable_keys(), prefix=ENV_PREFIX)  # type: ignore[arg-type]
+        self._environ = environ
+
+    def load(self) -> dict[str, Any]:
+        for var, key_path in self._crawl(key_path=[], env_vars={}).items():
+            if ENV_PREFIX + var in self._environ:
+                self._path_set(key_path, self._environ[ENV_PREFIX + var])
+        return self.data
+
+    def _cast(self, old: Any, new: str) -> str:
+        return new
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Settings from ``OLLAMA_STACK_<KEY_PATH>``; unknown names are not ours to judge."""
+    return _SettingsEnvironment(environ).load()
+
+
+SECTION = "ollama_stack"  # our settings' key in invoke's configuration
+
+
+class StackConfig(Config):
+    """invoke's configuration with ollama-stack's levels added, as fabric adds its own.
+
+    Lowest first: invoke's defaults, its system, user and project files (our
+    settings sit under ``ollama_stack:``), invoke's env and runtime file; then
+    ours: the installation's ``config.yaml``, ``OLLAMA_STACK_*`` variables and
+    task flags; then invoke's overrides. The ``ollama_stack`` section is
+    validated once, by the pydantic ``Settings`` model (``settings()``), and
+    the same object configures the host commands (``run.*``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Set before invoke's __init__, which merges once already.
+        self._set(_invoke_section={}, _installation={}, _installation_path=None)
+        self._set(_stack_env={}, _flags={})
+        super().__init__(*args, **kwargs)
+
+    @classmethod
+    def of(cls, config: Config | None) -> StackConfig:
+        """Ours as it is, or invoke's (from `inv`) cloned into ours."""
+        if isinstance(config, cls):
+            return config
+        return (config or Config()).clone(into=cls)  # type: ignore[return-value]
+
+    def load_installation(self, paths: InstallPaths) -> None:
+        path = paths.config_file
+        data = read_yaml(path) if path.exists() else {}
+        self._set(_installation=data, _installation_path=path)
+        self.merge()
+
+    def load_stack_env(self, environ: Mapping[str, str] = os.environ) -> None:
+        self._set(_stack_env=env_layer(environ))
+        self.merge()
+
+    def load_flags(self, flags: Mapping[str, Any]) -> None:
+        self._set(_flags={k: v for k, v in flags.items() if v is not None})
+        self.merge()
+
+    def merge(self) -> None:
+        """invoke's order, with our three levels above its files and env."""
+        self._set(_config={})
+        try:
+            merge_dicts(self._config, self._defaults)
+            merge_dicts(self._config, self._collection)
+            self._merge_file("system", "System-wide")
+            self._merge_file("user", "Per-user")
+            self._merge_file("project", "Per-project")
+            merge_dicts(self._config, self._env)
+            self._merge_file("runtime", "Runtime")
+            section = self._config.get(SECTION) or {}
+            if not isinstance(section, Mapping):
+                raise ConfigError(
+                    f"invoke.yaml: {SECTION} must be a mapping of settings, not {section!r}"
+                )
+            self._set(_invoke_section=dict(section))
+            for level in (self._installation, self._stack_env, self._flags):
+                merge_dicts(self._config, {SECTION: level})
+        except AmbiguousMergeError as exc:
+            raise ConfigError(
+                f"bad config: a setting is a mapping in one place and a value in another ({exc})",
+                "give it the same shape in invoke.yaml, config.yaml and the environment",
+            ) from None
+        merge_dicts(self._config, self._overrides)
+        merge_dicts(self._config, self._modifications)
+        obliterate(self._config, self._deletions)
+
+    def settings(self) -> Settings:
+        """The ollama_stack section, validated; an error names the layer that set it."""
+        layers: list[tuple[str, Mapping[str, Any]]] = [
+            ("invoke.yaml", self._invoke_section),
+            (str(self._installation_path or "config.yaml"), self._installation),
+            ("environment", self._stack_env),
+            ("flags", self._flags),
+        ]
+        return validate_merged(_plain(self._config.get(SECTION) or {}), layers)
+
+
+def _plain(value: Any) -> Any:
+    """invoke's nested config → plain dicts and lists, for pydantic."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def stack_config(
+    paths: InstallPaths,
+    base: Config | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> StackConfig:
+    """invoke's configuration with this installation's levels loaded."""
+    stack = StackConfig.of(base)
+    stack.load_installation(paths)
+    stack.load_stack_env(environ)
+    stack.load_flags(flags or {})
+    return stack
+
+
+def load_settings(
+    paths: InstallPaths,
+    invoke_layer: Mapping[str, Any] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Settings:
+    """The settings of one installation; ``invoke_layer`` stands for invoke.yaml's section."""
+    base = Config(overrides=None, lazy=True)
+    base.load_collection({SECTION: dict(invoke_layer or {})})
+    return stack_config(paths, base, flags, environ).settings()
