@@ -293,6 +293,11 @@ class ComposeProject:
     def stop(self, services: Sequence[str] = (), sink: LineSink | None = None) -> None:
         self._stream([*self.compose_argv("stop"), *services], sink)
 
+    def stop_containers(self, names: Sequence[str]) -> None:
+        """Stop containers by name (ones compose's files no longer describe)."""
+        if names:
+            self._run([*self._docker_argv(), "stop", *names])
+
     def config_yaml(self) -> str:
         return self._run(self.compose_argv("config"))
 

@@ -120,14 +120,17 @@ def check_gpu(rt: Runtime, engine: EngineInfo | None) -> Check:
     )
 
 
-def check_native_reach(rt: Runtime, facts: hostcheck.HostFacts) -> list[Check]:
-    """Containers reach a native service through the docker bridge, not loopback."""
+def check_native_reach(rt: Runtime) -> list[Check]:
+    """Containers reach a native service through the docker bridge, not loopback
+    (on Linux; Docker Desktop forwards it). The host is asked only when needed."""
     checks = []
     for spec in CATALOG:
         if not spec.native or not rt.kind(spec.name).on_host:
             continue
         url = str(rt.settings.services[spec.name].url)
-        if urlsplit(url).hostname not in LOOPBACK_HOSTS or facts.system != "Linux":
+        if urlsplit(url).hostname not in LOOPBACK_HOSTS:
+            continue
+        if hostcheck.host_facts(rt.target.shell()).system != "Linux":
             continue
         checks.append(
             Check(
@@ -244,7 +247,7 @@ def run_doctor(rt: Runtime | None, config_problem: StackError | None = None) -> 
         lambda: [c for c in [check_secrets_file(rt)] if c],
         lambda: check_exposure(rt),
         lambda: check_containers(rt),
-        lambda: check_native_reach(rt, hostcheck.host_facts(rt.target.shell())),
+        lambda: check_native_reach(rt),
     ]
     if engine:
         steps.insert(1, lambda: check_ports(rt))

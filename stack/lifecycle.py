@@ -340,11 +340,16 @@ def _timeout(rt: Runtime, results: dict[str, ProbeResult], timeout: float) -> He
 def stop(rt: Runtime, progress: Progress | None = None) -> list[str]:
     """Stop containers; data volumes are never touched here."""
     refuse_foreign(rt)  # `compose stop` acts on the project name: another home's too
-    running = [c.service for c in rt.compose.ps() if c.state == "running"]
+    running = [c for c in rt.compose.ps() if c.state == "running"]
     if running:
-        emit(progress, "step", f"stopping {', '.join(running)} on {rt.target.label}")
+        names = [c.service for c in running]
+        emit(progress, "step", f"stopping {', '.join(names)} on {rt.target.label}")
         rt.compose.stop(sink=lambda line: emit(progress, "output", line))
-    return running
+        # `compose stop` skips a service its files no longer hold (configured
+        # native since it started): its container is still ours to stop.
+        left = [c.name for c in running if c.service not in rt.docker_services()]
+        rt.compose.stop_containers(left)
+    return [c.service for c in running]
 
 
 # -- status -------------------------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from invoke.config import Config as InvokeConfig
 
@@ -109,13 +110,25 @@ class Runtime:
                 continue
             if not kind_of(self.configured, spec.name).in_compose:
                 continue  # configured as native or remote already: not ours to probe
-            if not probe(endpoint_for(spec.name, native.url), self.target.dial, timeout=1.0).ok:
+            if not self._native_answers(spec.name, native.url):
                 return PlatformChoice(
                     "cpu",
                     f"{facts.system}/{facts.machine}, but no native {spec.title} answers on "
                     f"{native.url} ({native.install_hint}); running {spec.title} in Docker on CPU",
                 )
         return choice
+
+    def _native_answers(self, service: str, url: str) -> bool:
+        """Does a service installed on the host answer at ``url``?
+
+        After a fallback to Docker, our own container publishes that very port
+        (Ollama's 11434): its answer is not a native install's.
+        """
+        if not probe(endpoint_for(service, url), self.target.dial, timeout=1.0).ok:
+            return False
+        port = urlsplit(url).port
+        ours = self.compose.ps() if self.paths.installed else []
+        return not any(c.service == service and port in c.published_ports for c in ours)
 
     def _with(self, **changes: Any) -> Runtime:
         """A copy with other values; the compose project follows the new files."""

@@ -18,7 +18,7 @@ from ollama_stack.common.errors import ConfigError
 
 from ..services import CATALOG
 from .files import InstallPaths, read_yaml
-from .settings import Limits, Settings, validate_merged
+from .settings import Limits, Settings, deep_merge, validate_merged
 
 ENV_PREFIX = "OLLAMA_STACK_"
 
@@ -82,7 +82,9 @@ class StackConfig(Config):
         """Ours as it is, or invoke's (from `inv`) cloned into ours."""
         if isinstance(config, cls):
             return config
-        return (config or Config()).clone(into=cls)  # type: ignore[return-value]
+        if config is None:  # a library caller: no ~/.invoke.yaml or /etc/invoke.yaml
+            return cls(lazy=True)
+        return config.clone(into=cls)  # type: ignore[return-value]
 
     def load_installation(self, paths: InstallPaths) -> None:
         path = paths.config_file
@@ -109,19 +111,22 @@ class StackConfig(Config):
             self._merge_file("project", "Per-project")
             merge_dicts(self._config, self._env)
             self._merge_file("runtime", "Runtime")
-            section = self._config.get(SECTION) or {}
-            if not isinstance(section, Mapping):
-                raise ConfigError(
-                    f"invoke.yaml: {SECTION} must be a mapping of settings, not {section!r}"
-                )
-            self._set(_invoke_section=dict(section))
-            for level in (self._installation, self._stack_env, self._flags):
-                merge_dicts(self._config, {SECTION: level})
         except AmbiguousMergeError as exc:
             raise ConfigError(
                 f"bad config: a setting is a mapping in one place and a value in another ({exc})",
                 "give it the same shape in invoke.yaml, config.yaml and the environment",
             ) from None
+        section = self._config.get(SECTION) or {}  # `ollama_stack:` with nothing under it
+        if not isinstance(section, Mapping):
+            raise ConfigError(
+                f"invoke.yaml: {SECTION} must be a mapping of settings, not {section!r}"
+            )
+        self._set(_invoke_section=_plain(section))
+        # Our levels merge as they always did: a higher one replaces a value of
+        # another shape (a null, a scalar) instead of refusing to merge.
+        for level in (self._installation, self._stack_env, self._flags):
+            section = deep_merge(section, level)
+        self._config[SECTION] = _plain(section)
         merge_dicts(self._config, self._overrides)
         merge_dicts(self._config, self._modifications)
         obliterate(self._config, self._deletions)

@@ -245,10 +245,13 @@ class Settings(_Strict):
         """What binding to every interface publishes, or None when it does not."""
         if self.bind not in ("0.0.0.0", "::"):
             return None
-        return (
-            f"bind {self.bind} publishes {', '.join(published)} on every network this host is on; "
-            "Ollama's API has no authentication"
+        exposed = (
+            f"bind {self.bind} publishes {', '.join(published)} on every network this host is on"
         )
+        models = CATALOG.model_server()
+        if models and models.name in published and not models.auth_secret:
+            exposed += f"; {models.title}'s API has no authentication"
+        return exposed
 
     def service_type(self, name: str) -> ServiceType:
         return self.services[name].type  # type: ignore[index]

@@ -99,7 +99,7 @@ def connect(spec: str, config: Any = None) -> Any:
     return _connection_class()(identity, gateway, host_commands(config))
 
 
-HOST_COMMAND_SECTIONS = ("run", "sudo", "runners")
+HOST_COMMAND_SECTIONS = ("run", "sudo", "runners", "timeouts")
 
 
 def host_commands(config: Any) -> dict[str, Any]:
@@ -327,11 +327,32 @@ def _local_context(config: Any = None) -> invoke.Context:
     return invoke.Context(config=config)
 
 
+def quiet_options(shell: Shell) -> dict[str, Any]:
+    """How every host command runs: with invoke's run.* settings (run.env,
+    run.shell, timeouts.command, …), but never echoed, never a dry run (a check
+    must really ask, and --json output must stay one document) and in the C
+    locale, which the parsers read."""
+    configured = getattr(getattr(shell, "config", None), "run", None)
+    env = dict(configured.env) if configured is not None and configured.env else {}
+    return {
+        "hide": True,
+        "warn": True,
+        "in_stream": False,
+        "echo": False,
+        "dry": False,
+        "env": {**env, "LC_ALL": "C"},
+    }
+
+
 def run_quiet(shell: Shell, command: str) -> tuple[int, str]:
-    """Run a host command for a check: never echo, never raise on failure."""
-    env = {"LC_ALL": "C"}
+    """Run a host command for a check: never echo, never raise on failure
+    (a configured command timeout that strikes is exit code 124, as timeout(1))."""
+    from invoke.exceptions import CommandTimedOut
+
     try:
-        result = shell.run(command, hide=True, warn=True, in_stream=False, env=env)
+        result = shell.run(command, **quiet_options(shell))
+    except CommandTimedOut as exc:
+        return 124, exc.result.stdout or ""
     except Exception as exc:  # the SSH session dropped under us
         host = getattr(shell, "host", None)
         if host is None:

@@ -40,6 +40,7 @@ class ServiceKind:
     in_compose: ClassVar[bool] = False  # run, watched, updated and removed by compose
     restarted_by_update: ClassVar[bool] = False  # its update restarts a running service
     on_host: ClassVar[bool] = False  # runs on the stack's host itself, outside Docker
+    only_flag: ClassVar[str]  # the update flag that selects this kind alone
 
     # -- where it is ----------------------------------------------------------
 
@@ -124,6 +125,7 @@ class ServiceKind:
 
 class DockerKind(ServiceKind):
     name = "docker"
+    only_flag = "docker_only"
     in_compose = True
     unprobed_health = "unknown"
 
@@ -211,6 +213,7 @@ def _registry_digest(rt: Runtime, image: str) -> str:
 
 class NativeApiKind(ServiceKind):
     name = "native-api"
+    only_flag = "native_only"
     restarted_by_update = True
     on_host = True
 
@@ -240,6 +243,7 @@ class NativeApiKind(ServiceKind):
 
 class RemoteApiKind(ServiceKind):
     name = "remote-api"
+    only_flag = "remote_only"
 
 
 KINDS: dict[str, ServiceKind] = {

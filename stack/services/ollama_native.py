@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..events import Progress, emit
-from ..hosts.target import Shell, run_quiet
+from ..hosts.target import Shell, quiet_options, run_quiet
 
 DOWNLOAD_PAGE = "https://ollama.com/download"
 INSTALL_SCRIPT = "curl -fsSL https://ollama.com/install.sh | sh"
@@ -85,9 +85,8 @@ def _run(shell: Shell, command: str, timeout: float | None = None) -> tuple[int,
     can time out. A timeout is reported as exit code 124, like timeout(1)."""
     from invoke.exceptions import CommandTimedOut
 
-    kwargs = {"hide": True, "warn": True, "in_stream": False, "env": {"LC_ALL": "C"}}
     try:
-        result = shell.run(command, timeout=timeout, **kwargs)
+        result = shell.run(command, timeout=timeout, **quiet_options(shell))
     except CommandTimedOut as exc:
         tail = f"did not finish within {timeout:g} s"
         return 124, exc.result.stdout or "", f"{exc.result.stderr or ''}\n{tail}"

@@ -26,7 +26,6 @@ from ..events import Progress, emit
 from ..lifecycle import check_service_names, prepare, wait_healthy
 from ..runtime import Runtime
 from ..services import CATALOG
-from ..services.kinds import KINDS
 from .records import Outcome, ServiceCheck, ServiceOutcome, Status, UpdateReport  # noqa: F401
 
 ROLLBACK_REPO = "ollama-stack-rollback"
@@ -49,13 +48,9 @@ def select(
             "--docker-only, --native-only and --remote-only exclude each other", "pick one"
         )
     chosen = check_service_names(services) if services else CATALOG.names()
-    only = {
-        KINDS["docker"]: docker_only,
-        KINDS["native-api"]: native_only,
-        KINDS["remote-api"]: remote_only,
-    }
+    only = {"docker_only": docker_only, "native_only": native_only, "remote_only": remote_only}
     if any(only.values()):
-        chosen = [s for s in chosen if only[rt.kind(s)]]
+        chosen = [s for s in chosen if only[rt.kind(s).only_flag]]
     return chosen
 
 
@@ -95,6 +90,10 @@ def apply(
     docker = [s for s in services if rt.kind(s).in_compose]
     if docker:
         config.read_secrets(rt.paths)  # not installed → stop before any network or engine work
+    # One resolved Runtime for the whole update: the platform decides which
+    # services run in Docker and which on the host.
+    rt = rt.resolve()
+    docker = [s for s in services if rt.kind(s).in_compose]
     running = {c.service for c in rt.compose.ps() if c.state == "running"} if docker else set()
     # Read-only first: an unreachable registry stops here, and nobody is asked
     # about a change that will not happen.

@@ -179,3 +179,23 @@ class Recorder:
             else:
                 result.append(argv[1])
         return result
+
+
+# -- a service of the tests' own, for the catalog ------------------------------------
+
+
+def extra_service(name: str, fragment: Any, **description: Any) -> Any:
+    """A ServiceSpec the way an extension would describe one (not registered)."""
+    from ollama_stack.stack.health import ProbeSpec
+    from ollama_stack.stack.services import ServiceSpec
+    from ollama_stack.stack.services.core import check_ollama
+
+    defaults: dict[str, Any] = {
+        "title": name.capitalize(),
+        "env_prefix": name.upper(),
+        "image": f"example.invalid/{name}:1",
+        "port": 9999,
+        "container_port": 80,
+        "probe": ProbeSpec("/api/version", check_ollama),
+    }
+    return ServiceSpec(name=name, fragment=fragment, **(defaults | description))

@@ -1,4 +1,4 @@
-"""stack/config.py: layers, validation messages, install and the files it writes."""
+"""stack/config/: layers, validation messages, install and the files it writes."""
 
 from __future__ import annotations
 
@@ -738,23 +738,51 @@ def test_an_ollama_stack_section_that_is_not_a_mapping_is_one_line(local_paths, 
         config.stack_config(local_paths, invoke_config(section), environ={})
 
 
-def test_a_setting_with_two_shapes_is_one_line(local_paths):
+def test_a_higher_level_replaces_a_value_of_another_shape(local_paths):
     write_config(local_paths, "ports: 8080\n")
-    with pytest.raises(ConfigError, match="a mapping in one place and a value in another"):
-        config.stack_config(local_paths, invoke_config({"ports": {"webui": 1}}), environ={})
+    base = invoke_config({"ports": {"webui": 1}, "limits": None})
+    with pytest.raises(ConfigError) as info:
+        config.stack_config(local_paths, base, environ={}).settings()
+    assert "ports=8080" in info.value.message
+    assert f"(from {local_paths.config_file})" in info.value.message
+    write_config(local_paths, "limits:\n  webui:\n    cpus: 1\n")
+    settings = config.stack_config(local_paths, base, environ={}).settings()
+    assert settings.limits["webui"].cpus == 1 and settings.ports["webui"] == 1
 
 
-def test_host_commands_run_with_invokes_run_settings(local_paths):
-    """A bare Context would drop run.*: the Runtime's shell is built from the config."""
+def test_an_empty_ollama_stack_section_is_no_settings(local_paths):
+    empty = Config(lazy=True)
+    empty.load_collection({"ollama_stack": None})  # `ollama_stack:` with all lines commented
+    assert config.stack_config(local_paths, empty, environ={}).settings() == Settings()
+
+
+def test_library_callers_read_no_invoke_files_of_the_user(local_paths, unit_env):
+    home = Path(os.environ["HOME"])
+    (home / ".invoke.yaml").write_text("ollama_stack:\n  project: from-user-file\n")
+    assert config.stack_config(local_paths, environ={}).settings().project == "ollama-stack"
+
+
+def test_host_commands_run_with_invokes_run_settings(local_paths, capfd):
+    """A bare Context would drop run.*: host checks run with the task's config,
+    except what would make a check lie (a dry run) or spoil --json (echo)."""
+    from ollama_stack.stack.hosts.target import run_quiet
     from ollama_stack.stack.runtime import Runtime
 
-    base = invoke_config(run={"env": {"OST_FROM_INVOKE_YAML": "yes"}})
-    rt = Runtime.open(base=base, environ={})
-    result = rt.target.shell().run("echo $OST_FROM_INVOKE_YAML", hide=True, in_stream=False)
-    assert result.stdout.strip() == "yes"
-    bare = Runtime.open(environ={})
-    plain = bare.target.shell().run("echo $OST_FROM_INVOKE_YAML", hide=True, in_stream=False)
-    assert plain.stdout.strip() == ""
+    base = invoke_config(run={"env": {"OST_FROM_INVOKE": "yes"}, "echo": True, "dry": True})
+    shell = Runtime.open(base=base, environ={}).target.shell()
+    assert run_quiet(shell, "echo $OST_FROM_INVOKE-$LC_ALL") == (0, "yes-C\n")
+    assert capfd.readouterr().out == ""  # not echoed
+    bare = Runtime.open(environ={}).target.shell()
+    assert run_quiet(bare, "echo ${OST_FROM_INVOKE:-unset}") == (0, "unset\n")
+
+
+def test_a_configured_run_timeout_fails_a_host_check_without_a_traceback(local_paths):
+    from ollama_stack.stack.hosts.target import run_quiet
+    from ollama_stack.stack.runtime import Runtime
+
+    base = invoke_config(timeouts={"command": 1})  # invoke's --command-timeout
+    shell = Runtime.open(base=base, environ={}).target.shell()
+    assert run_quiet(shell, "sleep 5")[0] == 124
 
 
 def test_host_commands_over_ssh_get_the_same_settings():
@@ -765,3 +793,10 @@ def test_host_commands_over_ssh_get_the_same_settings():
     assert taken["run"]["echo"] is True and taken["run"]["env"] == {"A": "1"}
     assert taken["sudo"]["prefix"] == "doas "
     assert host_commands(None) == {}
+
+
+def test_exposure_names_an_unauthenticated_model_api_only_when_it_is_published():
+    exposed = config.validate([("f", {"bind": "0.0.0.0"})])
+    assert "Ollama's API has no authentication" in str(exposed.exposure(["ollama", "webui"]))
+    assert "authentication" not in str(exposed.exposure(["webui", "mcp_proxy"]))
+    assert Settings().exposure(["ollama"]) is None  # loopback only

@@ -4,6 +4,7 @@ runners replaced at the wrapper boundary."""
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import threading
 import time
@@ -354,6 +355,49 @@ def test_start_starts_only_docker_services(local_paths, services, pow_calls):
     up = next(argv for argv, _ in pow_calls.calls if "up" in argv)
     assert up[-2:] == ["webui", "mcp_proxy"]
     assert "ollama" not in up[up.index("up") :]
+    assert compose_files_in(up) == ["base.yml", "webui.yml", "mcp_proxy.yml"]
+
+
+def compose_files_in(argv: list[str]) -> list[str]:
+    return [Path(argv[i + 1]).name for i, arg in enumerate(argv) if arg == "--file"]
+
+
+def test_start_on_apple_runs_ollama_natively_and_leaves_its_file_out(
+    local_paths, services, pow_calls
+):
+    config.install(local_paths, {})
+    pow_calls.on_run = ps_answer()
+    rt = make_runtime(local_paths, ports_of(services), platform="apple")
+    native = services["ollama"].port
+
+    def to_the_native_ollama(host: str, port: int, timeout: float) -> socket.socket:
+        return socket.create_connection((host, native if port == 11434 else port), timeout)
+
+    rt.target.dial = to_the_native_ollama  # type: ignore[method-assign]
+    result = lifecycle.start(rt, timeout=5)
+    assert result.platform == "apple" and result.urls["ollama"] == "http://127.0.0.1:11434"
+    up = next(argv for argv, _ in pow_calls.calls if "up" in argv)
+    assert compose_files_in(up) == ["base.yml", "webui.yml", "mcp_proxy.yml"]
+    assert up[up.index("up") :][-2:] == ["webui", "mcp_proxy"]
+    env = local_paths.runtime_env_file.read_text()
+    assert "OLLAMA_BASE_URL=http://host.docker.internal:11434\n" in env
+    assert config.read_state(local_paths)["platform"] == "apple"
+
+
+def test_start_on_apple_does_not_take_its_own_docker_ollama_for_a_native_one(
+    local_paths, services, pow_calls
+):
+    """After a fallback to cpu, the stack's Docker Ollama publishes 11434 itself."""
+    config.install(local_paths, {})
+    pow_calls.on_run = ps_answer(ps_row("ollama", port=11434))
+    rt = make_runtime(local_paths, ports_of(services), platform="apple")
+    rt.target.dial = lambda host, port, timeout: socket.create_connection(  # type: ignore[method-assign]
+        (host, services["ollama"].port if port == 11434 else port), timeout
+    )
+    resolved = rt.resolve()
+    assert resolved.platform.name == "cpu"
+    assert "no native Ollama answers" in resolved.platform.reason
+    assert "ollama.yml" in [f.name for f in resolved.compose_files()]
 
 
 def test_start_refuses_a_taken_port_before_up(local_paths, pow_calls):
@@ -400,6 +444,16 @@ def test_stop_stops_only_when_something_runs(local_paths, pow_calls):
     # whose resources carry this project name (docker ps, volume ls), compose ps, stop
     assert pow_calls.subcommands() == ["ps", "volume", "ps", "stop"]
     assert pow_calls.calls[3][0][-1] == "stop"  # every service, data volumes untouched
+
+
+def test_stop_also_stops_a_container_its_files_no_longer_hold(local_paths, services, pow_calls):
+    """Ollama configured native after it ran in Docker: compose stop skips it."""
+    native = {"ollama": {"type": "native-api", "url": services["ollama"].url}}
+    rt = make_runtime(local_paths, {}, services=native)
+    pow_calls.on_run = ps_answer(ps_row("ollama"), ps_row("webui"))
+    assert lifecycle.stop(rt) == ["ollama", "webui"]
+    assert pow_calls.subcommands() == ["ps", "volume", "ps", "stop", "stop"]
+    assert pow_calls.calls[4][0][-2:] == ["stop", "p-ollama-1"]  # by name, with docker
 
     pow_calls.calls.clear()
     pow_calls.on_run = ps_answer(ps_row("webui", "exited"))
@@ -481,6 +535,8 @@ def test_merged_config_hides_the_secrets(local_paths, services, pow_calls, fake_
     first = text.splitlines()[1]
     assert first.startswith("#   docker compose --file ")
     assert first.endswith("--project-name ollama-stack up --detach")
+    # names the env file `stack.start` will write, though none is written yet
+    assert f"--env-file {local_paths.runtime_env_file} " in first
     assert str(fake_docker) not in first
     # read-only: compose got the values from a private temporary file, now gone
     config_argv = next(argv for argv, _ in pow_calls.calls if "config" in argv)

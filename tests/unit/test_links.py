@@ -1,4 +1,4 @@
-"""stack/links.py: the webui → Ollama link, asked inside the container (the exec is faked
+"""stack/links.py: declared links (webui → Ollama), asked inside the container (the exec is faked
 at the python-on-whales boundary; its argv is asserted)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from ollama_stack.stack.health import ProbeResult
 from ollama_stack.stack.hosts.target import Target
 from ollama_stack.stack.runtime import Runtime
 
-from .helpers import linux_shell
+from .helpers import extra_service, linux_shell
 
 HEALTHY = {
     name: ProbeResult(name, "healthy", "OK", 1.0) for name in ("ollama", "webui", "mcp_proxy")
@@ -126,3 +126,23 @@ def test_not_asked_when_ollama_was_not_probed(local_paths, pow_calls):
     only_webui = {"webui": HEALTHY["webui"]}
     assert links.with_links(make_runtime(local_paths), only_webui) == only_webui
     assert pow_calls.calls == []
+
+
+def test_a_link_to_a_service_that_needs_our_key_is_not_asked_from_inside(
+    local_paths, pow_calls, tmp_path
+):
+    """The key would show in the caller's process list: the link is left unchecked."""
+    from ollama_stack.stack.services import CATALOG
+
+    CATALOG.register(extra_service("caller", tmp_path / "caller.yml", depends_on=("mcp_proxy",)))
+    try:
+        config.install(local_paths, {})
+        rt = make_runtime(local_paths)
+        assert ("caller", "mcp_proxy") in links.declared_links(rt)
+        link = links.reaches(rt, "caller", "mcp_proxy")
+        assert link.ok is None and "needs our key" in link.detail
+        assert pow_calls.calls == []  # nothing was run inside a container
+        results = {**HEALTHY, "caller": ProbeResult("caller", "healthy", "OK", 1.0)}
+        assert links.with_links(rt, results)["caller"].ok  # unchecked is not unhealthy
+    finally:
+        CATALOG.unregister("caller")

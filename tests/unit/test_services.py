@@ -15,15 +15,13 @@ import pytest
 from ollama_stack.common.errors import ConfigError
 from ollama_stack.compose.client import ContainerState
 from ollama_stack.stack import config
-from ollama_stack.stack.health import ProbeSpec
 from ollama_stack.stack.hosts import hostcheck
 from ollama_stack.stack.hosts.target import Target
 from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.services import CATALOG, ServiceSpec, Volume
-from ollama_stack.stack.services.core import check_ollama
 from ollama_stack.stack.services.kinds import KINDS, kind_of
 
-from .helpers import FakeShell
+from .helpers import FakeShell, extra_service
 
 SECRETS = {"WEBUI_SECRET_KEY": "w" * 43, "MCPO_API_KEY": "m" * 43}
 
@@ -33,15 +31,9 @@ def echo(tmp_path: Path) -> Iterator[ServiceSpec]:
     fragment = tmp_path / "echo.yml"
     fragment.write_text("services:\n  echo:\n    image: ${ECHO_IMAGE}\n")
     spec = CATALOG.register(
-        ServiceSpec(
-            name="echo",
-            title="Echo",
-            env_prefix="ECHO",
-            image="example.invalid/echo:1",
-            port=9999,
-            container_port=80,
-            probe=ProbeSpec("/api/version", check_ollama),
-            fragment=fragment,
+        extra_service(
+            "echo",
+            fragment,
             volumes=(Volume("echo_data", "/data", cache=("cache",)),),
             env=lambda ctx: {"ECHO_GREETING": ctx.settings.project},
         )

@@ -53,7 +53,14 @@ def test_run_quiet_passes_the_quiet_options():
     shell = FakeShell({"true": (0, "ok")})
     assert run_quiet(shell, "true") == (0, "ok")
     assert shell.kwargs == [
-        {"hide": True, "warn": True, "in_stream": False, "env": {"LC_ALL": "C"}}
+        {
+            "hide": True,
+            "warn": True,
+            "in_stream": False,
+            "echo": False,
+            "dry": False,
+            "env": {"LC_ALL": "C"},
+        }
     ]
 
 

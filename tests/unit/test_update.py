@@ -10,11 +10,13 @@ is not marked broken, so ``lifecycle.wait_healthy`` runs for real.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,6 +97,7 @@ class UpCall:
     pull: str
     force_recreate: bool
     no_deps: bool
+    files: list[str] = field(default_factory=list, compare=False)  # compose files it ran with
 
 
 class FakeCompose:
@@ -115,9 +118,11 @@ class FakeCompose:
         self.files: list[Any] = []  # what Runtime.resolve() points it at
 
     def with_files(self, files: Sequence[Any]) -> FakeCompose:
-        """The same engine, seen through the resolved platform's compose files."""
-        self.files = list(files)
-        return self
+        """The same engine seen through other compose files (as Runtime.resolve()
+        makes it): a copy, so a call on the unresolved one shows in UpCall.files."""
+        view = copy.copy(self)
+        view.files = list(files)
+        return view
 
     # -- set-up helpers (not part of ComposeProject) --
 
@@ -230,7 +235,8 @@ class FakeCompose:
         no_deps: bool = False,
         sink: Callable[[str], None] | None = None,
     ) -> None:
-        self.calls.append(("up", UpCall(list(services), pull, force_recreate, no_deps)))
+        files = [Path(f).name for f in self.files]
+        self.calls.append(("up", UpCall(list(services), pull, force_recreate, no_deps, files)))
         for service in list(services) or list(self.images):  # no names: compose means all
             reference = self.images[service]
             self.containers[service] = Container("running", self.tags[reference], reference)
@@ -1245,3 +1251,14 @@ def test_a_locally_built_image_is_not_looked_up_in_any_registry(stack, monkeypat
     report, _ = apply(stack, ["webui"])
     assert [(o.outcome, o.service) for o in report.outcomes] == [("skipped", "webui")]
     assert report.exit_code == 0 and asked == []
+
+
+def test_recreate_runs_with_the_resolved_platforms_compose_files(running_stack):
+    """`up` runs on the Runtime resolve() made: a native Ollama's file is not in it."""
+    s = running_stack(external={"ollama": "native-api"})
+    s.engine.publish("webui", "v2")
+    report, _ = apply(s, ["webui"])
+    assert [(o.service, o.outcome) for o in report.outcomes] == [("webui", "updated")]
+    (up,) = s.engine.ups()
+    assert up.files == ["base.yml", "webui.yml", "mcp_proxy.yml"]
+    assert s.engine.files == []  # the unresolved Runtime's view was never used for `up`
