@@ -125,7 +125,7 @@ def status(c: Context, json: bool = False) -> None:
 
 @stack_task(
     help={
-        "services": "comma-separated services (default: all): ollama, webui, mcp_proxy",
+        "services": "comma-separated service names (default: all; `stack.status` lists them)",
         "follow": "keep printing new lines",
         "tail": "LINES from the end of each log: a number or all (default: all)",
         "since": "only lines since a time, e.g. 10m or 2026-11-25T10:00:00",

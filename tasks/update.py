@@ -9,7 +9,7 @@ from ._base import confirmer, display, guarded, runtime, seconds, split_names, s
 UPDATE_TIMEOUT = seconds("--timeout", 0.0, zero_means="the start_timeout setting")
 
 FILTER_HELP = {
-    "services": "comma-separated services (default: all): ollama, webui, mcp_proxy",
+    "services": "comma-separated service names (default: all; `stack.status` lists them)",
     "docker_only": "only services of type docker",
     "native_only": "only native-api services (Ollama installed on the host)",
     "remote_only": "only remote-api services (validated, never changed)",
