@@ -287,9 +287,9 @@ def test_a_signal_during_the_wait_says_what_was_left(
     )
     inst = make_installation(images=images)
     cmd = [str(CLI), "stack.start", "--pull", "never", "--timeout", "120"]
-    proc = subprocess.Popen(
-        cmd, env=inst.env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    # Should it ever hang, SIGABRT makes Python print every thread's stack.
+    env = inst.env | {"PYTHONFAULTHANDLER": "1"}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:  # wait until the health wait has begun
@@ -297,7 +297,12 @@ def test_a_signal_during_the_wait_says_what_was_left(
         if line.startswith("• ollama "):
             break
     proc.send_signal(sig)
-    _, rest = proc.communicate(timeout=30)
+    try:
+        _, rest = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, stacks = proc.communicate(timeout=30)
+        pytest.fail(f"still running 30 s after the signal; its threads:\n{stacks}")
     assert proc.returncode == code, "".join(seen) + rest
     errors = [line for line in rest.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, rest
