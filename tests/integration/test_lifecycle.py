@@ -289,7 +289,16 @@ def test_a_signal_during_the_wait_says_what_was_left(
     cmd = [str(CLI), "stack.start", "--pull", "never", "--timeout", "120"]
     # Should it ever hang, SIGABRT makes Python print every thread's stack.
     env = inst.env | {"PYTHONFAULTHANDLER": "1"}
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        # As a foreground command gets it: a test run started in the background
+        # by a non-interactive shell has SIGINT ignored, and children inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:  # wait until the health wait has begun
