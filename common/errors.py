@@ -28,6 +28,7 @@ class ExitCode(IntEnum):
     PARTLY_UPDATED = 13  # some services updated, others failed or need a hand
     REGISTRY_UNREACHABLE = 14
     CRASHED = 15  # a container keeps exiting or restarting while we wait for health
+    BAD_BACKUP = 16  # a backup is incomplete, damaged or not there
     INTERRUPTED = 130  # Ctrl-C (SIGINT)
     TERMINATED = 143  # SIGTERM, handled like Ctrl-C
 

@@ -21,6 +21,9 @@ from .events import Event
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from ollama_stack.backups.manifest import Manifest
+    from ollama_stack.backups.store import SnapshotInfo
+
     from .doctor import Check
     from .health import ProbeResult
     from .lifecycle import StartResult, StatusReport
@@ -241,3 +244,71 @@ class Display:
             console.print(Text(f"  remove config    {plan.config_dir}"))
         for item in plan.kept:
             console.print(Text(f"  keep   {item}", style="green"))
+
+    # -- backups ----------------------------------------------------------------
+
+    def backup_created(self, manifest: Manifest, store: str) -> None:
+        from rich.text import Text
+
+        volumes = ", ".join(f"{v.service}:{v.name}" for v in manifest.volumes) or "no volumes"
+        self.success(
+            f"backup {manifest.id}: {_size(manifest.size)} of {volumes}; "
+            f"{_size(manifest.written)} new in {store}"
+        )
+        for item in manifest.excluded:
+            self.out.print(Text(f"  left out     {item}", style="dim"))
+        for item in manifest.not_covered:
+            self.out.print(Text(f"  not covered  {item}", style="yellow"))
+
+    def backup_list(self, found: list[SnapshotInfo]) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        if not found:
+            self.info("no backups in this store yet")
+            return
+        table = Table()
+        for column in ("id", "created", "size", "services", "description"):
+            table.add_column(column, overflow="fold")
+        for info in found:
+            size = _size(info.size) if info.complete else Text("incomplete", style="red")
+            table.add_row(
+                info.id,
+                info.created,
+                size,
+                ", ".join(info.services),
+                Text(info.description or info.problem),
+            )
+        self.out.print(table)
+
+    def backup_manifest(self, manifest: Manifest) -> None:
+        from rich.text import Text
+
+        def row(label: str, text: str, style: str = "") -> None:
+            self.out.print(Text(f"  {label:<12} {text}", style=style))
+
+        self.out.print(Text(f"backup {manifest.id} of {manifest.target} ({manifest.project})"))
+        row("created", f"{manifest.created} by ollama-stack {manifest.tool_version}")
+        if manifest.description:
+            row("description", manifest.description)
+        for service in manifest.services:
+            image = f" {service.image}" if service.image else ""
+            row("service", f"{service.name} ({service.kind}{image}, {service.state or '-'})")
+        for volume in manifest.volumes:
+            files = sum(1 for e in volume.entries if e.type == "file")
+            size = sum(e.size for e in volume.entries)
+            row("volume", f"{volume.service}:{volume.name} {files} files, {_size(size)}")
+        row("installation", ", ".join(f.name for f in manifest.files))
+        for item in manifest.excluded:
+            row("left out", item, "dim")
+        for item in manifest.not_covered:
+            row("not covered", item, "yellow")
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"

@@ -370,3 +370,18 @@ def _damaged_state(paths: InstallPaths, why: str) -> ConfigError:
 def write_state(paths: InstallPaths, changes: Mapping[str, Any]) -> None:
     merged = read_state(paths) | dict(changes)
     _write_atomic(paths.state_file, json.dumps(merged, indent=2, sort_keys=True))
+
+
+def installation_documents(paths: InstallPaths) -> dict[str, tuple[bytes, int]]:
+    """config.yaml and secrets.env as they are on disk, with their modes (for backups)."""
+    found = {}
+    for path in (paths.config_file, paths.secrets_file):
+        if path.is_file():
+            found[path.name] = (path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
+    return found
+
+
+def backup_store(settings_store: str | None, given: str | None, environ: Mapping[str, str]) -> Path:
+    """Where backups go: --to, else the backup.store setting, else the home's backups/."""
+    chosen = given or settings_store
+    return Path(chosen).expanduser() if chosen else stack_home(environ) / "backups"

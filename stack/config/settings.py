@@ -144,6 +144,12 @@ McpServer = Annotated[
 ]
 
 
+class BackupSettings(_Strict):
+    # Where backups go (a NAS mount, say); default: $OLLAMA_STACK_HOME/backups,
+    # one store for every host, so blobs two hosts share are stored once.
+    store: str | None = None
+
+
 class Limits(_Strict):
     """Upper bounds; the compose layer clamps them to what the host has."""
 
@@ -193,6 +199,7 @@ class Settings(_Strict):
     limits: Annotated[dict[str, Limits], ServiceKeyed] = Field(default_factory=dict)
     start_timeout: float = Field(default=300.0, gt=0)
     webui: WebuiSettings = Field(default_factory=WebuiSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     # More MCP servers behind the proxy, each served under /<name>/.
     mcp_servers: dict[Annotated[str, Field(pattern=MCP_SERVER_NAME)], McpServer] = Field(
         default_factory=dict

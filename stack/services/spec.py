@@ -38,6 +38,13 @@ class Volume:
     name: str
     mount: str
     cache: tuple[str, ...] = ()
+    # Content-addressed model files (Ollama's models/blobs/sha256-<hex>): stored
+    # once, checked against their name, and not read again once in a store.
+    blobs: str | None = None
+    # Whether a backup pauses the service while it copies this volume. A volume
+    # whose files are written once under a temporary name and renamed (Ollama's
+    # models) reads consistently while the service runs.
+    quiesce: bool = True
 
 
 @dataclass(frozen=True)

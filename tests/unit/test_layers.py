@@ -19,7 +19,8 @@ PACKAGES = ("common", "compose", "stack", "tasks", "extensions", "backups")
 FORBIDDEN = {
     "common": ["compose", "stack", "tasks", "extensions", "backups"],
     "compose": ["stack", "tasks"],
-    "stack": ["tasks"],
+    "stack": ["tasks", "backups"],
+    "backups": ["tasks"],
     "stack/services": [
         "stack.runtime",
         "stack.lifecycle",

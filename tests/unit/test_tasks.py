@@ -489,7 +489,7 @@ def test_the_same_option_has_the_same_short_flag_in_every_task(capsys):
 
     seen = 0
     for name in ns.task_names:
-        assert run_program(name, "--help") == 0
+        assert run_program("--help", name) == 0  # `TASK --help` would be a positional's value
         for line in capsys.readouterr().out.splitlines():
             flags = re.findall(
                 r"(?<![\w-])(-[a-zA-Z]|--[a-z][a-z-]*)\b",
@@ -625,3 +625,28 @@ def test_remote_is_declared_once_for_every_task():
         task = ns[name]
         assert "remote" not in inspect.signature(task.body).parameters, name
         assert any(a.name == "remote" for a in task.get_arguments()), name
+
+
+# -- backup.* ------------------------------------------------------------------------------
+
+
+def test_backup_list_of_an_empty_store_is_an_empty_json_array(capsys, stack_home):
+    assert run_program("backup.list", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert not (stack_home / "backups").exists()  # listing creates nothing
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["backup.create", "--models", "some"], "--models 'some' is not one of"),
+        (["backup.show", "--id", ""], "backup.show needs a backup id"),
+        (["backup.verify", "--help"], "reads the word after it as a backup id"),
+        (["backup.show", "../../etc"], "'../../etc' is not a backup id"),
+        (["backup.verify", "20261203T000000Z-abcdef"], "no backup 20261203T000000Z-abcdef in"),
+    ],
+)
+def test_backup_tasks_refuse_bad_input_in_one_line(capsys, stack_home, argv, message):
+    assert run_program(*argv) == 2
+    (line,) = stderr_lines(capsys.readouterr().err)
+    assert line.startswith("error: ") and message in line

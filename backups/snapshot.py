@@ -1,0 +1,259 @@
+"""Taking a backup: every docker service's volumes, streamed into the store.
+
+Each volume is read with `docker cp` as a tar stream (nothing needed in the
+image, nothing staged on either side) and split into entries and content
+blobs as it arrives. A service whose data must be consistent across files
+(Open WebUI's SQLite database and its write-ahead log) is paused while its
+volumes are copied and unpaused in a ``finally``; a stopped one stays stopped.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import stat
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Literal
+
+from ollama_stack.compose.client import ContainerState
+from ollama_stack.stack import config
+from ollama_stack.stack.events import Progress, emit
+from ollama_stack.stack.runtime import Runtime
+from ollama_stack.stack.services import CATALOG, ServiceSpec, Volume
+
+from .manifest import Entry, FileRecord, Manifest, ServiceRecord, VolumeRecord
+from .store import Store
+
+Models = Literal["include", "manifests-only", "exclude"]
+
+
+@dataclass(frozen=True)
+class Options:
+    description: str = ""
+    include_cache: bool = False
+    exclude: tuple[str, ...] = ()  # globs on paths inside a volume
+    models: Models = "include"
+
+
+@dataclass
+class _Tally:
+    size: int = 0
+    written: int = 0
+
+
+def create(
+    rt: Runtime, store: Store, options: Options, progress: Progress | None = None
+) -> Manifest:
+    """Take a backup; the manifest, written last, is the commit point."""
+    config.read_secrets(rt.paths)  # not installed: nothing to back up
+    with store.locked():
+        began = time.time()
+        snapshot_id = store.new_snapshot(began, options.description)
+        emit(progress, "step", f"backup {snapshot_id} of {rt.target.label} into {store.root}")
+        containers = {c.service: c for c in rt.compose.ps()}
+        tally, excluded, not_covered = _Tally(), list[str](), list[str]()
+        volumes = []
+        for spec in CATALOG:
+            kind = rt.kind(spec.name)
+            if not kind.volumes(spec):
+                if not kind.in_compose:
+                    url = config.redact_url(rt.url(spec.name))
+                    not_covered.append(f"{spec.name}: {kind.name} at {url}, not run by this stack")
+                continue
+            volumes += _service(
+                rt,
+                store,
+                spec,
+                containers.get(spec.name),
+                options,
+                tally,
+                excluded,
+                not_covered,
+                progress,
+            )
+        files = _installation_files(rt, store, tally)
+        manifest = Manifest(
+            id=snapshot_id,
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(began)),
+            description=options.description,
+            tool_version=_version(),
+            target=rt.target.label,
+            project=rt.settings.project,
+            services=_service_records(rt, containers),
+            volumes=volumes,
+            files=files,
+            excluded=excluded,
+            not_covered=not_covered,
+            size=tally.size,
+            written=tally.written,
+        )
+        store.commit(manifest)
+        return manifest
+
+
+def _service(
+    rt: Runtime,
+    store: Store,
+    spec: ServiceSpec,
+    container: ContainerState | None,
+    options: Options,
+    tally: _Tally,
+    excluded: list[str],
+    not_covered: list[str],
+    progress: Progress | None,
+) -> list[VolumeRecord]:
+    if container is None:
+        names = ", ".join(v.name for v in spec.volumes)
+        not_covered.append(f"{spec.name}: no container to read {names} through (start it once)")
+        return []
+    if spec.serves_models and options.models == "exclude":
+        excluded.append(f"{spec.name}: every volume (--models exclude)")
+        return []
+    records = []
+    for volume in spec.volumes:
+        skip = _left_out(spec, volume, options)
+        excluded += [f"{spec.name}:{pattern}" for pattern in skip]
+        paused = volume.quiesce and container.state == "running"
+        if paused:
+            rt.compose.pause([container.name])
+        try:
+            emit(progress, "step", f"copying {spec.name}'s {volume.name} ({volume.mount})")
+            records.append(_volume(rt, store, spec, volume, container.name, skip, tally))
+        finally:
+            if paused:
+                rt.compose.unpause([container.name])
+    return records
+
+
+def _left_out(spec: ServiceSpec, volume: Volume, options: Options) -> list[str]:
+    skip = list(options.exclude)
+    if not options.include_cache:
+        skip += list(volume.cache)
+    if spec.serves_models and options.models == "manifests-only" and volume.blobs:
+        skip.append(volume.blobs)
+    return skip
+
+
+def _volume(
+    rt: Runtime,
+    store: Store,
+    spec: ServiceSpec,
+    volume: Volume,
+    container: str,
+    skip: list[str],
+    tally: _Tally,
+) -> VolumeRecord:
+    entries = []
+    with (
+        rt.compose.copy_out(container, volume.mount) as stream,
+        tarfile.open(fileobj=stream, mode="r|") as archive,
+    ):
+        for member in archive:
+            path = _relative(member.name)
+            if path is None or _matches(path, skip):
+                continue
+            entry = _entry(store, archive, member, path, volume, tally)
+            if entry is not None:
+                entries.append(entry)
+    return VolumeRecord(service=spec.name, name=volume.name, mount=volume.mount, entries=entries)
+
+
+def _entry(
+    store: Store,
+    archive: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    path: str,
+    volume: Volume,
+    tally: _Tally,
+) -> Entry | None:
+    # docker cp's headers carry the file type in the mode too: keep the permission bits
+    # (with setuid, setgid and sticky), as chmod takes them.
+    mode = stat.S_IMODE(member.mode)
+    common = {"path": path, "mode": mode, "uid": member.uid, "gid": member.gid}
+    common["mtime"] = int(member.mtime)
+    if member.isdir():
+        return Entry(type="dir", **common)
+    if member.issym():
+        return Entry(type="symlink", link=member.linkname, **common)
+    if member.islnk():
+        return Entry(type="hardlink", link=_relative(member.linkname), **common)
+    if not member.isreg():
+        return None  # a device node or a FIFO has no place in a data volume
+    tally.size += member.size
+    known = _content_name(path, volume)
+    if known and store.has_blob(known):
+        return Entry(type="file", size=member.size, sha256=known, **common)  # not read again
+    source = archive.extractfile(member)
+    assert source is not None
+    digest, size, written = store.put(source, known)
+    tally.written += written
+    return Entry(type="file", size=size, sha256=digest, **common)
+
+
+def _content_name(path: str, volume: Volume) -> str | None:
+    """The digest a model blob's name gives (models/blobs/sha256-<hex>)."""
+    if not volume.blobs or not path.startswith(volume.blobs.rstrip("/") + "/"):
+        return None
+    name = path.rsplit("/", 1)[-1]
+    if name.startswith("sha256-") and len(name) == 71:
+        return name[7:]
+    return None
+
+
+def _relative(name: str) -> str | None:
+    """A tar member's path inside the volume; "." for the volume's root."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        return None
+    return "/".join(parts) or "."
+
+
+def _matches(path: str, patterns: list[str]) -> bool:
+    """Does ``path`` or a directory above it match one of the patterns?"""
+    parents = list(_parents(path))
+    return any(fnmatch.fnmatchcase(p, pattern) for pattern in patterns for p in parents)
+
+
+def _parents(path: str) -> Iterator[str]:
+    parts = path.split("/")
+    for end in range(1, len(parts) + 1):
+        yield "/".join(parts[:end])
+
+
+def _installation_files(rt: Runtime, store: Store, tally: _Tally) -> list[FileRecord]:
+    """config.yaml and secrets.env: a restore must bring logins back."""
+    records = []
+    for name, (data, mode) in config.installation_documents(rt.paths).items():
+        digest, size, written = store.put(io.BytesIO(data))
+        tally.written += written
+        records.append(FileRecord(name=name, sha256=digest, size=size, mode=mode))
+    return records
+
+
+def _service_records(rt: Runtime, containers: dict[str, ContainerState]) -> list[ServiceRecord]:
+    image_ids = rt.compose.container_image_ids() if containers else {}
+    records = []
+    for spec in CATALOG:
+        kind = rt.kind(spec.name)
+        container = containers.get(spec.name)
+        records.append(
+            ServiceRecord(
+                name=spec.name,
+                kind=kind.name,
+                image=rt.settings.images[spec.name] if kind.in_compose else "",
+                image_id=image_ids.get(spec.name, ""),
+                state=container.state if container else ("absent" if kind.in_compose else ""),
+            )
+        )
+    return records
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ollama-stack")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,296 @@
+"""The backup store: content-addressed blobs and one directory per snapshot.
+
+    <store>/blobs/<2 hex>/<sha256>      a file's content, zstd-compressed (0600)
+    <store>/snapshots/<id>/started.json written first: when, what for
+    <store>/snapshots/<id>/manifest.json written last: the commit point
+    <store>/tmp/                        blobs being written
+
+A snapshot without a readable manifest is incomplete, whatever else its
+directory holds: a backup killed at any moment (kill -9 too) leaves nothing
+that looks complete, and the next one works. Blobs are written under a
+temporary name, fsynced and renamed; the directories they landed in are
+fsynced before the manifest is written, so a committed manifest never names
+a blob a crash could lose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import zstandard
+from pydantic import ValidationError
+
+from ollama_stack.common.errors import ConfigError, ExitCode, StackError
+
+from .manifest import Manifest
+
+CHUNK = 1 << 20  # bytes read at a time: memory stays flat whatever the file size
+LEVEL = 3  # zstd level: most of level 19's gain on text, at disk speed
+SNAPSHOT_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BadBackup(StackError):
+    """A backup that is incomplete, damaged or not there."""
+
+    code = ExitCode.BAD_BACKUP
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    id: str
+    created: str
+    complete: bool
+    size: int
+    description: str
+    services: list[str]
+    problem: str = ""  # why it is not complete
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "created": self.created,
+            "complete": self.complete,
+            "size": self.size,
+            "description": self.description,
+            "services": self.services,
+            **({"problem": self.problem} if self.problem else {}),
+        }
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    # -- layout ---------------------------------------------------------------
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / digest[:2] / digest
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def snapshot_dir(self, snapshot_id: str) -> Path:
+        if not SNAPSHOT_ID.match(snapshot_id):
+            raise BadBackup(
+                f"{snapshot_id!r} is not a backup id",
+                "`inv backup.list` shows the ids (like 20261203T141500Z-a1b2c3)",
+                code=ExitCode.CONFIG,
+            )
+        return self.snapshots / snapshot_id
+
+    # -- writing --------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the layout (private: it holds secrets) and clear dead writers' leftovers."""
+        for directory in (self.root, self.blobs, self.snapshots, self.root / "tmp"):
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, 0o700)
+        for leftover in (self.root / "tmp").iterdir():
+            pid = leftover.name.split("-", 1)[0]
+            if not pid.isdigit() or not _alive(int(pid)):
+                leftover.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One writer at a time (create, prune, import)."""
+        self.prepare()
+        with open(self.root / "lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StackError(
+                    f"another backup task is writing to {self.root}",
+                    "wait for it to finish, then try again",
+                ) from None
+            yield
+
+    def new_snapshot(self, created: float, description: str) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created))
+        snapshot_id = f"{stamp}-{secrets.token_hex(3)}"
+        directory = self.snapshot_dir(snapshot_id)
+        directory.mkdir(mode=0o700)
+        started = {"id": snapshot_id, "created": _rfc3339(created), "description": description}
+        _write_atomic(directory / "started.json", json.dumps(started).encode())
+        return snapshot_id
+
+    def put(self, stream: IO[bytes], known: str | None = None) -> tuple[str, int, int]:
+        """Store a file's content; return (sha256, size, bytes newly written).
+
+        ``known``: the digest the content claims (Ollama names its blobs by
+        it); a mismatch is refused, so a damaged model never enters the store.
+        """
+        tmp = self.root / "tmp" / f"{os.getpid()}-{secrets.token_hex(8)}"
+        digest, size = hashlib.sha256(), 0
+        try:
+            with open(tmp, "xb") as raw:
+                os.chmod(tmp, 0o600)
+                with zstandard.ZstdCompressor(level=LEVEL).stream_writer(raw, closefd=False) as z:
+                    while chunk := stream.read(CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        z.write(chunk)
+                raw.flush()
+                os.fsync(raw.fileno())
+            hexdigest = digest.hexdigest()
+            if known and known != hexdigest:
+                raise BadBackup(
+                    f"content named sha256:{known[:12]}… hashes to sha256:{hexdigest[:12]}…",
+                    "the source file is damaged; pull that model again, then back up",
+                )
+            target = self.blob_path(hexdigest)
+            if target.exists():
+                return hexdigest, size, 0
+            target.parent.mkdir(mode=0o700, exist_ok=True)
+            written = tmp.stat().st_size
+            os.replace(tmp, target)
+            return hexdigest, size, written
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def sync_blob_dirs(self) -> None:
+        """Make every rename into blobs/ durable before a manifest names them."""
+        for directory in [self.blobs, *self.blobs.iterdir()]:
+            if directory.is_dir():
+                _fsync_dir(directory)
+
+    def commit(self, manifest: Manifest) -> None:
+        self.sync_blob_dirs()
+        directory = self.snapshot_dir(manifest.id)
+        _write_atomic(directory / "manifest.json", manifest.model_dump_json(indent=1).encode())
+
+    # -- reading --------------------------------------------------------------
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        """The raw content of a blob, decompressed as it is read."""
+        if not HEX.match(digest):
+            raise BadBackup(f"{digest!r} is not a content hash", "the manifest is damaged")
+        handle = open(self.blob_path(digest), "rb")  # noqa: SIM115 (the reader closes it)
+        return zstandard.ZstdDecompressor().stream_reader(handle, closefd=True)  # type: ignore[return-value]
+
+    def manifest(self, snapshot_id: str) -> Manifest:
+        path = self.snapshot_dir(snapshot_id) / "manifest.json"
+        if not path.parent.is_dir():
+            raise BadBackup(
+                f"no backup {snapshot_id} in {self.root}",
+                "`inv backup.list` shows the backups there",
+                code=ExitCode.CONFIG,
+            )
+        try:
+            return Manifest.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise BadBackup(
+                f"backup {snapshot_id} is incomplete (it has no manifest)",
+                "it was stopped before it finished; take a new one",
+            ) from None
+        except (ValidationError, ValueError) as exc:
+            raise BadBackup(
+                f"backup {snapshot_id}'s manifest is damaged ({str(exc).splitlines()[0]})",
+                "take a new backup; keep this one only for forensics",
+            ) from None
+
+    def list(self) -> list[SnapshotInfo]:
+        """Every snapshot, oldest first; incomplete and damaged ones too."""
+        if not self.snapshots.is_dir():
+            return []
+        found = []
+        for directory in sorted(self.snapshots.iterdir()):
+            if SNAPSHOT_ID.match(directory.name):
+                found.append(self._info(directory))
+        return found
+
+    def _info(self, directory: Path) -> SnapshotInfo:
+        try:
+            manifest = self.manifest(directory.name)
+        except BadBackup as exc:
+            started = _read_json(directory / "started.json")
+            return SnapshotInfo(
+                directory.name,
+                str(started.get("created", "")),
+                False,
+                0,
+                str(started.get("description", "")),
+                [],
+                exc.message,
+            )
+        return SnapshotInfo(
+            manifest.id,
+            manifest.created,
+            True,
+            manifest.size,
+            manifest.description,
+            [s.name for s in manifest.services],
+        )
+
+
+def open_store(path: Path) -> Store:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"backup store {path} is not a directory", "pick a directory with --to")
+    return Store(path)
+
+
+def _rfc3339(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _alive(pid: int) -> bool:
+    """Is the writer that named a temporary file still running? (Ours cannot
+    be: this process has not written yet, so the file is an earlier one's.)"""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,138 @@
+"""`backup.*`: create, list, show, verify."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from invoke import Context
+
+from ._base import display, guarded, runtime, stack_task
+
+if TYPE_CHECKING:
+    from ollama_stack.backups.store import Store
+    from ollama_stack.stack.runtime import Runtime
+
+TO_HELP = (
+    "backup store directory (default: the backup.store setting, else $OLLAMA_STACK_HOME/backups)"
+)
+JSON_HELP = "print one JSON document on stdout"
+MODELS = ("include", "manifests-only", "exclude")
+
+
+def _store(rt: Runtime, to: str) -> Store:
+    import os
+
+    from ollama_stack.backups.store import open_store
+    from ollama_stack.stack import config
+
+    return open_store(config.backup_store(rt.settings.backup.store, to or None, os.environ))
+
+
+@stack_task(
+    iterable=["exclude"],
+    help={
+        "to": TO_HELP,
+        "description": "a note kept with the backup",
+        "include_cache": "also keep re-downloadable model caches (Open WebUI's cache/embedding, …)",
+        "exclude": "leave out paths inside volumes matching this glob (repeatable)",
+        "models": "include (default), manifests-only (not the model blobs) or exclude",
+        "json": JSON_HELP,
+    },
+)
+@guarded
+def create(
+    c: Context,
+    to: str = "",
+    description: str = "",
+    include_cache: bool = False,
+    exclude: list[str] | None = None,
+    models: str = "include",
+    json: bool = False,
+) -> None:
+    """Back up the stack's volumes, config and secrets, while it runs."""
+    from ollama_stack.backups import snapshot
+    from ollama_stack.common.errors import ConfigError
+
+    if models not in MODELS:
+        raise ConfigError(f"--models {models!r} is not one of {', '.join(MODELS)}")
+    rt = runtime(c)
+    out = display(json_mode=json)
+    options = snapshot.Options(description, include_cache, tuple(exclude or ()), models)  # type: ignore[arg-type]
+    store = _store(rt, to)
+    manifest = snapshot.create(rt, store, options, out.progress)
+    if json:
+        out.json(_summary(manifest, store))
+    else:
+        out.backup_created(manifest, str(store.root))
+
+
+def _summary(manifest, store) -> dict:
+    return {
+        "id": manifest.id,
+        "store": str(store.root),
+        "created": manifest.created,
+        "size": manifest.size,
+        "written": manifest.written,
+        "services": [s.name for s in manifest.services],
+        "volumes": [f"{v.service}:{v.name}" for v in manifest.volumes],
+        "excluded": manifest.excluded,
+        "not_covered": manifest.not_covered,
+    }
+
+
+@stack_task(name="list", help={"to": TO_HELP, "json": "print one JSON array, oldest first"})
+@guarded
+def list_(c: Context, to: str = "", json: bool = False) -> None:
+    """List the backups in the store, incomplete and damaged ones too."""
+    rt = runtime(c)
+    found = _store(rt, to).list()
+    out = display(json_mode=json)
+    if json:
+        out.json([info.to_json() for info in found])
+    else:
+        out.backup_list(found)
+
+
+ID_HELP = "the backup's id (`backup.list` shows them)"
+
+
+def _snapshot_id(given: str | None, task: str) -> str:
+    """invoke reads the word after a task with a positional argument as that
+    argument, `--help` included: say how to get the help instead."""
+    from ollama_stack.common.errors import ConfigError
+
+    if given in ("--help", "-h"):
+        raise ConfigError(f"{task} reads the word after it as a backup id", f"`inv --help {task}`")
+    if not given:
+        raise ConfigError(f"{task} needs a backup id", "`inv backup.list` shows them")
+    return given
+
+
+@stack_task(positional=["id"], help={"id": ID_HELP, "to": TO_HELP, "json": JSON_HELP})
+@guarded
+def show(c: Context, id: str | None = None, to: str = "", json: bool = False) -> None:
+    """Summarise one backup's manifest."""
+    rt = runtime(c)
+    store = _store(rt, to)
+    manifest = store.manifest(_snapshot_id(id, "backup.show"))
+    out = display(json_mode=json)
+    if json:
+        out.json(_summary(manifest, store))
+    else:
+        out.backup_manifest(manifest)
+
+
+@stack_task(positional=["id"], help={"id": ID_HELP, "to": TO_HELP, "json": JSON_HELP})
+@guarded
+def verify(c: Context, id: str | None = None, to: str = "", json: bool = False) -> None:
+    """Re-read and re-hash everything a backup holds; fail naming the first bad entry."""
+    from ollama_stack.backups.check import verify as check
+
+    rt = runtime(c)
+    store = _store(rt, to)
+    out = display(json_mode=json)
+    manifest = check(store, _snapshot_id(id, "backup.verify"), out.progress)
+    if json:
+        out.json({"id": manifest.id, "ok": True, "size": manifest.size})
+    else:
+        out.success(f"backup {manifest.id} is whole: {manifest.size} bytes re-hashed")

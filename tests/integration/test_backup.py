@@ -1,0 +1,234 @@
+"""backup.create / list / show / verify against the live engine.
+
+Volumes are seeded inside the running stand-ins with what a restore must put
+back exactly (symlinks, a hard link, a file of uid 70 with mode 0600, an empty
+directory, unicode names, an Ollama model blob named by its hash); the
+manifest is compared with what Python inside the container sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import CLI, Installation, docker
+
+SEED = r"""
+set -e
+cd /root/.ollama
+mkdir -p models/blobs models/manifests/registry/library/tiny "empty dir" "ü dir"
+head -c 4000000 /dev/urandom > /tmp/blob
+h=$(sha256sum /tmp/blob | cut -d' ' -f1)
+mv /tmp/blob "models/blobs/sha256-$h"
+printf '{"layers":[{"digest":"sha256:%s"}]}' "$h" > models/manifests/registry/library/tiny/latest
+printf 'secret' > "ü dir/private"
+chown 70:70 "ü dir/private"
+chmod 600 "ü dir/private"
+ln -s "ü dir/private" link-to-private
+ln -s /etc/hostname dangling-outside
+ln "ü dir/private" hard-link
+"""
+
+# What Python in the container sees: path → (type, mode, uid, gid, size, sha256, link).
+WALK = r"""
+import hashlib, json, os, stat
+root = "/root/.ollama"
+seen, out = {}, {}
+for base, dirs, files in os.walk(root):
+    for name in sorted(dirs + files):
+        path = os.path.join(base, name)
+        rel = os.path.relpath(path, root)
+        st = os.lstat(path)
+        kind, digest, link = "dir", None, None
+        if stat.S_ISLNK(st.st_mode):
+            kind, link = "symlink", os.readlink(path)
+        elif stat.S_ISREG(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                kind, link = "hardlink", seen[key]
+            else:
+                seen[key] = rel
+                kind = "file"
+                digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+        size = st.st_size if kind == "file" else 0
+        out[rel] = [kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, size, digest, link]
+print(json.dumps(out))
+"""
+
+
+def backup(inst: Installation, *args: str) -> dict:
+    return json.loads(inst.ok("backup.create", "--json", *args).stdout)
+
+
+def listing(inst: Installation) -> list[dict]:
+    return json.loads(inst.ok("backup.list", "--json").stdout)
+
+
+def manifest_of(inst: Installation, snapshot_id: str) -> dict:
+    store = Path(inst.env["OLLAMA_STACK_HOME"]) / "backups"
+    return json.loads((store / "snapshots" / snapshot_id / "manifest.json").read_text())
+
+
+@pytest.fixture
+def seeded(make_installation) -> Installation:
+    inst = make_installation()
+    inst.ok("stack.start", "--pull", "never")
+    docker("exec", f"{inst.project}-ollama-1", "sh", "-c", SEED)
+    return inst
+
+
+def test_a_backup_records_every_entry_as_the_container_sees_it(seeded):
+    made = backup(seeded, "--description", "before the upgrade")
+    assert made["volumes"] == ["ollama:ollama_data", "webui:webui_data"]
+    seen = json.loads(docker("exec", f"{seeded.project}-ollama-1", "python3", "-c", WALK))
+    (volume,) = [v for v in manifest_of(seeded, made["id"])["volumes"] if v["service"] == "ollama"]
+    recorded = {
+        e["path"]: [e["type"], e["mode"], e["uid"], e["gid"], e["size"], e["sha256"], e["link"]]
+        for e in volume["entries"]
+        if e["path"] != "."
+    }
+    assert recorded == seen
+    assert recorded["ü dir/private"][1:4] == [0o600, 70, 70]
+    assert recorded["hard-link"][0] == "hardlink" or recorded["ü dir/private"][0] == "hardlink"
+    assert recorded["dangling-outside"] == ["symlink", 0o777, 0, 0, 0, None, "/etc/hostname"]
+
+    (info,) = listing(seeded)
+    assert info["id"] == made["id"] and info["complete"] is True
+    assert info["description"] == "before the upgrade"
+    assert info["size"] == made["size"] > 4_000_000
+    assert "secret" not in seeded.ok("backup.show", made["id"], "--json").stdout
+    verified = seeded.ok("backup.verify", made["id"], "--json")
+    assert json.loads(verified.stdout)["ok"] is True
+
+    # The stack was paused only while Open WebUI's data was copied: all run again.
+    assert {s["name"]: s["state"] for s in seeded.status()["services"]} == dict.fromkeys(
+        ("ollama", "webui", "mcp_proxy"), "running"
+    )
+    store = Path(seeded.env["OLLAMA_STACK_HOME"]) / "backups"
+    assert oct(store.stat().st_mode & 0o777) == "0o700"
+    secrets_blob = next(
+        f for f in manifest_of(seeded, made["id"])["files"] if f["name"] == "secrets.env"
+    )
+    blob = store / "blobs" / secrets_blob["sha256"][:2] / secrets_blob["sha256"]
+    assert oct(blob.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_second_backup_of_unchanged_models_writes_no_blob_again(seeded):
+    first = backup(seeded)
+    assert first["written"] > 3_000_000  # 4 MB of random bytes do not compress
+    second = backup(seeded)
+    assert second["written"] < 10_000  # Open WebUI's tiny files at most
+    assert second["size"] == first["size"]
+
+
+def test_a_stopped_stack_is_backed_up_and_stays_stopped(seeded):
+    seeded.ok("stack.stop")
+    made = backup(seeded)
+    assert made["not_covered"] == []
+    states = {s["name"]: s["state"] for s in seeded.status()["services"]}
+    assert set(states.values()) == {"exited"}
+
+
+def test_cache_and_globs_are_left_out_unless_asked(seeded):
+    webui = f"{seeded.project}-webui-1"
+    docker(
+        "exec",
+        webui,
+        "sh",
+        "-c",
+        "mkdir -p /app/backend/data/cache/embedding /app/backend/data/cache/tool "
+        "&& echo m > /app/backend/data/cache/embedding/model.bin "
+        "&& echo t > /app/backend/data/cache/tool/output.png "
+        "&& echo x > /app/backend/data/scratch.tmp",
+    )
+    made = backup(seeded, "--exclude", "*.tmp")
+    paths = {
+        e["path"]
+        for v in manifest_of(seeded, made["id"])["volumes"]
+        if v["service"] == "webui"
+        for e in v["entries"]
+    }
+    assert "cache/tool/output.png" in paths  # tool outputs chats link to are kept
+    assert not any(p.startswith("cache/embedding") for p in paths)
+    assert "scratch.tmp" not in paths
+    assert "webui:cache/embedding" in made["excluded"] and "webui:*.tmp" in made["excluded"]
+    full = backup(seeded, "--include-cache", "--models", "manifests-only")
+    entries = [e["path"] for v in manifest_of(seeded, full["id"])["volumes"] for e in v["entries"]]
+    assert "cache/embedding/model.bin" in entries
+    assert not any(p.startswith("models/blobs/") for p in entries)
+
+
+def test_a_killed_backup_is_never_listed_complete_and_the_next_one_works(seeded):
+    docker(
+        "exec",
+        f"{seeded.project}-ollama-1",
+        "sh",
+        "-c",
+        "head -c 300000000 /dev/urandom > /root/.ollama/big",
+    )
+    proc = subprocess.Popen(
+        [str(CLI), "backup.create"],
+        env=seeded.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=os.environ["HOME"],
+    )
+    tmp = Path(seeded.env["OLLAMA_STACK_HOME"]) / "backups" / "tmp"
+    deadline = time.monotonic() + 60
+    while not (tmp.is_dir() and any(tmp.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the backup ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (killed,) = listing(seeded)
+    assert killed["complete"] is False and "incomplete" in killed.get("problem", "")
+    assert seeded.cli("backup.verify", killed["id"]).returncode == 16
+    made = backup(seeded)
+    assert [b["complete"] for b in listing(seeded)] == [False, True]
+    assert not any(tmp.iterdir())  # the dead writer's half blob was cleared
+    seeded.ok("backup.verify", made["id"])
+
+
+def test_verify_names_a_flipped_byte_and_a_missing_blob(seeded):
+    made = backup(seeded)
+    manifest = manifest_of(seeded, made["id"])
+    store = Path(seeded.env["OLLAMA_STACK_HOME"]) / "backups"
+    entry = next(
+        e
+        for v in manifest["volumes"]
+        for e in v["entries"]
+        if e["path"].startswith("models/blobs/")
+    )
+    blob = store / "blobs" / entry["sha256"][:2] / entry["sha256"]
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    result = seeded.cli("backup.verify", made["id"])
+    assert result.returncode == 16
+    assert f"ollama:ollama_data/{entry['path']}" in result.stderr
+    blob.unlink()
+    result = seeded.cli("backup.verify", made["id"])
+    assert result.returncode == 16 and "is missing" in result.stderr
+
+
+@pytest.mark.remote
+def test_a_remote_box_is_backed_up_over_ssh_into_the_local_store(make_installation, remote_host):
+    remote = make_installation(remote=remote_host.name, docker_host=remote_host.docker_host)
+    remote.ok("stack.start", "--pull", "never")
+    ollama = next(c for c in remote.containers() if "-ollama-" in c)
+    docker("exec", ollama, "sh", "-c", SEED, host=remote_host.docker_host)
+    first = backup(remote)
+    manifest = manifest_of(remote, first["id"])
+    assert manifest["target"] == remote_host.name
+    paths = {e["path"] for v in manifest["volumes"] for e in v["entries"]}
+    assert "ü dir/private" in paths and any(p.startswith("models/blobs/sha256-") for p in paths)
+    remote.ok("backup.verify", first["id"])
+    # Blobs already in the store are not stored again.
+    second = backup(remote)
+    assert second["written"] < 10_000
