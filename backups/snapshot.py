@@ -26,7 +26,7 @@ from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.services import CATALOG, ServiceSpec, Volume
 
 from .manifest import Entry, FileRecord, Manifest, ServiceRecord, VolumeRecord
-from .store import Store
+from .store import CHUNK, Store
 
 Models = Literal["include", "manifests-only", "exclude"]
 
@@ -150,7 +150,7 @@ def _volume(
     entries = []
     with (
         rt.compose.copy_out(container, volume.mount) as stream,
-        tarfile.open(fileobj=stream, mode="r|") as archive,
+        tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as archive,
     ):
         for member in archive:
             path = _relative(member.name)

@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+import zstandard
 
-from .conftest import CLI, Installation, docker
+from .conftest import CLI, ROOT, Installation, docker
+from .registry import build_image
 
 SEED = r"""
 set -e
@@ -232,3 +236,60 @@ def test_a_remote_box_is_backed_up_over_ssh_into_the_local_store(make_installati
     # Blobs already in the store are not stored again.
     second = backup(remote)
     assert second["written"] < 10_000
+
+
+@pytest.fixture(scope="session")
+def webui_sqlite(standin_images: dict[str, str]) -> str:
+    """The Open WebUI stand-in with a live SQLite database (tests/support/webui-sqlite)."""
+    tag = "ollama-stack-standin/webui-sqlite:test"
+    build_image(tag, ROOT / "tests" / "support" / "webui-sqlite")
+    return tag
+
+
+def rows(inst: Installation) -> int:
+    url = f"http://127.0.0.1:{inst.ports['webui']}/rows"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return json.load(answer)["rows"]
+
+
+def stored(inst: Installation, digest: str) -> bytes:
+    """A blob's content, read with zstandard directly (not through our store code)."""
+    blob = Path(inst.env["OLLAMA_STACK_HOME"]) / "backups" / "blobs" / digest[:2] / digest
+    with blob.open("rb") as raw:
+        return zstandard.ZstdDecompressor().stream_reader(raw).read()
+
+
+def test_a_busy_sqlite_database_is_backed_up_whole_with_its_wal(
+    make_installation, webui_sqlite, tmp_path
+):
+    """Open WebUI keeps committed data in webui.db-wal: the copy must be of both
+    files at one instant (webui is paused), and open as a whole database."""
+    inst = make_installation(images={"webui": webui_sqlite})
+    inst.ok("stack.start", "--pull", "never")
+    time.sleep(1)  # let the chat writer commit a few hundred rows
+    before = rows(inst)
+    made = backup(inst)
+    after = rows(inst)
+    assert 0 < before < after  # the writer ran before and after the copy
+    manifest = manifest_of(inst, made["id"])
+    files = {
+        e["path"]: e
+        for v in manifest["volumes"]
+        if v["service"] == "webui"
+        for e in v["entries"]
+        if e["type"] == "file"
+    }
+    assert files["webui.db-wal"]["size"] > 0  # the rows live in the WAL, as in the real one
+    (tmp_path / "webui.db").write_bytes(stored(inst, files["webui.db"]["sha256"]))
+    alone = sqlite3.connect(tmp_path / "webui.db")
+    assert (
+        alone.execute("SELECT count(*) FROM chat").fetchone()[0] < before
+    )  # the .db alone is not it
+    alone.close()
+    (tmp_path / "webui.db-wal").write_bytes(stored(inst, files["webui.db-wal"]["sha256"]))
+    db = sqlite3.connect(tmp_path / "webui.db")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert before <= db.execute("SELECT count(*) FROM chat").fetchone()[0] <= after
+    assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "a1b2c3d4e5f6"
+    status = {s["name"]: s for s in inst.status()["services"]}
+    assert status["webui"]["state"] == "running" and status["webui"]["health"] == "healthy"
