@@ -85,8 +85,8 @@ def apply(
         rt,
         chosen,
         confirm=confirmer(yes, out),
+        backup=None if no_backup else _backup_before_update(out),
         timeout=timeout or None,
-        backup=not no_backup,
         progress=out.progress,
     )
     if json:
@@ -95,6 +95,22 @@ def apply(
         out.update_report(report)
     if report.exit_code:
         raise Exit(code=int(report.exit_code))
+
+
+def _backup_before_update(out):
+    """A backup into the installation's store, as `backup.create` takes it."""
+    import os
+
+    from ollama_stack.backups import snapshot
+    from ollama_stack.backups.store import open_store
+    from ollama_stack.stack import config
+
+    def back_up(rt) -> str:
+        store = open_store(config.backup_store(rt.settings.backup.store, None, os.environ))
+        options = snapshot.Options(description="before update.apply")
+        return snapshot.create(rt, store, options, out.progress).id
+
+    return back_up
 
 
 @stack_task(help={"timeout": "seconds to wait for health"})

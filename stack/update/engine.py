@@ -75,6 +75,9 @@ def _check_one(rt: Runtime, name: str, running_ids: dict[str, str], strict: bool
 
 
 Confirm = Callable[[str], bool]
+# Takes a backup of the installation and returns its id. The task layer
+# provides it (the backup engine sits above this package); None: --no-backup.
+Backup = Callable[[Runtime], str]
 
 
 def apply(
@@ -82,8 +85,8 @@ def apply(
     services: list[str],
     *,
     confirm: Confirm,
+    backup: Backup | None,
     timeout: float | None = None,
-    backup: bool = True,
     progress: Progress | None = None,
 ) -> UpdateReport:
     report = UpdateReport()
@@ -115,7 +118,7 @@ def apply(
         if c not in stale
     ]
     if stale:
-        report.backup = _backup_hook(rt, backup, progress)
+        report.backup = _back_up_first(rt, backup, progress)
         report.outcomes += _apply_docker(rt, stale, timeout, progress)
     for name in services:
         kind = rt.kind(name)
@@ -124,12 +127,19 @@ def apply(
     return report
 
 
-def _backup_hook(rt: Runtime, wanted: bool, progress: Progress | None) -> str:
-    """Where a pre-update backup goes once the backup engine exists."""
-    if not wanted:
+def _back_up_first(rt: Runtime, backup: Backup | None, progress: Progress | None) -> str:
+    """A backup before anything changes; if it fails, nothing changes."""
+    if backup is None:
         return "skipped (--no-backup)"
-    emit(progress, "warn", "no backup taken: the backup engine is not part of this version yet")
-    return "unavailable"
+    emit(progress, "step", "backing up before the update")
+    try:
+        return backup(rt)
+    except StackError as failure:
+        raise StackError(
+            f"the backup before the update failed, so nothing was updated: {failure.message}",
+            failure.remedy or "fix that, or update with --no-backup at your own risk",
+            code=failure.code,
+        ) from None
 
 
 def rollback_repository(project: str) -> str:

@@ -89,8 +89,15 @@ def test_apply_updates_only_what_changed_and_rolls_back_a_broken_release(
     assert found["webui"]["registry_digest"] != found["webui"]["local_digest"]
 
     before = container_ids(inst)
-    applied = inst.cli("update.apply", "--yes", "--no-backup", "--json")
+    applied = inst.cli("update.apply", "--yes", "--json")  # with its backup first
     assert applied.returncode == 0, applied.stderr
+    taken = json.loads(applied.stdout)["backup"]
+    (listed,) = json.loads(inst.ok("backup.list", "--json").stdout)
+    assert (listed["id"], listed["complete"]) == (taken, True)
+    assert listed["description"] == "before update.apply"
+    shown = json.loads(inst.ok("backup.show", taken, "--json").stdout)
+    assert "webui:webui_data" in shown["volumes"]
+    inst.ok("backup.verify", taken)
     outcomes = {o["service"]: o["outcome"] for o in json.loads(applied.stdout)["services"]}
     assert outcomes == {"webui": "updated", "ollama": "up-to-date", "mcp_proxy": "up-to-date"}
     after = container_ids(inst)

@@ -609,6 +609,7 @@ def test_check_remote_api_mcp_proxy_that_is_healthy_is_not_unreachable(make_stac
 
 def apply(s: Stack, names: list[str] | None = None, answer: bool = True, **kwargs: Any):
     kwargs.setdefault("timeout", 3)
+    kwargs.setdefault("backup", None)  # the backup engine's own tests are elsewhere
     confirm = Answers(answer)
     report = update.apply(
         s.rt, names or list(tuple(CATALOG.names())), confirm=confirm, progress=s.progress, **kwargs
@@ -830,18 +831,49 @@ def test_apply_a_service_never_pulled_is_pulled_and_not_tagged(running_stack):
     assert "not started" in report.outcomes[0].detail
 
 
-def test_apply_backup_hook(stack):
+def test_apply_backs_up_before_it_changes_anything(stack):
     stack.engine.publish("webui", "v2")
-    report, _ = apply(stack, ["webui"], backup=False)
+    report, _ = apply(stack, ["webui"], backup=None)
     assert report.backup == "skipped (--no-backup)"
-    assert not [e for e in stack.events if e.kind == "warn"]
 
     stack.engine.publish("webui", "v3")
-    report, _ = apply(stack, ["webui"])
-    assert report.backup == "unavailable"
-    assert [e.message for e in stack.events if e.kind == "warn"] == [
-        "no backup taken: the backup engine is not part of this version yet"
-    ]
+    seen: list[list[str]] = []
+
+    def back_up(rt: Runtime) -> str:
+        seen.append(stack.engine.kinds())  # what had happened when the backup ran
+        return "20261203T120000Z-abcdef"
+
+    before = len(stack.engine.kinds())
+    report, _ = apply(stack, ["webui"], backup=back_up)
+    assert report.backup == "20261203T120000Z-abcdef"
+    (done,) = seen
+    assert not {"tag", "pull", "up"} & set(done[before:])
+    assert report.outcomes[0].outcome == "updated"
+
+
+def test_a_failed_backup_stops_the_update_before_anything_changes(stack):
+    from ollama_stack.backups.store import BadBackup
+
+    stack.engine.publish("webui", "v2")
+
+    def failing(rt: Runtime) -> str:
+        raise BadBackup("the store's disk is full", "free some space")
+
+    before = len(stack.engine.kinds())
+    with pytest.raises(StackError) as failure:
+        apply(stack, ["webui"], backup=failing)
+    assert failure.value.message.startswith("the backup before the update failed")
+    assert failure.value.code == ExitCode.BAD_BACKUP
+    assert not {"tag", "pull", "up"} & set(stack.engine.kinds()[before:])
+    assert stack.history() == []
+
+
+def test_nothing_to_update_takes_no_backup(stack):
+    def forbidden(rt: Runtime) -> str:
+        raise AssertionError("a backup was taken with nothing to update")
+
+    report, _ = apply(stack, backup=forbidden)
+    assert report.backup == ""
 
 
 def test_apply_streams_pull_and_up_output_as_events(stack):
