@@ -8,6 +8,7 @@ into a ``StackError`` through ``compose.errors.translate``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -290,6 +291,15 @@ class ComposeProject:
             argv.append("--no-deps")
         self._stream([*argv, *services], sink)
 
+    def create(self, services: Sequence[str], sink: LineSink | None = None) -> None:
+        """Containers (and their volumes) made but not started."""
+        argv = self.compose_argv("up", "--no-start", "--pull", "never", "--no-deps")
+        self._stream([*argv, *services], sink)
+
+    def remove_services(self, services: Sequence[str], sink: LineSink | None = None) -> None:
+        """Stop and remove these services' containers; volumes are left alone."""
+        self._stream([*self.compose_argv("rm", "--stop", "--force"), *services], sink)
+
     def stop(self, services: Sequence[str] = (), sink: LineSink | None = None) -> None:
         self._stream([*self.compose_argv("stop"), *services], sink)
 
@@ -302,27 +312,43 @@ class ComposeProject:
         if names:
             self._run([*self._docker_argv(), "unpause", *names])
 
-    @contextmanager
-    def copy_out(self, container: str, path: str) -> Iterator[IO[bytes]]:
+    def copy_out(self, container: str, path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         """A tar stream of ``path``'s contents in a container (running, paused or
         stopped), read as it comes: nothing is staged on either side. Needs
         nothing in the image; works through an ssh:// engine too."""
+        argv = [*self._docker_argv(), "cp", f"{container}:{path.rstrip('/')}/.", "-"]
+        return self._piped(argv, writing=False)
+
+    def copy_in(self, container: str, path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """Write a tar stream into ``path`` of a (stopped) container, extracted as
+        it arrives, with numeric owners kept (`docker cp --archive`)."""
+        argv = [*self._docker_argv(), "cp", "--archive", "-", f"{container}:{path}"]
+        return self._piped(argv, writing=True)
+
+    @contextmanager
+    def _piped(self, argv: list[str], *, writing: bool) -> Iterator[IO[bytes]]:
+        """A docker command whose stdin (writing) or stdout we stream through;
+        its failure, once it has ended, is one translated error."""
         import subprocess
 
-        argv = [*self._docker_argv(), "cp", f"{container}:{path.rstrip('/')}/.", "-"]
         with subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+            argv,
+            stdin=subprocess.PIPE if writing else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL if writing else subprocess.PIPE,
+            stderr=subprocess.PIPE,
         ) as process:
-            assert process.stdout is not None and process.stderr is not None
+            end = process.stdin if writing else process.stdout
+            assert end is not None and process.stderr is not None
             try:
-                yield process.stdout
-                while process.stdout.read(1 << 16):  # tar's padding: docker cp must not
-                    pass  # see a closed pipe and fail
+                yield end
+                while not writing and end.read(1 << 16):  # tar's padding: docker cp
+                    pass  # must not see a closed pipe and fail
             except BaseException:
                 process.kill()
                 raise
             finally:
-                process.stdout.close()
+                with contextlib.suppress(BrokenPipeError):
+                    end.close()
                 error = process.stderr.read().decode(errors="replace")
                 code = process.wait()
             if code != 0:

@@ -1,4 +1,4 @@
-"""`backup.*`: create, list, show, verify."""
+"""`backup.*`: create, list, show, verify, restore."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from invoke import Context
 
-from ._base import display, guarded, runtime, stack_task
+from ._base import confirmer, display, guarded, runtime, seconds, split_names, stack_task
 
 if TYPE_CHECKING:
     from ollama_stack.backups.store import Store
@@ -136,3 +136,51 @@ def verify(c: Context, id: str | None = None, to: str = "", json: bool = False) 
         out.json({"id": manifest.id, "ok": True, "size": manifest.size})
     else:
         out.success(f"backup {manifest.id} is whole: {manifest.size} bytes re-hashed")
+
+
+RESTORE_TIMEOUT = seconds("--timeout", 0.0, zero_means="the start_timeout setting")
+
+
+@stack_task(
+    positional=["id"],
+    help={
+        "id": ID_HELP,
+        "services": "only these services' volumes (default: every volume in the backup)",
+        "to": TO_HELP,
+        "yes": "do not ask before replacing data",
+        "timeout": "seconds to wait for health after the restore (default: start_timeout)",
+        "json": JSON_HELP,
+    },
+)
+@guarded
+def restore(
+    c: Context,
+    id: str | None = None,
+    services: str = "",
+    to: str = "",
+    yes: bool = False,
+    timeout: float = RESTORE_TIMEOUT,
+    json: bool = False,
+) -> None:
+    """Replace the volumes with a backup's (verified first; a safety backup is taken)."""
+    from ollama_stack.backups import restore as restorer
+
+    rt = runtime(c)
+    store = _store(rt, to)
+    out = display(json_mode=json)
+    done = restorer.restore(
+        rt,
+        store,
+        _snapshot_id(id, "backup.restore"),
+        split_names(services),
+        confirm=confirmer(yes, out),
+        timeout=timeout or None,
+        progress=out.progress,
+    )
+    if json:
+        out.json(done.to_json())
+    else:
+        out.success(
+            f"restored {', '.join(done.volumes)} from backup {done.id}; "
+            f"what was there before is backup {done.safety_backup}"
+        )

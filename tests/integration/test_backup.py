@@ -293,3 +293,71 @@ def test_a_busy_sqlite_database_is_backed_up_whole_with_its_wal(
     assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "a1b2c3d4e5f6"
     status = {s["name"]: s for s in inst.status()["services"]}
     assert status["webui"]["state"] == "running" and status["webui"]["health"] == "healthy"
+
+
+# -- restore ----------------------------------------------------------------------------
+
+# SEED with its link pointing inside the volume: a restore refuses one that does not.
+SAFE_SEED = SEED.replace(
+    "ln -s /etc/hostname dangling-outside\n", "ln -s models/manifests inward\n"
+)
+
+
+def walk(inst: Installation) -> dict:
+    out = docker("exec", f"{inst.project}-ollama-1", "python3", "-c", WALK)
+    return json.loads(out)
+
+
+def test_a_restore_puts_every_entry_back_exactly_and_starts_the_stack(make_installation):
+    inst = make_installation()
+    inst.ok("stack.start", "--pull", "never")
+    ollama, webui = f"{inst.project}-ollama-1", f"{inst.project}-webui-1"
+    docker("exec", ollama, "sh", "-c", SAFE_SEED)
+    docker("exec", webui, "sh", "-c", "echo 'chat 1' > /app/backend/data/chats.txt")
+    original = walk(inst)
+    made = backup(inst)
+
+    # What happens after the backup: data changed, added and lost.
+    docker(
+        "exec", ollama, "sh", "-c", "rm -rf /root/.ollama/models && echo new > /root/.ollama/extra"
+    )
+    docker("exec", webui, "sh", "-c", "echo 'chat 2' > /app/backend/data/chats.txt")
+    assert inst.cli("backup.restore", made["id"]).returncode == 2  # no terminal, no --yes
+    done = json.loads(inst.ok("backup.restore", made["id"], "--yes", "--json").stdout)
+    assert done["volumes"] == ["ollama:ollama_data", "webui:webui_data"]
+    assert sorted(done["started"]) == ["ollama", "webui"]
+
+    assert walk(inst) == original  # replaced, never merged: `extra` is gone
+    assert docker("exec", webui, "cat", "/app/backend/data/chats.txt") == "chat 1\n"
+    assert {s["health"] for s in inst.status()["services"]} == {"healthy"}
+    # the safety copy holds what was there just before
+    safety = next(b for b in listing(inst) if b["id"] == done["safety_backup"])
+    assert safety["complete"] and "safety copy" in safety["description"]
+
+
+def test_a_backup_with_a_link_out_of_its_volume_is_refused_before_anything_is_touched(seeded):
+    made = backup(seeded)  # SEED holds dangling-outside -> /etc/hostname
+    before = walk(seeded)
+    result = seeded.cli("backup.restore", made["id"], "--yes")
+    assert result.returncode == 16
+    assert "dangling-outside: the link points outside the volume (/etc/hostname)" in result.stderr
+    assert walk(seeded) == before
+    assert len(listing(seeded)) == 1  # not even a safety backup was needed
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [("../escape", "leaves the volume"), ("a/../../x", "leaves the volume")],
+)
+def test_a_crafted_manifest_writes_nothing(seeded, path, why):
+    made = backup(seeded)
+    store = Path(seeded.env["OLLAMA_STACK_HOME"]) / "backups"
+    manifest_path = store / "snapshots" / made["id"] / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    volume = next(v for v in manifest["volumes"] if v["service"] == "webui")
+    volume["entries"].append({**volume["entries"][-1], "path": path})
+    manifest_path.write_text(json.dumps(manifest))
+    before = docker("exec", f"{seeded.project}-webui-1", "ls", "-la", "/app/backend/data")
+    result = seeded.cli("backup.restore", made["id"], "--services", "webui", "--yes")
+    assert result.returncode == 16 and why in result.stderr
+    assert docker("exec", f"{seeded.project}-webui-1", "ls", "-la", "/app/backend/data") == before

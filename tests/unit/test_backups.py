@@ -145,3 +145,88 @@ def test_only_model_blobs_named_by_their_hash_are_content_addressed():
     assert snapshot._content_name(f"models/blobs/sha256-{digest}", volume) == digest
     assert snapshot._content_name(f"models/blobs/sha256-{digest}-partial", volume) is None
     assert snapshot._content_name(f"elsewhere/sha256-{digest}", volume) is None
+
+
+# -- restore's checks and tar ------------------------------------------------------------
+
+
+def entry(path: str, kind: str = "file", link: str | None = None) -> Entry:
+    digest = "a" * 64 if kind == "file" else None
+    return Entry(path=path, type=kind, mode=0o644, uid=0, gid=0, sha256=digest, link=link)  # type: ignore[arg-type]
+
+
+def volume_of(*entries: Entry, service: str = "webui", name: str = "webui_data") -> VolumeRecord:
+    return VolumeRecord(service=service, name=name, mount="/anywhere", entries=list(entries))
+
+
+ROOT_DIR = entry(".", "dir")
+
+
+@pytest.mark.parametrize(
+    ("entries", "why"),
+    [
+        ([ROOT_DIR, entry("../x")], "leaves the volume"),
+        ([ROOT_DIR, entry("/etc/passwd")], "leaves the volume"),
+        ([ROOT_DIR, entry("a/./b")], "leaves the volume"),
+        ([ROOT_DIR, entry("d/f")], "not a directory listed before it"),
+        ([ROOT_DIR, entry("l", "symlink", "."), entry("l/f")], "not a directory"),
+        ([ROOT_DIR, entry("l", "symlink", "../../etc")], "points outside"),
+        ([ROOT_DIR, entry("l", "symlink", "/etc/hostname")], "points outside"),
+        ([ROOT_DIR, entry("h", "hardlink", "missing")], "hard link to a file not listed"),
+        ([ROOT_DIR, entry("f"), entry("f")], "listed twice"),
+        ([entry(".", "file")], "root must be a directory"),
+    ],
+)
+def test_restore_refuses_entries_that_could_write_outside_the_volume(entries, why):
+    from ollama_stack.backups.restore import refuse_unsafe
+
+    with pytest.raises(BadBackup, match=why):
+        refuse_unsafe(volume_of(*entries))
+
+
+def test_restore_refuses_a_volume_this_installation_does_not_have():
+    from ollama_stack.backups.restore import refuse_unsafe
+
+    with pytest.raises(BadBackup, match="does not have"):
+        refuse_unsafe(volume_of(ROOT_DIR, service="webui", name="someone_elses"))
+    with pytest.raises(BadBackup, match="does not have"):
+        refuse_unsafe(volume_of(ROOT_DIR, service="postgres", name="webui_data"))
+
+
+def test_restore_accepts_links_that_stay_inside():
+    from ollama_stack.backups.restore import refuse_unsafe
+
+    refuse_unsafe(
+        volume_of(
+            ROOT_DIR,
+            entry("d", "dir"),
+            entry("d/f"),
+            entry("d/up", "symlink", "../d/f"),
+            entry("h", "hardlink", "d/f"),
+        )
+    )
+
+
+def test_the_tar_written_for_a_restore_holds_each_entry_as_recorded(store):
+    import tarfile
+
+    from ollama_stack.backups.restore import write_tar
+
+    digest, size, _ = store.put(io.BytesIO(b"secret chat"))
+    entries = [
+        Entry(path=".", type="dir", mode=0o755, uid=0, gid=0),
+        Entry(path="ü", type="dir", mode=0o700, uid=70, gid=70),
+        Entry(path="ü/f", type="file", mode=0o600, uid=70, gid=70, size=size, sha256=digest),
+        Entry(path="ü/h", type="hardlink", mode=0o600, uid=70, gid=70, link="ü/f"),
+        Entry(path="l", type="symlink", mode=0o777, uid=0, gid=0, link="ü/f"),
+    ]
+    sink = io.BytesIO()
+    write_tar(store, volume_of(*entries), sink)
+    sink.seek(0)
+    with tarfile.open(fileobj=sink) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert list(members) == [".", "./ü", "./ü/f", "./ü/h", "./l"]
+        assert (members["./ü/f"].mode, members["./ü/f"].uid) == (0o600, 70)
+        assert tar.extractfile("./ü/f").read() == b"secret chat"  # type: ignore[union-attr]
+        assert members["./ü/h"].islnk() and members["./ü/h"].linkname == "./ü/f"
+        assert members["./l"].issym() and members["./l"].linkname == "ü/f"
