@@ -13,18 +13,21 @@ from .store import CHUNK, BadBackup, Store
 def verify(store: Store, snapshot_id: str, progress: Progress | None = None) -> Manifest:
     """Re-read and re-hash all the content; raise naming the first bad entry."""
     manifest = store.manifest(snapshot_id)
-    checked: set[str] = set()
+    lengths: dict[str, int] = {}  # each blob is read once; every entry's size is checked
     for where, digest, size in _contents(manifest):
-        if digest in checked:
-            continue
-        problem = _problem(store, digest, size)
+        problem = ""
+        if digest not in lengths:
+            problem, lengths[digest] = _problem(store, digest)
+        if not problem and lengths[digest] != size:
+            problem = (
+                f"(blob {digest[:12]}…) holds {lengths[digest]} bytes, the manifest says {size}"
+            )
         if problem:
             raise BadBackup(
                 f"backup {snapshot_id} is damaged: {where} {problem}",
                 "do not restore it; take a new backup (and check the disk it is on)",
             )
-        checked.add(digest)
-    emit(progress, "step", f"{len(checked)} blobs re-read and re-hashed")
+    emit(progress, "step", f"{len(lengths)} blobs re-read and re-hashed")
     return manifest
 
 
@@ -37,9 +40,10 @@ def _contents(manifest: Manifest):
                 yield f"{volume.service}:{volume.name}/{entry.path}", entry.sha256, entry.size
 
 
-def _problem(store: Store, digest: str, size: int) -> str:
+def _problem(store: Store, digest: str) -> tuple[str, int]:
+    """What is wrong with a blob ("" if nothing) and how many bytes it holds."""
     if not store.has_blob(digest):
-        return f"(blob {digest[:12]}…) is missing"
+        return f"(blob {digest[:12]}…) is missing", -1
     hashed, length = hashlib.sha256(), 0
     try:
         with store.open_blob(digest) as content:
@@ -47,9 +51,7 @@ def _problem(store: Store, digest: str, size: int) -> str:
                 hashed.update(chunk)
                 length += len(chunk)
     except Exception as exc:  # zstd reports a damaged frame in its own way
-        return f"(blob {digest[:12]}…) cannot be read: {exc}"
+        return f"(blob {digest[:12]}…) cannot be read: {exc}", -1
     if hashed.hexdigest() != digest:
-        return f"(blob {digest[:12]}…) does not hash to its name"
-    if length != size:
-        return f"(blob {digest[:12]}…) holds {length} bytes, the manifest says {size}"
-    return ""
+        return f"(blob {digest[:12]}…) does not hash to its name", length
+    return "", length

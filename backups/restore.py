@@ -16,9 +16,10 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ollama_stack.common.errors import ConfigError, ExitCode, StackError
+from ollama_stack.common.errors import ConfigError, ExitCode, StackError, interruption_code
+from ollama_stack.stack import config
 from ollama_stack.stack.events import Progress, emit
-from ollama_stack.stack.lifecycle import prepare, wait_healthy
+from ollama_stack.stack.lifecycle import prepare, refuse_foreign, wait_healthy
 from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.services import CATALOG
 
@@ -53,34 +54,110 @@ def restore(
     timeout: float | None = None,
     progress: Progress | None = None,
 ) -> Restored:
-    manifest = check.verify(store, snapshot_id, progress)  # whole, or nothing is touched
+    manifest = store.manifest(snapshot_id)
     volumes = _chosen(manifest, services)
-    for volume in volumes:
+    for volume in volumes:  # the structure first: cheap, and refuses before any reading
         refuse_unsafe(volume)
+    check.verify(store, snapshot_id, progress)  # whole, or nothing is touched
     names = sorted({v.service for v in volumes})
+    refuse_foreign(rt)  # `compose rm` acts on the project name: another home's too
+    _refuse_volumes_not_ours(rt, volumes)
     if not confirm(
         f"replace the data of {', '.join(names)} on {rt.target.label} with backup {snapshot_id}? "
         "(a safety backup of what is there now is taken first)"
     ):
         raise StackError("cancelled; nothing was changed", code=ExitCode.FAILED)
+    with config.installation_lock(rt.paths, "the restore"):
+        return _restore(rt, store, manifest, volumes, names, timeout, progress)
+
+
+def _restore(
+    rt: Runtime,
+    store: Store,
+    manifest: Manifest,
+    volumes: list[VolumeRecord],
+    names: list[str],
+    timeout: float | None,
+    progress: Progress | None,
+) -> Restored:
+    snapshot_id = manifest.id
     rt = prepare(rt, progress)
-    description = f"safety copy before restoring {snapshot_id}"
-    safety = snapshot.create(rt, store, snapshot.Options(description=description), progress)
+    safety = _safety_copy(rt, store, snapshot_id, volumes, names, progress)
     running = {c.service for c in rt.compose.ps() if c.state == "running"}
+    again = f"`inv backup.restore {safety.id} --yes --services {','.join(names)}" + (
+        f" --to {store.root}`" if store.root != _default_store(rt) else "`"
+    )
     try:
-        _replace(rt, store, volumes, names, progress)
+        _replace(rt, store, manifest, safety, volumes, names, progress)
         started = sorted(running & set(names))
         if started:
-            sink = _output(progress)
-            rt.compose.up(started, pull="never", no_deps=True, sink=sink)
+            rt.compose.up(started, pull="never", no_deps=True, sink=_output(progress))
             wait_healthy(rt, timeout or rt.settings.start_timeout, progress, services=started)
     except StackError as failure:
         failure.message += (
-            f"; what was there before is in backup {safety.id} "
-            f"(`inv backup.restore {safety.id} --yes` puts it back)"
+            f"; what was there before is in backup {safety.id} ({again} puts it back)"
         )
         raise
+    except BaseException as stop:  # Ctrl-C, a full disk: the old data's place must be said
+        raise StackError(
+            f"the restore stopped half-way ({type(stop).__name__}: {stop}); "
+            f"what was there before is in backup {safety.id}",
+            f"{again} puts it back",
+            code=interruption_code(stop) if isinstance(stop, KeyboardInterrupt) else None,
+        ) from None
     return Restored(snapshot_id, safety.id, [f"{v.service}:{v.name}" for v in volumes], started)
+
+
+def _default_store(rt: Runtime):
+    import os
+
+    return config.backup_store(rt.settings.backup.store, None, os.environ)
+
+
+def _safety_copy(
+    rt: Runtime,
+    store: Store,
+    snapshot_id: str,
+    volumes: list[VolumeRecord],
+    names: list[str],
+    progress: Progress | None,
+) -> Manifest:
+    """Everything in the volumes about to be replaced, caches too; refused
+    (nothing changed) unless it holds every one of them."""
+    have = {c.service for c in rt.compose.ps()}
+    missing = [name for name in names if name not in have]
+    if missing:  # a kept volume with no container yet: give it one to be read through
+        rt.compose.create(missing, _output(progress))
+    options = snapshot.Options(
+        description=f"safety copy before restoring {snapshot_id}",
+        include_cache=True,
+        services=tuple(names),
+    )
+    safety = snapshot.create(rt, store, options, progress)
+    copied = {(v.service, v.name) for v in safety.volumes}
+    uncopied = [f"{v.service}:{v.name}" for v in volumes if (v.service, v.name) not in copied]
+    if uncopied:
+        raise StackError(
+            f"could not take a safety copy of {', '.join(uncopied)} "
+            f"({'; '.join(safety.not_covered) or 'not read'}); nothing was changed",
+            "fix that first; the data there now is still in place",
+        )
+    for item in safety.not_covered:  # e.g. a link out of its volume, which no restore puts back
+        emit(progress, "warn", f"the safety copy does not hold {item}")
+    return safety
+
+
+def _refuse_volumes_not_ours(rt: Runtime, volumes: list[VolumeRecord]) -> None:
+    """A volume with the compose name that is not this installation's would be
+    reused by compose and the backup extracted on top of it: refuse."""
+    ours = set(rt.compose.labelled("volume"))
+    for volume in volumes:
+        name = _volume_name(rt, volume)
+        if name not in ours and rt.compose.volume_exists(name):
+            raise ConfigError(
+                f"volume {name} exists but is not this installation's; nothing was changed",
+                f"look at it (`docker volume inspect {name}`) and remove it if it is not needed",
+            )
 
 
 def _chosen(manifest: Manifest, services: list[str]) -> list[VolumeRecord]:
@@ -99,6 +176,8 @@ def _chosen(manifest: Manifest, services: list[str]) -> list[VolumeRecord]:
 def _replace(
     rt: Runtime,
     store: Store,
+    manifest: Manifest,
+    safety: Manifest,
     volumes: list[VolumeRecord],
     names: list[str],
     progress: Progress | None,
@@ -108,15 +187,47 @@ def _replace(
     sink = _output(progress)
     rt.compose.remove_services(names, sink)
     ours = set(rt.compose.labelled("volume"))
-    doomed = [_volume_name(rt, v) for v in volumes]
-    rt.compose.remove("volume", [name for name in doomed if name in ours])
+    rt.compose.remove("volume", [n for n in (_volume_name(rt, v) for v in volumes) if n in ours])
     rt.compose.create(names, sink)
     containers = {c.service: c.name for c in rt.compose.ps()}
     for volume in volumes:
+        whole = with_left_out(volume, manifest, safety)
         mount = _mount(volume)
         emit(progress, "step", f"writing {volume.service}'s {volume.name} ({mount})")
         with rt.compose.copy_in(containers[volume.service], mount) as stream:
-            write_tar(store, volume, stream)
+            write_tar(store, whole, stream)
+
+
+def with_left_out(volume: VolumeRecord, manifest: Manifest, safety: Manifest) -> VolumeRecord:
+    """The backup's entries plus, from the safety copy, what the backup left out
+    on purpose (model caches, --exclude, --models manifests-only): a restore
+    replaces what the backup holds, and keeps what it never took."""
+    prefix = f"{volume.service}:"
+    patterns = [x[len(prefix) :] for x in manifest.excluded if x.startswith(prefix)]
+    current = next(
+        (v for v in safety.volumes if (v.service, v.name) == (volume.service, volume.name)), None
+    )
+    if not patterns or current is None:
+        return volume
+    entries = list(volume.entries)
+    have = {e.path for e in entries}
+    by_path = {e.path: e for e in current.entries}
+    for entry in current.entries:
+        if entry.path in have or not snapshot.matches(entry.path, patterns):
+            continue
+        parts = entry.path.split("/")
+        for end in range(1, len(parts)):  # its directories, where the backup has none
+            parent = "/".join(parts[:end])
+            if parent not in have and parent in by_path:
+                entries.append(by_path[parent])
+                have.add(parent)
+        if entry.type == "hardlink" and entry.link not in have:
+            continue
+        entries.append(entry)
+        have.add(entry.path)
+    merged = volume.model_copy(update={"entries": entries})
+    refuse_unsafe(merged)
+    return merged
 
 
 def _output(progress: Progress | None) -> Callable[[str], None]:
@@ -154,8 +265,47 @@ def refuse_unsafe(volume: VolumeRecord) -> None:
         seen[entry.path] = entry
 
 
+MAX_NAME = 255  # bytes in one path component, as Linux allows
+
+
+def _bad_text(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text) or any(
+        len(part.encode()) > MAX_NAME for part in text.split("/")
+    )
+
+
+def _escapes(path: str, target: str, seen: dict[str, Entry]) -> bool:
+    """Does a link at ``path`` to ``target`` lead out of the volume, following
+    the manifest's own links on the way (a chain of links counts too)?"""
+    if target.startswith("/"):
+        return True
+    stack = [p for p in posixpath.dirname(path).split("/") if p] + target.split("/")
+    resolved: list[str] = []
+    hops = 0
+    while stack:
+        part = stack.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not resolved:
+                return True
+            resolved.pop()
+            continue
+        resolved.append(part)
+        link = seen.get("/".join(resolved))
+        if link is not None and link.type == "symlink":
+            hops += 1
+            if hops > 40 or (link.link or "").startswith("/"):
+                return True
+            resolved.pop()
+            stack = (link.link or "").split("/") + stack
+    return False
+
+
 def _unsafe(entry: Entry, seen: dict[str, Entry]) -> str:
     path = entry.path
+    if _bad_text(path) or _bad_text(entry.link or ""):
+        return "a control character or an overlong name"
     if path == ".":
         return "" if entry.type == "dir" else "the volume's root must be a directory"
     parts = path.split("/")
@@ -171,8 +321,7 @@ def _unsafe(entry: Entry, seen: dict[str, Entry]) -> str:
         return "a file without content"
     if entry.type == "symlink":
         target = entry.link or ""
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-        if not target or target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+        if not target or _escapes(path, target, seen):
             return f"the link points outside the volume ({target})"
     if entry.type == "hardlink":
         linked = seen.get(entry.link or "")

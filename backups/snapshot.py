@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import io
+import posixpath
 import stat
 import tarfile
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Literal
 
+from ollama_stack.common.errors import StackError
 from ollama_stack.compose.client import ContainerState
 from ollama_stack.stack import config
 from ollama_stack.stack.events import Progress, emit
@@ -37,6 +39,7 @@ class Options:
     include_cache: bool = False
     exclude: tuple[str, ...] = ()  # globs on paths inside a volume
     models: Models = "include"
+    services: tuple[str, ...] = ()  # only these services' volumes (default: all)
 
 
 @dataclass
@@ -50,7 +53,7 @@ def create(
 ) -> Manifest:
     """Take a backup; the manifest, written last, is the commit point."""
     config.read_secrets(rt.paths)  # not installed: nothing to back up
-    with store.locked():
+    with config.installation_lock(rt.paths, "the backup"), store.locked():
         began = time.time()
         snapshot_id = store.new_snapshot(began, options.description)
         emit(progress, "step", f"backup {snapshot_id} of {rt.target.label} into {store.root}")
@@ -59,6 +62,8 @@ def create(
         volumes = []
         for spec in CATALOG:
             kind = rt.kind(spec.name)
+            if options.services and spec.name not in options.services:
+                continue
             if not kind.volumes(spec):
                 if not kind.in_compose:
                     url = config.redact_url(rt.url(spec.name))
@@ -113,20 +118,35 @@ def _service(
     if spec.serves_models and options.models == "exclude":
         excluded.append(f"{spec.name}: every volume (--models exclude)")
         return []
+    if container.state == "paused":  # left so by a backup that was killed
+        emit(progress, "warn", f"{container.name} was paused; unpausing it")
+        rt.compose.unpause([container.name])
     records = []
     for volume in spec.volumes:
         skip = _left_out(spec, volume, options)
         excluded += [f"{spec.name}:{pattern}" for pattern in skip]
-        paused = volume.quiesce and container.state == "running"
-        if paused:
-            rt.compose.pause([container.name])
+        quiet = volume.quiesce and container.state in ("running", "paused")
         try:
+            if quiet:
+                rt.compose.pause([container.name])
             emit(progress, "step", f"copying {spec.name}'s {volume.name} ({volume.mount})")
-            records.append(_volume(rt, store, spec, volume, container.name, skip, tally))
+            records.append(
+                _volume(rt, store, spec, volume, container.name, skip, tally, not_covered)
+            )
         finally:
-            if paused:
-                rt.compose.unpause([container.name])
+            if quiet:
+                _unpause(rt, container.name, progress)
     return records
+
+
+def _unpause(rt: Runtime, name: str, progress: Progress | None) -> None:
+    """Put a paused service back; if that fails, say exactly how to do it by hand."""
+    try:
+        rt.compose.unpause([name])
+    except StackError as failure:
+        emit(
+            progress, "warn", f"{name} is still paused ({failure.message}): `docker unpause {name}`"
+        )
 
 
 def _left_out(spec: ServiceSpec, volume: Volume, options: Options) -> list[str]:
@@ -146,20 +166,50 @@ def _volume(
     container: str,
     skip: list[str],
     tally: _Tally,
+    not_covered: list[str],
 ) -> VolumeRecord:
-    entries = []
-    with (
-        rt.compose.copy_out(container, volume.mount) as stream,
-        tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as archive,
-    ):
-        for member in archive:
-            path = _relative(member.name)
-            if path is None or _matches(path, skip):
-                continue
-            entry = _entry(store, archive, member, path, volume, tally)
-            if entry is not None:
-                entries.append(entry)
+    entries: list[Entry] = []
+    kept: set[str] = set()
+    try:
+        with (
+            rt.compose.copy_out(container, volume.mount) as stream,
+            tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as archive,
+        ):
+            for member in archive:
+                path = _relative(member.name)
+                if path is None or matches(path, skip):
+                    continue
+                why = _not_restorable(member, path, kept)
+                if why:
+                    not_covered.append(f"{spec.name}:{volume.name}/{path!r}: {why}")
+                    continue
+                entry = _entry(store, archive, member, path, volume, tally)
+                if entry is not None:
+                    entries.append(entry)
+                    kept.add(path)
+    except tarfile.TarError as exc:
+        raise StackError(
+            f"the copy of {spec.name}'s {volume.name} ended early ({exc})",
+            "a file may have changed while it was copied (a model download?); run it again",
+        ) from None
     return VolumeRecord(service=spec.name, name=volume.name, mount=volume.mount, entries=entries)
+
+
+def _not_restorable(member: tarfile.TarInfo, path: str, kept: set[str]) -> str:
+    """Why an entry could not be put back by a restore, which refuses it (so a
+    backup never holds what its own restore would refuse)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not UTF-8"
+    if member.issym():
+        target = member.linkname
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+        if not target or target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+            return f"a link out of the volume ({target})"
+    if member.islnk() and _relative(member.linkname) not in kept:
+        return "a hard link to a file this backup left out"
+    return ""
 
 
 def _entry(
@@ -212,7 +262,7 @@ def _relative(name: str) -> str | None:
     return "/".join(parts) or "."
 
 
-def _matches(path: str, patterns: list[str]) -> bool:
+def matches(path: str, patterns: list[str]) -> bool:
     """Does ``path`` or a directory above it match one of the patterns?"""
     parents = list(_parents(path))
     return any(fnmatch.fnmatchcase(p, pattern) for pattern in patterns for p in parents)

@@ -16,7 +16,6 @@ a blob a crash could lose.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +31,7 @@ import zstandard
 from pydantic import ValidationError
 
 from ollama_stack.common.errors import ConfigError, ExitCode, StackError
+from ollama_stack.common.locks import exclusive
 
 from .manifest import Manifest
 
@@ -114,14 +114,11 @@ class Store:
     def locked(self) -> Iterator[None]:
         """One writer at a time (create, prune, import)."""
         self.prepare()
-        with open(self.root / "lock", "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StackError(
-                    f"another backup task is writing to {self.root}",
-                    "wait for it to finish, then try again",
-                ) from None
+        busy = StackError(
+            f"another backup task is writing to {self.root}",
+            "wait for it to finish, then try again",
+        )
+        with exclusive(self.root / "lock", busy):
             yield
 
     def new_snapshot(self, created: float, description: str) -> str:

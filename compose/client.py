@@ -327,8 +327,11 @@ class ComposeProject:
 
     @contextmanager
     def _piped(self, argv: list[str], *, writing: bool) -> Iterator[IO[bytes]]:
-        """A docker command whose stdin (writing) or stdout we stream through;
-        its failure, once it has ended, is one translated error."""
+        """A docker command whose stdin (writing) or stdout we stream through.
+
+        If it fails, its own reason is the error (a cut stream or a broken pipe
+        on our side is only the echo of it), translated into one line.
+        """
         import subprocess
 
         with subprocess.Popen(
@@ -343,15 +346,22 @@ class ComposeProject:
                 yield end
                 while not writing and end.read(1 << 16):  # tar's padding: docker cp
                     pass  # must not see a closed pipe and fail
-            except BaseException:
+            except KeyboardInterrupt:
                 process.kill()
                 raise
+            except Exception:
+                if not _ended(process):
+                    process.kill()
+                    raise
+                if process.returncode == 0:
+                    raise
+                error = process.stderr.read().decode(errors="replace")
+                raise translate(error, argv, target=self.target_label, images=self.images) from None
             finally:
                 with contextlib.suppress(BrokenPipeError):
                     end.close()
-                error = process.stderr.read().decode(errors="replace")
-                code = process.wait()
-            if code != 0:
+            error = process.stderr.read().decode(errors="replace")
+            if process.wait() != 0:
                 raise translate(error, argv, target=self.target_label, images=self.images)
 
     def stop_containers(self, names: Sequence[str]) -> None:
@@ -513,6 +523,12 @@ class ComposeProject:
             found |= {line.strip() for line in out.splitlines() if line.strip()}
         return found - {self.installation or ""}
 
+    def volume_exists(self, name: str) -> bool:
+        out = self._run(
+            [*self._docker_argv(), "volume", "ls", "--quiet", "--filter", f"name={name}"]
+        )
+        return name in out.split()
+
     def remove(self, kind: Literal["container", "volume", "network"], names: Sequence[str]) -> None:
         if not names:
             return
@@ -563,6 +579,17 @@ def bounded_run(argv: list[str], timeout: float) -> tuple[int, str]:
     except OSError as exc:
         return 127, str(exc)
     return done.returncode, (done.stdout if done.returncode == 0 else done.stderr + done.stdout)
+
+
+def _ended(process: Any, grace: float = 2.0) -> bool:
+    """Has the process ended (or does it within ``grace`` seconds)?"""
+    import subprocess
+
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def compose_file(name: str) -> Path:

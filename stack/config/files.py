@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from ollama_stack.common.errors import AlreadyInstalled, ConfigError, NotInstalled
+from ollama_stack.common.locks import exclusive
 
 from .settings import SECRET_KEYS, deep_merge, validate
 
@@ -385,3 +386,27 @@ def backup_store(settings_store: str | None, given: str | None, environ: Mapping
     """Where backups go: --to, else the backup.store setting, else the home's backups/."""
     chosen = given or settings_store
     return Path(chosen).expanduser() if chosen else stack_home(environ) / "backups"
+
+
+_HELD: set[Path] = set()  # installation locks this process holds (they nest)
+
+
+@contextlib.contextmanager
+def installation_lock(paths: InstallPaths, what: str) -> Iterator[None]:
+    """One data task at a time per installation (backup, restore): a backup
+    taken during a restore, or two that pause and unpause the same service,
+    would copy half-written data. Nested calls in one process share it."""
+    lock = paths.state_file.parent / ".data.lock"
+    if lock in _HELD:
+        yield
+        return
+    busy = ConfigError(
+        f"another backup or restore of {paths.root} is running; {what} did not start",
+        "wait for it to finish, then try again",
+    )
+    with exclusive(lock, busy):
+        _HELD.add(lock)
+        try:
+            yield
+        finally:
+            _HELD.discard(lock)

@@ -97,10 +97,14 @@ def test_a_backup_records_every_entry_as_the_container_sees_it(seeded):
         for e in volume["entries"]
         if e["path"] != "."
     }
+    # A link out of the volume could never be restored: it is named, not taken.
+    assert seen.pop("dangling-outside") == ["symlink", 0o777, 0, 0, 0, None, "/etc/hostname"]
+    assert made["not_covered"] == [
+        "ollama:ollama_data/'dangling-outside': a link out of the volume (/etc/hostname)"
+    ]
     assert recorded == seen
     assert recorded["ü dir/private"][1:4] == [0o600, 70, 70]
     assert recorded["hard-link"][0] == "hardlink" or recorded["ü dir/private"][0] == "hardlink"
-    assert recorded["dangling-outside"] == ["symlink", 0o777, 0, 0, 0, None, "/etc/hostname"]
 
     (info,) = listing(seeded)
     assert info["id"] == made["id"] and info["complete"] is True
@@ -134,7 +138,8 @@ def test_a_second_backup_of_unchanged_models_writes_no_blob_again(seeded):
 def test_a_stopped_stack_is_backed_up_and_stays_stopped(seeded):
     seeded.ok("stack.stop")
     made = backup(seeded)
-    assert made["not_covered"] == []
+    assert not [item for item in made["not_covered"] if "no container" in item]
+    assert made["volumes"] == ["ollama:ollama_data", "webui:webui_data"]
     states = {s["name"]: s["state"] for s in seeded.status()["services"]}
     assert set(states.values()) == {"exited"}
 
@@ -335,29 +340,61 @@ def test_a_restore_puts_every_entry_back_exactly_and_starts_the_stack(make_insta
     assert safety["complete"] and "safety copy" in safety["description"]
 
 
-def test_a_backup_with_a_link_out_of_its_volume_is_refused_before_anything_is_touched(seeded):
-    made = backup(seeded)  # SEED holds dangling-outside -> /etc/hostname
-    before = walk(seeded)
-    result = seeded.cli("backup.restore", made["id"], "--yes")
-    assert result.returncode == 16
-    assert "dangling-outside: the link points outside the volume (/etc/hostname)" in result.stderr
-    assert walk(seeded) == before
-    assert len(listing(seeded)) == 1  # not even a safety backup was needed
+def test_a_restore_keeps_what_the_backup_left_out(make_installation):
+    """Model caches are not in a default backup: a restore must not wipe them."""
+    inst = make_installation()
+    inst.ok("stack.start", "--pull", "never")
+    webui = f"{inst.project}-webui-1"
+    cache = "/app/backend/data/cache/embedding"
+    docker("exec", webui, "sh", "-c", f"mkdir -p {cache} && echo weights > {cache}/model.bin")
+    docker("exec", webui, "sh", "-c", "echo 'chat 1' > /app/backend/data/chats.txt")
+    made = backup(inst)
+    assert "webui:cache/embedding" in made["excluded"]
+    docker("exec", webui, "sh", "-c", "echo 'chat 2' > /app/backend/data/chats.txt")
+    inst.ok("backup.restore", made["id"], "--services", "webui", "--yes")
+    assert docker("exec", webui, "cat", "/app/backend/data/chats.txt") == "chat 1\n"
+    assert docker("exec", webui, "cat", f"{cache}/model.bin") == "weights\n"
 
 
 @pytest.mark.parametrize(
-    ("path", "why"),
-    [("../escape", "leaves the volume"), ("a/../../x", "leaves the volume")],
+    ("change", "why"),
+    [
+        ({"path": "../escape"}, "leaves the volume"),
+        ({"path": "a/../../x"}, "leaves the volume"),
+        ({"path": "evil", "type": "symlink", "link": "/etc", "sha256": None}, "points outside"),
+    ],
 )
-def test_a_crafted_manifest_writes_nothing(seeded, path, why):
+def test_a_crafted_manifest_writes_nothing(seeded, change, why):
     made = backup(seeded)
     store = Path(seeded.env["OLLAMA_STACK_HOME"]) / "backups"
     manifest_path = store / "snapshots" / made["id"] / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     volume = next(v for v in manifest["volumes"] if v["service"] == "webui")
-    volume["entries"].append({**volume["entries"][-1], "path": path})
+    volume["entries"].append({**volume["entries"][-1], **change})
     manifest_path.write_text(json.dumps(manifest))
     before = docker("exec", f"{seeded.project}-webui-1", "ls", "-la", "/app/backend/data")
     result = seeded.cli("backup.restore", made["id"], "--services", "webui", "--yes")
     assert result.returncode == 16 and why in result.stderr
     assert docker("exec", f"{seeded.project}-webui-1", "ls", "-la", "/app/backend/data") == before
+
+
+def test_a_restore_onto_kept_volumes_without_containers_copies_them_first(make_installation):
+    """uninstall (volumes and config kept), then restore: the kept data has no
+    container to be read through, and must still be in the safety copy."""
+    inst = make_installation()
+    inst.ok("stack.start", "--pull", "never")
+    webui = f"{inst.project}-webui-1"
+    docker("exec", webui, "sh", "-c", "echo 'old chat' > /app/backend/data/chats.txt")
+    made = backup(inst)
+    docker("exec", webui, "sh", "-c", "echo 'newer chat' > /app/backend/data/chats.txt")
+    inst.ok("stack.uninstall", "--yes")  # keeps the volumes
+    assert inst.containers() == [] and len(inst.volumes()) == 2
+    done = json.loads(inst.ok("backup.restore", made["id"], "--yes", "--json").stdout)
+    safety = manifest_of(inst, done["safety_backup"])
+    files = {
+        e["path"]: e for v in safety["volumes"] if v["service"] == "webui" for e in v["entries"]
+    }
+    assert stored(inst, files["chats.txt"]["sha256"]) == b"newer chat\n"
+    assert done["started"] == []  # nothing ran before: nothing is started
+    inst.ok("stack.start", "--pull", "never")
+    assert docker("exec", webui, "cat", "/app/backend/data/chats.txt") == "old chat\n"

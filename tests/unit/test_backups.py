@@ -131,10 +131,10 @@ def test_tar_names_become_paths_inside_the_volume(name, expected):
 
 def test_every_pattern_is_tried_against_every_parent():
     patterns = ["*.tmp", "cache/embedding"]  # a generator once let only the first one see them
-    assert snapshot._matches("cache/embedding/model.bin", patterns)
-    assert snapshot._matches("cache/embedding", patterns)
-    assert snapshot._matches("x/scratch.tmp", patterns)
-    assert not snapshot._matches("cache/tool/output.png", patterns)
+    assert snapshot.matches("cache/embedding/model.bin", patterns)
+    assert snapshot.matches("cache/embedding", patterns)
+    assert snapshot.matches("x/scratch.tmp", patterns)
+    assert not snapshot.matches("cache/tool/output.png", patterns)
 
 
 def test_only_model_blobs_named_by_their_hash_are_content_addressed():
@@ -175,6 +175,18 @@ ROOT_DIR = entry(".", "dir")
         ([ROOT_DIR, entry("h", "hardlink", "missing")], "hard link to a file not listed"),
         ([ROOT_DIR, entry("f"), entry("f")], "listed twice"),
         ([entry(".", "file")], "root must be a directory"),
+        ([ROOT_DIR, entry("f"), entry("f\x00")], "control character"),
+        ([ROOT_DIR, entry("l", "symlink", "..\x00")], "control character"),
+        ([ROOT_DIR, entry("x" * 256)], "overlong name"),
+        (
+            [
+                ROOT_DIR,
+                entry("d", "dir"),
+                entry("d/l", "symlink", ".."),
+                entry("s", "symlink", "d/l/.."),
+            ],
+            "points outside",
+        ),
     ],
 )
 def test_restore_refuses_entries_that_could_write_outside_the_volume(entries, why):
@@ -230,3 +242,67 @@ def test_the_tar_written_for_a_restore_holds_each_entry_as_recorded(store):
         assert tar.extractfile("./ü/f").read() == b"secret chat"  # type: ignore[union-attr]
         assert members["./ü/h"].islnk() and members["./ü/h"].linkname == "./ü/f"
         assert members["./l"].issym() and members["./l"].linkname == "ü/f"
+
+
+def test_a_restore_keeps_what_the_backup_left_out_from_the_safety_copy():
+    from ollama_stack.backups.restore import with_left_out
+
+    def made(*entries: Entry, excluded: list[str]) -> Manifest:
+        volume = volume_of(ROOT_DIR, *entries)
+        return Manifest(id="x", created="", volumes=[volume], excluded=excluded)
+
+    backup = made(entry("chats.txt"), excluded=["webui:cache/embedding", "ollama:*.tmp"])
+    safety = made(
+        entry("cache", "dir"),
+        entry("cache/embedding", "dir"),
+        entry("cache/embedding/model.bin"),
+        entry("cache/tool.png"),
+        entry("chats.txt"),
+        excluded=[],
+    )
+    whole = with_left_out(backup.volumes[0], backup, safety)
+    assert [e.path for e in whole.entries] == [
+        ".",
+        "chats.txt",
+        "cache",
+        "cache/embedding",
+        "cache/embedding/model.bin",
+    ]  # the tool output was in the backup's scope: the backup's answer (none) stands
+
+
+def test_one_backup_or_restore_at_a_time_per_installation(local_paths):
+    import subprocess
+    import sys
+
+    from ollama_stack.common.errors import ConfigError
+    from ollama_stack.stack import config
+
+    with (
+        config.installation_lock(local_paths, "the backup"),
+        config.installation_lock(local_paths, "its safety copy"),  # nests in one process
+    ):
+        pass
+    lock = local_paths.state_file.parent / ".data.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+            "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(30)",
+            str(lock),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with (
+            pytest.raises(ConfigError, match="another backup or restore"),
+            config.installation_lock(local_paths, "the restore"),
+        ):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with config.installation_lock(local_paths, "the backup"):  # free again
+        pass
