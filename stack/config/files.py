@@ -334,6 +334,7 @@ def remove_installation(paths: InstallPaths) -> list[Path]:
         if path.is_file():
             path.unlink()
             removed.append(path)
+    (state_dir / ".data.lock").unlink(missing_ok=True)  # a backup's lock: nothing of the user's
     for directory in (state_dir, paths.root):
         with contextlib.suppress(OSError):  # not empty (or gone): leave it
             directory.rmdir()

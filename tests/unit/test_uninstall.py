@@ -328,6 +328,8 @@ def test_remove_config_leaves_no_empty_directory(local_paths, engine):
     remote = InstallPaths.for_target("user@box")
     config.install(remote, {})
     config.write_state(remote, {"platform": "cpu"})
+    with config.installation_lock(remote, "a backup"):  # leaves its lock file in state/
+        pass
     rt = make_runtime(remote, engine)
     uninstall.execute(rt, Plan(config_dir=str(remote.root)))
     assert not remote.root.exists()
