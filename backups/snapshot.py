@@ -28,7 +28,7 @@ from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.services import CATALOG, ServiceSpec, Volume
 
 from .manifest import Entry, FileRecord, Manifest, ServiceRecord, VolumeRecord
-from .store import CHUNK, Store
+from .store import CHUNK, HEX, Store
 
 Models = Literal["include", "manifests-only", "exclude"]
 
@@ -249,7 +249,7 @@ def _content_name(path: str, volume: Volume) -> str | None:
     if not volume.blobs or not path.startswith(volume.blobs.rstrip("/") + "/"):
         return None
     name = path.rsplit("/", 1)[-1]
-    if name.startswith("sha256-") and len(name) == 71:
+    if name.startswith("sha256-") and HEX.fullmatch(name[7:]):
         return name[7:]
     return None
 

@@ -37,8 +37,8 @@ from .manifest import Manifest
 
 CHUNK = 1 << 20  # bytes read at a time: memory stays flat whatever the file size
 LEVEL = 3  # zstd level: most of level 19's gain on text, at disk speed
-SNAPSHOT_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
-HEX = re.compile(r"^[0-9a-f]{64}$")
+SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
+HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class BadBackup(StackError):
@@ -90,7 +90,7 @@ class Store:
         return self.blob_path(digest).is_file()
 
     def snapshot_dir(self, snapshot_id: str) -> Path:
-        if not SNAPSHOT_ID.match(snapshot_id):
+        if not SNAPSHOT_ID.fullmatch(snapshot_id):
             raise BadBackup(
                 f"{snapshot_id!r} is not a backup id",
                 "`inv backup.list` shows the ids (like 20261203T141500Z-a1b2c3)",
@@ -179,7 +179,7 @@ class Store:
 
     def open_blob(self, digest: str) -> BinaryIO:
         """The raw content of a blob, decompressed as it is read."""
-        if not HEX.match(digest):
+        if not HEX.fullmatch(digest):
             raise BadBackup(f"{digest!r} is not a content hash", "the manifest is damaged")
         handle = open(self.blob_path(digest), "rb")  # noqa: SIM115 (the reader closes it)
         return zstandard.ZstdDecompressor().stream_reader(handle, closefd=True)  # type: ignore[return-value]
@@ -211,7 +211,7 @@ class Store:
             return []
         found = []
         for directory in sorted(self.snapshots.iterdir()):
-            if SNAPSHOT_ID.match(directory.name):
+            if SNAPSHOT_ID.fullmatch(directory.name):
                 found.append(self._info(directory))
         return found
 

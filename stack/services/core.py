@@ -101,8 +101,17 @@ OLLAMA = CATALOG.register(
         probe=ProbeSpec("/api/version", check_ollama),
         fragment=compose_file("ollama.yml"),
         # Models are large but not re-creatable offline: never cache. Ollama
-        # downloads a blob to sha256-<hex>-partial and renames it when whole.
-        volumes=(Volume("ollama_data", "/root/.ollama", blobs="models/blobs", quiesce=False),),
+        # downloads a blob to sha256-<hex>-partial and renames it when whole:
+        # only such an unfinished download is left out.
+        volumes=(
+            Volume(
+                "ollama_data",
+                "/root/.ollama",
+                cache=("models/blobs/*-partial*",),
+                blobs="models/blobs",
+                quiesce=False,
+            ),
+        ),
         platform_fragments={"nvidia": compose_file("ollama.nvidia.yml")},
         url_env="OLLAMA_BASE_URL",
         native=NativeSupport(

@@ -87,7 +87,9 @@ def test_a_damaged_manifest_is_listed_not_hidden(store):
     assert info.complete is False and "damaged" in info.problem
 
 
-@pytest.mark.parametrize("bad", ["../etc", "latest", "20261203T000000Z-zzzzzz", ""])
+@pytest.mark.parametrize(
+    "bad", ["../etc", "latest", "20261203T000000Z-zzzzzz", "", "20261203T000000Z-abcdef\n"]
+)
 def test_only_real_ids_name_a_snapshot_directory(store, bad):
     with pytest.raises(BadBackup) as failure:
         store.snapshot_dir(bad)

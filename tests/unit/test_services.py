@@ -66,7 +66,8 @@ def test_only_open_webuis_model_downloads_are_cache_not_its_tool_outputs():
     assert volume.mount == "/app/backend/data"
     assert "cache" not in volume.cache  # cache/ also holds files chats link to
     assert all(path.startswith("cache/") for path in volume.cache)
-    assert CATALOG["ollama"].volumes[0].cache == ()  # models: never "re-creatable"
+    # models are never "re-creatable": only an unfinished download is
+    assert CATALOG["ollama"].volumes[0].cache == ("models/blobs/*-partial*",)
 
 
 def test_only_a_service_with_native_support_can_be_native(local_paths):
