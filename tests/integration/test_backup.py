@@ -398,3 +398,37 @@ def test_a_restore_onto_kept_volumes_without_containers_copies_them_first(make_i
     assert done["started"] == []  # nothing ran before: nothing is started
     inst.ok("stack.start", "--pull", "never")
     assert docker("exec", webui, "cat", "/app/backend/data/chats.txt") == "old chat\n"
+
+
+@pytest.mark.remote
+def test_a_backup_of_this_machine_restores_on_the_second_host(make_installation, remote_host):
+    """Moving the stack to a bigger box: back up here, restore there over SSH."""
+    here = make_installation()
+    here.ok("stack.start", "--pull", "never")
+    docker("exec", f"{here.project}-ollama-1", "sh", "-c", SAFE_SEED)
+    docker(
+        "exec",
+        f"{here.project}-webui-1",
+        "sh",
+        "-c",
+        "echo 'moved chat' > /app/backend/data/chats.txt",
+    )
+    original = walk(here)
+    made = backup(here)
+
+    there = make_installation(remote=remote_host.name, docker_host=remote_host.docker_host)
+    # One home, one store: the remote installation lives below the same OLLAMA_STACK_HOME.
+    there.env["OLLAMA_STACK_HOME"] = here.env["OLLAMA_STACK_HOME"]
+    there.ok("stack.install", "--force")
+    there.ok("stack.start", "--pull", "never")
+    done = json.loads(there.ok("backup.restore", made["id"], "--yes", "--json").stdout)
+    assert sorted(done["started"]) == ["ollama", "webui"]
+    ollama = next(c for c in there.containers() if "-ollama-" in c)
+    webui = next(c for c in there.containers() if "-webui-" in c)
+    moved = json.loads(docker("exec", ollama, "python3", "-c", WALK, host=remote_host.docker_host))
+    assert moved == original
+    chats = docker(
+        "exec", webui, "cat", "/app/backend/data/chats.txt", host=remote_host.docker_host
+    )
+    assert chats == "moved chat\n"
+    assert {s["health"] for s in there.status()["services"]} == {"healthy"}
