@@ -31,6 +31,7 @@ import zstandard
 from pydantic import ValidationError
 
 from ollama_stack.common.errors import ConfigError, ExitCode, StackError
+from ollama_stack.common.files import fsync_dir, replace_atomically
 from ollama_stack.common.locks import exclusive
 
 from .manifest import Manifest
@@ -127,7 +128,7 @@ class Store:
         directory = self.snapshot_dir(snapshot_id)
         directory.mkdir(mode=0o700)
         started = {"id": snapshot_id, "created": _rfc3339(created), "description": description}
-        _write_atomic(directory / "started.json", json.dumps(started).encode())
+        replace_atomically(directory / "started.json", json.dumps(started).encode(), 0o600)
         return snapshot_id
 
     def put(self, stream: IO[bytes], known: str | None = None) -> tuple[str, int, int]:
@@ -168,12 +169,13 @@ class Store:
         """Make every rename into blobs/ durable before a manifest names them."""
         for directory in [self.blobs, *self.blobs.iterdir()]:
             if directory.is_dir():
-                _fsync_dir(directory)
+                fsync_dir(directory)
 
     def commit(self, manifest: Manifest) -> None:
         self.sync_blob_dirs()
         directory = self.snapshot_dir(manifest.id)
-        _write_atomic(directory / "manifest.json", manifest.model_dump_json(indent=1).encode())
+        document = manifest.model_dump_json(indent=1).encode()
+        replace_atomically(directory / "manifest.json", document, 0o600)
 
     # -- reading --------------------------------------------------------------
 
@@ -269,25 +271,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

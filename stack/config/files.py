@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from ollama_stack.common.errors import AlreadyInstalled, ConfigError, NotInstalled
+from ollama_stack.common.files import replace_atomically
 from ollama_stack.common.locks import exclusive
 
 from .settings import SECRET_KEYS, deep_merge, validate
@@ -163,22 +164,7 @@ def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
     if path.exists():
         mode = stat.S_IMODE(path.stat().st_mode) & (mode | 0o600)  # never wider than asked
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    replace_atomically(path, text.encode(), mode)
 
 
 def _write_private(path: Path, text: str) -> None:
