@@ -7,6 +7,8 @@ store's content-addressed blobs, named by the sha256 of their raw bytes.
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -77,3 +79,34 @@ class Manifest(_Record):
         for volume in self.volumes:
             found |= {e.sha256 for e in volume.entries if e.sha256}
         return found
+
+
+def link_leaves_volume(path: str, target: str, seen: Mapping[str, Entry]) -> bool:
+    """Does a link at ``path`` to ``target`` lead out of the volume, following
+    the links already in ``seen`` on the way (a chain of links counts too)?
+
+    One rule for both sides: a restore refuses such a link, so a backup
+    never takes one."""
+    if target.startswith("/"):
+        return True
+    stack = [p for p in posixpath.dirname(path).split("/") if p] + target.split("/")
+    resolved: list[str] = []
+    hops = 0
+    while stack:
+        part = stack.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not resolved:
+                return True
+            resolved.pop()
+            continue
+        resolved.append(part)
+        link = seen.get("/".join(resolved))
+        if link is not None and link.type == "symlink":
+            hops += 1
+            if hops > 40 or (link.link or "").startswith("/"):
+                return True
+            resolved.pop()
+            stack = (link.link or "").split("/") + stack
+    return False

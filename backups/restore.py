@@ -11,7 +11,6 @@ into a container that is not running: nothing is needed in the image.
 
 from __future__ import annotations
 
-import posixpath
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.services import CATALOG
 
 from . import check, snapshot
-from .manifest import Entry, Manifest, VolumeRecord
+from .manifest import Entry, Manifest, VolumeRecord, link_leaves_volume
 from .store import CHUNK, BadBackup, Store
 
 
@@ -274,34 +273,6 @@ def _bad_text(text: str) -> bool:
     )
 
 
-def _escapes(path: str, target: str, seen: dict[str, Entry]) -> bool:
-    """Does a link at ``path`` to ``target`` lead out of the volume, following
-    the manifest's own links on the way (a chain of links counts too)?"""
-    if target.startswith("/"):
-        return True
-    stack = [p for p in posixpath.dirname(path).split("/") if p] + target.split("/")
-    resolved: list[str] = []
-    hops = 0
-    while stack:
-        part = stack.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not resolved:
-                return True
-            resolved.pop()
-            continue
-        resolved.append(part)
-        link = seen.get("/".join(resolved))
-        if link is not None and link.type == "symlink":
-            hops += 1
-            if hops > 40 or (link.link or "").startswith("/"):
-                return True
-            resolved.pop()
-            stack = (link.link or "").split("/") + stack
-    return False
-
-
 def _unsafe(entry: Entry, seen: dict[str, Entry]) -> str:
     path = entry.path
     if _bad_text(path) or _bad_text(entry.link or ""):
@@ -321,7 +292,7 @@ def _unsafe(entry: Entry, seen: dict[str, Entry]) -> str:
         return "a file without content"
     if entry.type == "symlink":
         target = entry.link or ""
-        if not target or _escapes(path, target, seen):
+        if not target or link_leaves_volume(path, target, seen):
             return f"the link points outside the volume ({target})"
     if entry.type == "hardlink":
         linked = seen.get(entry.link or "")

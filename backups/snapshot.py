@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import io
-import posixpath
 import stat
 import tarfile
 import time
@@ -27,7 +26,14 @@ from ollama_stack.stack.events import Progress, emit
 from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.services import CATALOG, ServiceSpec, Volume
 
-from .manifest import Entry, FileRecord, Manifest, ServiceRecord, VolumeRecord
+from .manifest import (
+    Entry,
+    FileRecord,
+    Manifest,
+    ServiceRecord,
+    VolumeRecord,
+    link_leaves_volume,
+)
 from .store import CHUNK, HEX, Store
 
 Models = Literal["include", "manifests-only", "exclude"]
@@ -169,7 +175,7 @@ def _volume(
     not_covered: list[str],
 ) -> VolumeRecord:
     entries: list[Entry] = []
-    kept: set[str] = set()
+    kept: dict[str, Entry] = {}  # taken so far, for links that go through others
     try:
         with (
             rt.compose.copy_out(container, volume.mount) as stream,
@@ -186,7 +192,7 @@ def _volume(
                 entry = _entry(store, archive, member, path, volume, tally)
                 if entry is not None:
                     entries.append(entry)
-                    kept.add(path)
+                    kept[path] = entry
     except tarfile.TarError as exc:
         raise StackError(
             f"the copy of {spec.name}'s {volume.name} ended early ({exc})",
@@ -195,7 +201,7 @@ def _volume(
     return VolumeRecord(service=spec.name, name=volume.name, mount=volume.mount, entries=entries)
 
 
-def _not_restorable(member: tarfile.TarInfo, path: str, kept: set[str]) -> str:
+def _not_restorable(member: tarfile.TarInfo, path: str, kept: dict[str, Entry]) -> str:
     """Why an entry could not be put back by a restore, which refuses it (so a
     backup never holds what its own restore would refuse)."""
     try:
@@ -204,8 +210,7 @@ def _not_restorable(member: tarfile.TarInfo, path: str, kept: set[str]) -> str:
         return "its name is not UTF-8"
     if member.issym():
         target = member.linkname
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-        if not target or target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+        if not target or link_leaves_volume(path, target, kept):
             return f"a link out of the volume ({target})"
     if member.islnk() and _relative(member.linkname) not in kept:
         return "a hard link to a file this backup left out"

@@ -308,3 +308,18 @@ def test_one_backup_or_restore_at_a_time_per_installation(local_paths):
         holder.wait()
     with config.installation_lock(local_paths, "the backup"):  # free again
         pass
+
+
+def test_a_backup_leaves_out_a_link_chain_its_restore_would_refuse():
+    import tarfile
+
+    def link(name: str, target: str) -> tarfile.TarInfo:
+        member = tarfile.TarInfo(name)
+        member.type, member.linkname = tarfile.SYMTYPE, target
+        return member
+
+    kept = {".": ROOT_DIR, "d": entry("d", "dir"), "d/l": entry("d/l", "symlink", "..")}
+    assert snapshot._not_restorable(link("./d/l", ".."), "d/l", {".": ROOT_DIR}) == ""
+    # each link alone stays inside; followed one through the other, they leave
+    why = snapshot._not_restorable(link("./s", "d/l/.."), "s", kept)
+    assert why == "a link out of the volume (d/l/..)"
