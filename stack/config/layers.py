@@ -121,12 +121,12 @@ class StackConfig(Config):
             raise ConfigError(
                 f"invoke.yaml: {SECTION} must be a mapping of settings, not {section!r}"
             )
-        self._set(_invoke_section=_plain(section))
+        self._set(_invoke_section=plain(section))
         # Our levels merge as they always did: a higher one replaces a value of
         # another shape (a null, a scalar) instead of refusing to merge.
         for level in (self._installation, self._stack_env, self._flags):
             section = deep_merge(section, level)
-        self._config[SECTION] = _plain(section)
+        self._config[SECTION] = plain(section)
         merge_dicts(self._config, self._overrides)
         merge_dicts(self._config, self._modifications)
         obliterate(self._config, self._deletions)
@@ -139,13 +139,13 @@ class StackConfig(Config):
             ("environment", self._stack_env),
             ("flags", self._flags),
         ]
-        return validate_merged(_plain(self._config.get(SECTION) or {}), layers)
+        return validate_merged(plain(self._config.get(SECTION) or {}), layers)
 
 
-def _plain(value: Any) -> Any:
-    """invoke's nested config → plain dicts and lists, for pydantic."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+def plain(value: Any) -> Any:
+    """invoke's nested config (dicts, or its DataProxy views of them) → plain dicts."""
+    if isinstance(value, Mapping) or hasattr(value, "keys"):
+        return {k: plain(value[k]) for k in value}
     return value
 
 

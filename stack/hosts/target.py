@@ -104,15 +104,11 @@ HOST_COMMAND_SECTIONS = ("run", "sudo", "runners", "timeouts")
 
 def host_commands(config: Any) -> dict[str, Any]:
     """The parts of invoke's configuration that shape host commands."""
+    from ..config.layers import plain  # deferred: config imports the catalog, which imports us
+
     if config is None:
         return {}
-    return {key: _plain(config[key]) for key in HOST_COMMAND_SECTIONS if key in config}
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "keys"):
-        return {k: _plain(value[k]) for k in value}
-    return value
+    return {key: plain(config[key]) for key in HOST_COMMAND_SECTIONS if key in config}
 
 
 @dataclass(frozen=True)
