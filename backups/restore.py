@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ollama_stack.common.errors import ConfigError, ExitCode, StackError, interruption_code
 from ollama_stack.stack import config
@@ -35,12 +35,7 @@ class Restored:
     started: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {
-            "id": self.id,
-            "safety_backup": self.safety_backup,
-            "volumes": self.volumes,
-            "started": self.started,
-        }
+        return asdict(self)
 
 
 def restore(

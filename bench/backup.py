@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import tempfile
@@ -25,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench import CLI, compose_argv, free_ports, timed
+from bench import CLI, compose_argv, installation_env, timed
 
 SEED = r"""
 import hashlib, os, sys
@@ -66,10 +65,7 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="ollama-stack-bench-", dir="/var/tmp"))
     project = f"bench{uuid.uuid4().hex[:6]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_STACK_")}
-    env |= {"OLLAMA_STACK_HOME": str(home), "OLLAMA_STACK_PROJECT": project}
-    for service, port in zip(("OLLAMA", "WEBUI", "MCP_PROXY"), free_ports(3), strict=True):
-        env[f"OLLAMA_STACK_PORTS_{service}"] = str(port)
+    env = installation_env(home, project)
     timed([CLI, "dev.standins", "--version", "bench"], env)
     timed([CLI, "stack.install"], env)
     compose = None

@@ -67,11 +67,7 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="ollama-stack-bench-"))
     project = f"bench{uuid.uuid4().hex[:6]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_STACK_")}
-    env["OLLAMA_STACK_HOME"] = str(home)
-    env["OLLAMA_STACK_PROJECT"] = project
-    for service, port in zip(("OLLAMA", "WEBUI", "MCP_PROXY"), free_ports(3), strict=True):
-        env[f"OLLAMA_STACK_PORTS_{service}"] = str(port)
+    env = installation_env(home, project)
 
     print(f"{'target':<34} {'ours':>11} {'baseline':>11} {'ratio':>6}")
     invoke_import = median_of(rounds, [sys.executable, "-c", "import invoke"], env)
@@ -111,6 +107,15 @@ def main() -> None:
         if compose:
             subprocess.run([*compose, "down", "--volumes"], env=env, capture_output=True)
         subprocess.run(["rm", "-rf", str(home)])
+
+
+def installation_env(home: Path, project: str) -> dict[str, str]:
+    """The environment of a throwaway installation: its own home, project and free ports."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_STACK_")}
+    env |= {"OLLAMA_STACK_HOME": str(home), "OLLAMA_STACK_PROJECT": project}
+    for service, port in zip(("OLLAMA", "WEBUI", "MCP_PROXY"), free_ports(3), strict=True):
+        env[f"OLLAMA_STACK_PORTS_{service}"] = str(port)
+    return env
 
 
 def compose_argv(env: dict[str, str]) -> list[str]:
