@@ -46,6 +46,8 @@ class ServiceRecord(_Record):
     image: str = ""
     image_id: str = ""
     state: str = ""  # running, exited, absent: as found when the backup began
+    version: str = ""  # the software's version, where its image says (Open WebUI's)
+    schema_revision: str = ""  # where its data's schema is at (Open WebUI's Alembic revision)
 
 
 class FileRecord(_Record):

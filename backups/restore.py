@@ -22,7 +22,7 @@ from ollama_stack.stack.lifecycle import prepare, refuse_foreign, wait_healthy
 from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.services import CATALOG
 
-from . import check, snapshot
+from . import check, schema, snapshot
 from .manifest import Entry, Manifest, VolumeRecord, link_leaves_volume
 from .store import CHUNK, BadBackup, Store
 
@@ -46,14 +46,17 @@ def restore(
     *,
     confirm: Callable[[str], bool],
     timeout: float | None = None,
+    force: bool = False,
     progress: Progress | None = None,
 ) -> Restored:
     manifest = store.manifest(snapshot_id)
     volumes = _chosen(manifest, services)
     for volume in volumes:  # the structure first: cheap, and refuses before any reading
         refuse_unsafe(volume)
-    check.verify(store, snapshot_id, progress)  # whole, or nothing is touched
     names = sorted({v.service for v in volumes})
+    if not force:
+        _refuse_newer_data(rt, manifest, names)
+    check.verify(store, snapshot_id, progress)  # whole, or nothing is touched
     refuse_foreign(rt)  # `compose rm` acts on the project name: another home's too
     _refuse_volumes_not_ours(rt, volumes)
     if not confirm(
@@ -76,6 +79,7 @@ def _restore(
 ) -> Restored:
     snapshot_id = manifest.id
     rt = prepare(rt, progress)
+    _containers_for(rt, names, progress)
     safety = _safety_copy(rt, store, snapshot_id, volumes, names, progress)
     running = {c.service for c in rt.compose.ps() if c.state == "running"}
     again = f"`inv backup.restore {safety.id} --yes --services {','.join(names)}" + (
@@ -118,10 +122,6 @@ def _safety_copy(
 ) -> Manifest:
     """Everything in the volumes about to be replaced, caches too; refused
     (nothing changed) unless it holds every one of them."""
-    have = {c.service for c in rt.compose.ps()}
-    missing = [name for name in names if name not in have]
-    if missing:  # a kept volume with no container yet: give it one to be read through
-        rt.compose.create(missing, _output(progress))
     options = snapshot.Options(
         description=f"safety copy before restoring {snapshot_id}",
         include_cache=True,
@@ -139,6 +139,42 @@ def _safety_copy(
     for item in safety.not_covered:  # e.g. a link out of its volume, which no restore puts back
         emit(progress, "warn", f"the safety copy does not hold {item}")
     return safety
+
+
+def _containers_for(rt: Runtime, names: list[str], progress: Progress | None) -> None:
+    """A kept volume with no container yet (a fresh box, a removed container)
+    gets one, made but not started, to be read and written through."""
+    have = {c.service for c in rt.compose.ps()}
+    missing = [name for name in names if name not in have]
+    if missing:
+        rt.compose.create(missing, _output(progress))
+
+
+def _refuse_newer_data(rt: Runtime, manifest: Manifest, names: list[str]) -> None:
+    """Data migrated by a newer release (an Alembic revision the image here
+    does not ship) would make the older software exit: refuse, offering the
+    image the backup was taken with."""
+    for record in manifest.services:
+        if record.name not in names or not record.schema_revision or record.name not in CATALOG:
+            continue
+        spec = CATALOG[record.name]
+        known = schema.image_facts(rt, spec, rt.settings.images[record.name])
+        if not known.revisions or record.schema_revision in known.revisions:
+            continue  # the image does not say, or knows it
+        taken_with = f"{spec.title} {record.version}".strip()
+        image = record.image + (f" (image id {record.image_id[:19]})" if record.image_id else "")
+        raise ConfigError(
+            f"backup {manifest.id} holds {spec.title} data at schema revision "
+            f"{record.schema_revision} ({taken_with}), which "
+            f"{rt.settings.images[record.name]}{_version_said(known)} does not know: "
+            "the older release would exit on it; nothing was changed",
+            f"run the image it was taken with — set images.{record.name}: {image} "
+            "in config.yaml — and restore again, or pass --force",
+        )
+
+
+def _version_said(facts: schema.ImageFacts) -> str:
+    return f" ({facts.version})" if facts.version else ""
 
 
 def _refuse_volumes_not_ours(rt: Runtime, volumes: list[VolumeRecord]) -> None:

@@ -26,6 +26,7 @@ from ollama_stack.stack.events import Progress, emit
 from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.services import CATALOG, ServiceSpec, Volume
 
+from . import schema
 from .manifest import (
     Entry,
     FileRecord,
@@ -87,6 +88,7 @@ def create(
                 progress,
             )
         files = _installation_files(rt, store, tally)
+        facts = _data_facts(rt, store, containers, volumes)
         manifest = Manifest(
             id=snapshot_id,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(began)),
@@ -94,7 +96,7 @@ def create(
             tool_version=_version(),
             target=rt.target.label,
             project=rt.settings.project,
-            services=_service_records(rt, containers),
+            services=_service_records(rt, containers, facts),
             volumes=volumes,
             files=files,
             excluded=excluded,
@@ -289,7 +291,29 @@ def _installation_files(rt: Runtime, store: Store, tally: _Tally) -> list[FileRe
     return records
 
 
-def _service_records(rt: Runtime, containers: dict[str, ContainerState]) -> list[ServiceRecord]:
+def _data_facts(
+    rt: Runtime,
+    store: Store,
+    containers: dict[str, ContainerState],
+    volumes: list[VolumeRecord],
+) -> dict[str, dict[str, str]]:
+    """service → its software version and its data's schema revision, where known,
+    so a restore can refuse data newer than the image it will run."""
+    facts = {}
+    for record in volumes:
+        spec = CATALOG[record.service]
+        if spec.data_schema is None or spec.data_schema.volume != record.name:
+            continue
+        container = containers.get(spec.name)
+        version = schema.container_facts(rt, spec, container.name).version if container else ""
+        revision = schema.data_revision(store, record, spec.data_schema)
+        facts[spec.name] = {"version": version, "schema_revision": revision}
+    return facts
+
+
+def _service_records(
+    rt: Runtime, containers: dict[str, ContainerState], facts: dict[str, dict[str, str]]
+) -> list[ServiceRecord]:
     image_ids = rt.compose.container_image_ids() if containers else {}
     records = []
     for spec in CATALOG:
@@ -302,6 +326,7 @@ def _service_records(rt: Runtime, containers: dict[str, ContainerState]) -> list
                 image=rt.settings.images[spec.name] if kind.in_compose else "",
                 image_id=image_ids.get(spec.name, ""),
                 state=container.state if container else ("absent" if kind.in_compose else ""),
+                **facts.get(spec.name, {}),
             )
         )
     return records

@@ -312,12 +312,39 @@ class ComposeProject:
         if names:
             self._run([*self._docker_argv(), "unpause", *names])
 
-    def copy_out(self, container: str, path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
+    def copy_out(
+        self, container: str, path: str, *, contents: bool = True
+    ) -> contextlib.AbstractContextManager[IO[bytes]]:
         """A tar stream of ``path``'s contents in a container (running, paused or
         stopped), read as it comes: nothing is staged on either side. Needs
-        nothing in the image; works through an ssh:// engine too."""
-        argv = [*self._docker_argv(), "cp", f"{container}:{path.rstrip('/')}/.", "-"]
+        nothing in the image; works through an ssh:// engine too.
+
+        ``contents=False``: the path itself (a single file is one member)."""
+        source = f"{path.rstrip('/')}/." if contents else path
+        argv = [*self._docker_argv(), "cp", f"{container}:{source}", "-"]
         return self._piped(argv, writing=False)
+
+    @contextmanager
+    def copy_out_of_image(self, image: str, path: str) -> Iterator[IO[bytes]]:
+        """A tar stream of ``path`` (itself, not its contents) in an image, read
+        through a container made for it and never started (so nothing in the
+        image runs, and nothing is needed in it), removed afterwards."""
+        import secrets
+
+        name = f"{self.project}-scratch-{secrets.token_hex(4)}"
+        self._run(
+            [
+                *self._docker_argv(),
+                *("create", "--pull", "never", "--name", name, "--network", "none"),
+                *("--label", f"io.ollama-stack.scratch={self.project}"),
+                *("--entrypoint", "/ollama-stack-never-started", "--", image),
+            ]
+        )
+        try:
+            with self.copy_out(name, path, contents=False) as stream:
+                yield stream
+        finally:
+            self._run([*self._docker_argv(), "rm", "--force", name])
 
     def copy_in(self, container: str, path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         """Write a tar stream into ``path`` of a (stopped) container, extracted as

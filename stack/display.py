@@ -293,7 +293,10 @@ class Display:
             row("description", manifest.description)
         for service in manifest.services:
             image = f" {service.image}" if service.image else ""
-            row("service", f"{service.name} ({service.kind}{image}, {service.state or '-'})")
+            said = [f"version {service.version}"] if service.version else []
+            said += [f"schema {service.schema_revision}"] if service.schema_revision else []
+            facts = "".join(f", {fact}" for fact in said)
+            row("service", f"{service.name} ({service.kind}{image}, {service.state or '-'}{facts})")
         for volume in manifest.volumes:
             files = sum(1 for e in volume.entries if e.type == "file")
             size = sum(e.size for e in volume.entries)

@@ -74,6 +74,11 @@ def _summary(manifest, store) -> dict:
         "size": manifest.size,
         "written": manifest.written,
         "services": [s.name for s in manifest.services],
+        "versions": {
+            s.name: {"version": s.version, "schema_revision": s.schema_revision}
+            for s in manifest.services
+            if s.version or s.schema_revision
+        },
         "volumes": [f"{v.service}:{v.name}" for v in manifest.volumes],
         "excluded": manifest.excluded,
         "not_covered": manifest.not_covered,
@@ -149,6 +154,7 @@ RESTORE_TIMEOUT = seconds("--timeout", 0.0, zero_means="the start_timeout settin
         "to": TO_HELP,
         "yes": "do not ask before replacing data",
         "timeout": "seconds to wait for health after the restore (default: start_timeout)",
+        "force": "restore data or config from a newer release than the one here",
         "json": JSON_HELP,
     },
 )
@@ -160,6 +166,7 @@ def restore(
     to: str = "",
     yes: bool = False,
     timeout: float = RESTORE_TIMEOUT,
+    force: bool = False,
     json: bool = False,
 ) -> None:
     """Replace the volumes with a backup's (verified first; a safety backup is taken)."""
@@ -175,6 +182,7 @@ def restore(
         split_names(services),
         confirm=confirmer(yes, out),
         timeout=timeout or None,
+        force=force,
         progress=out.progress,
     )
     if json:

@@ -14,7 +14,7 @@ from ollama_stack.compose.client import compose_file
 
 from ..health import ProbeSpec, json_body
 from . import ollama_native
-from .spec import CATALOG, EnvContext, NativeSupport, ServiceSpec, Volume
+from .spec import CATALOG, DataSchema, EnvContext, NativeSupport, ServiceSpec, Volume
 
 BUILTIN_MCP_SERVER = "stack"
 MCPO_STACK_TOOLS = "/app/ollama-stack/stack_tools.py"  # mcp_proxy.yml puts it there
@@ -152,6 +152,14 @@ WEBUI = CATALOG.register(
         ),
         depends_on=("ollama",),
         env=webui_env,
+        # Alembic migrates webui.db at start, one way: an older Open WebUI exits
+        # on a newer database ("Can't locate revision").
+        data_schema=DataSchema(
+            volume="webui_data",
+            database="webui.db",
+            migrations="/app/backend/open_webui/migrations/versions",
+            version_file="/app/package.json",
+        ),
         standin="webui",
     )
 )

@@ -48,6 +48,21 @@ class Volume:
 
 
 @dataclass(frozen=True)
+class DataSchema:
+    """A service whose data carries a one-way schema version (Open WebUI: an
+    Alembic-migrated SQLite database). A backup records the version its data
+    is at; a restore refuses data newer than the image it will run with.
+
+    Everything is read with `docker cp` (nothing needed in the image).
+    """
+
+    volume: str  # the volume holding the database
+    database: str  # the SQLite file, relative to the volume's mount
+    migrations: str  # the folder in the image holding the revisions it knows (<rev>_*.py)
+    version_file: str | None = None  # a JSON file in the image with {"version": …}
+
+
+@dataclass(frozen=True)
 class EnvContext:
     """What a service's environment hook may read: resolved values, no commands."""
 
@@ -93,6 +108,7 @@ class ServiceSpec:
     auth_secret: str | None = None  # secret sent as a bearer token to our own instance
     native: NativeSupport | None = None
     serves_models: bool = False  # status counts its models
+    data_schema: DataSchema | None = None
     # Stand-in image built by `dev.standins` (a directory under compose/standins).
     standin: str | None = None
 

@@ -149,10 +149,11 @@ def build_registry_image(tag: str, context: Path) -> None:
     build_image(tag, context)
 
 
-def build_image(tag: str, context: Path) -> str:
+def build_image(tag: str, context: Path, args: dict[str, str] | None = None) -> str:
     """`docker build` with the classic builder (no buildx here); the image ID."""
+    build_args = [f"--build-arg={key}={value}" for key, value in (args or {}).items()]
     result = subprocess.run(
-        ["docker", "build", "-q", "-t", tag, str(context)],
+        ["docker", "build", "-q", *build_args, "-t", tag, str(context)],
         capture_output=True,
         text=True,
         timeout=300,

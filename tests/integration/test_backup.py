@@ -251,6 +251,15 @@ def webui_sqlite(standin_images: dict[str, str]) -> str:
     return tag
 
 
+@pytest.fixture(scope="session")
+def webui_sqlite_older(webui_sqlite: str) -> str:
+    """The same stand-in as an older Open WebUI: it ships one revision fewer."""
+    tag = "ollama-stack-standin/webui-sqlite:test-older"
+    context = ROOT / "tests" / "support" / "webui-sqlite"
+    build_image(tag, context, {"VERSION": "0.6.0-standin", "REVISIONS": "7e5b5dc7342b"})
+    return tag
+
+
 def rows(inst: Installation) -> int:
     url = f"http://127.0.0.1:{inst.ports['webui']}/rows"
     with urllib.request.urlopen(url, timeout=5) as answer:
@@ -432,3 +441,30 @@ def test_a_backup_of_this_machine_restores_on_the_second_host(make_installation,
     )
     assert chats == "moved chat\n"
     assert {s["health"] for s in there.status()["services"]} == {"healthy"}
+
+
+def test_data_from_a_newer_open_webui_is_restored_only_with_force(
+    make_installation, webui_sqlite, webui_sqlite_older
+):
+    """Alembic migrations are one-way: an older Open WebUI exits on a newer
+    database. The backup records the revision; the restore reads the
+    revisions the configured image ships and refuses, offering the image."""
+    inst = make_installation(images={"webui": webui_sqlite})
+    inst.ok("stack.start", "--pull", "never")
+    made = backup(inst)
+    webui = next(s for s in manifest_of(inst, made["id"])["services"] if s["name"] == "webui")
+    assert (webui["version"], webui["schema_revision"]) == ("0.12.4-standin", "a1b2c3d4e5f6")
+    inst.env["OLLAMA_STACK_IMAGES_WEBUI"] = webui_sqlite_older  # an older Open WebUI here now
+    refused = inst.cli("backup.restore", made["id"], "--yes")
+    assert refused.returncode == 2, refused.stderr
+    assert "a1b2c3d4e5f6" in refused.stderr and "0.6.0-standin" in refused.stderr
+    assert f"images.webui: {webui_sqlite}" in refused.stderr and "--force" in refused.stderr
+    assert [b["id"] for b in listing(inst)] == [made["id"]]  # no safety copy: nothing done
+    scratch = f"label=io.ollama-stack.scratch={inst.project}"
+    assert docker("ps", "-a", "--filter", scratch, "--format", "{{.Names}}").strip() == ""
+    # The image it was taken with is fine; so is --force.
+    inst.env["OLLAMA_STACK_IMAGES_WEBUI"] = webui_sqlite
+    assert "a1b2c3d4e5f6" not in inst.ok("backup.restore", made["id"], "--yes").stderr
+    inst.env["OLLAMA_STACK_IMAGES_WEBUI"] = webui_sqlite_older
+    inst.ok("backup.restore", made["id"], "--yes", "--force")
+    assert rows(inst) > 0
