@@ -50,7 +50,7 @@ def restore(
     progress: Progress | None = None,
 ) -> Restored:
     manifest = store.manifest(snapshot_id)
-    volumes = _chosen(manifest, services)
+    volumes = chosen(manifest, services)
     for volume in volumes:  # the structure first: cheap, and refuses before any reading
         refuse_unsafe(volume)
     names = sorted({v.service for v in volumes})
@@ -190,7 +190,7 @@ def _refuse_volumes_not_ours(rt: Runtime, volumes: list[VolumeRecord]) -> None:
             )
 
 
-def _chosen(manifest: Manifest, services: list[str]) -> list[VolumeRecord]:
+def chosen(manifest: Manifest, services: list[str]) -> list[VolumeRecord]:
     if services:
         CATALOG.check_names(services)
     volumes = [v for v in manifest.volumes if not services or v.service in services]
@@ -222,7 +222,7 @@ def _replace(
     containers = {c.service: c.name for c in rt.compose.ps()}
     for volume in volumes:
         whole = with_left_out(volume, manifest, safety)
-        mount = _mount(volume)
+        mount = mount_of(volume)
         emit(progress, "step", f"writing {volume.service}'s {volume.name} ({mount})")
         with rt.compose.copy_in(containers[volume.service], mount) as stream:
             write_tar(store, whole, stream)
@@ -268,7 +268,7 @@ def _volume_name(rt: Runtime, volume: VolumeRecord) -> str:
     return f"{rt.settings.project}_{volume.name}"  # compose's name for a project's volume
 
 
-def _mount(volume: VolumeRecord) -> str:
+def mount_of(volume: VolumeRecord) -> str:
     """Where the catalog mounts the volume (never where the manifest says)."""
     return next(v.mount for v in CATALOG[volume.service].volumes if v.name == volume.name)
 

@@ -137,6 +137,21 @@ class Runtime:
         object.__setattr__(made, "compose", compose)
         return made
 
+    def throwaway(self, project: str, env_file: Path, ports: Mapping[str, int]) -> Runtime:
+        """A copy acting on another compose project, published on loopback only:
+        a throwaway copy of the services (port 0: Docker picks a free one)."""
+        settings = self.configured.model_copy(
+            update={
+                "project": project,
+                "bind": "127.0.0.1",
+                "ports": {**self.configured.ports, **ports},
+            }
+        )
+        made = dataclasses.replace(self, configured=settings, compose=self.compose)
+        compose = dataclasses.replace(self.compose, project=project, env_files=(env_file,))
+        object.__setattr__(made, "compose", compose)
+        return made
+
     # -- the services ---------------------------------------------------------
 
     def kind(self, name: str) -> ServiceKind:

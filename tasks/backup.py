@@ -192,3 +192,47 @@ def restore(
             f"restored {', '.join(done.volumes)} from backup {done.id}; "
             f"what was there before is backup {done.safety_backup}"
         )
+
+
+@stack_task(
+    name="test-restore",
+    positional=["id"],
+    help={
+        "id": ID_HELP,
+        "services": "only these services' volumes (default: every volume in the backup)",
+        "to": TO_HELP,
+        "timeout": "seconds to wait for the throwaway copy's health (default: start_timeout)",
+        "json": JSON_HELP,
+    },
+)
+@guarded
+def test_restore(
+    c: Context,
+    id: str | None = None,
+    services: str = "",
+    to: str = "",
+    timeout: float = RESTORE_TIMEOUT,
+    json: bool = False,
+) -> None:
+    """Restore into throwaway volumes, start a throwaway copy on free ports, check it, remove it."""
+    from ollama_stack.backups import trial
+
+    rt = runtime(c)
+    store = _store(rt, to)
+    out = display(json_mode=json)
+    report = trial.test_restore(
+        rt,
+        store,
+        _snapshot_id(id, "backup.test-restore"),
+        split_names(services),
+        timeout=timeout or None,
+        progress=out.progress,
+    )
+    if json:
+        out.json(report.to_json())
+    else:
+        models = f"; {len(report.models)} models listed" if report.models else ""
+        out.success(
+            f"backup {report.id} restores: {', '.join(report.services)} healthy in a throwaway "
+            f"copy{models} ({report.seconds} s); the copy is removed"
+        )

@@ -468,3 +468,46 @@ def test_data_from_a_newer_open_webui_is_restored_only_with_force(
     inst.env["OLLAMA_STACK_IMAGES_WEBUI"] = webui_sqlite_older
     inst.ok("backup.restore", made["id"], "--yes", "--force")
     assert rows(inst) > 0
+
+
+# -- test-restore ------------------------------------------------------------------------
+
+
+def trial_resources(inst: Installation) -> list[str]:
+    label = f"label=com.docker.compose.project={inst.project}-trial"
+    found = []
+    for *listing, name in (["ps", "-a", "{{.Names}}"], ["volume", "ls", "{{.Name}}"]):
+        found += docker(*listing, "--filter", label, "--format", name).split()
+    found += docker("network", "ls", "--filter", label, "--format", "{{.Name}}").split()
+    return found
+
+
+def test_a_test_restore_proves_a_backup_in_a_throwaway_copy_and_removes_it(
+    make_installation, webui_sqlite
+):
+    inst = make_installation(images={"webui": webui_sqlite})
+    inst.ok("stack.start", "--pull", "never")
+    docker("exec", f"{inst.project}-ollama-1", "sh", "-c", SEED)
+    made = backup(inst)
+    report = json.loads(inst.ok("backup.test-restore", made["id"], "--json").stdout)
+    assert report["project"] == f"{inst.project}-trial"
+    assert set(report["services"]) == {"ollama", "webui"}
+    assert report["models"] == ["registry/library/tiny:latest"]  # listed by the trial's Ollama
+    assert trial_resources(inst) == []
+    # The installation itself was not touched: same containers, still healthy.
+    assert {s["health"] for s in inst.status()["services"]} == {"healthy"}
+    assert [b["id"] for b in listing(inst)] == [made["id"]]
+
+
+def test_a_test_restore_that_does_not_come_up_fails_and_leaves_nothing(
+    make_installation, standin_images
+):
+    inst = make_installation()
+    inst.ok("stack.start", "--pull", "never")
+    made = backup(inst)
+    # The image the trial would run never answers: the backup is not proven.
+    inst.env["OLLAMA_STACK_IMAGES_WEBUI"] = standin_images["webui"].replace(":test", ":test-broken")
+    failed = inst.cli("backup.test-restore", made["id"], "--services", "webui", "--timeout", "4")
+    assert failed.returncode == 7, failed.stderr  # HEALTH_TIMEOUT
+    assert "webui" in failed.stderr
+    assert trial_resources(inst) == []

@@ -86,6 +86,20 @@ def test_compose_env_carries_settings_and_secrets(local_paths):
     assert all(isinstance(v, str) for v in env.values())
 
 
+def test_a_throwaway_copy_acts_on_its_own_project_on_loopback(local_paths, tmp_path):
+    rt = resolved(local_paths, 2, project="lab", bind="0.0.0.0", ports={"webui": 3000})
+    env_file = tmp_path / "trial.env"
+    trial = rt.throwaway("lab-trial", env_file, {"ollama": 0, "webui": 0})
+    env = trial.compose_env(SECRETS)
+    assert (env["OLLAMA_STACK_PROJECT"], env["OLLAMA_STACK_BIND"]) == ("lab-trial", "127.0.0.1")
+    assert (env["OLLAMA_PORT"], env["WEBUI_PORT"], env["MCPO_PORT"]) == ("0", "0", "8200")
+    assert env["OLLAMA_STACK_INSTALLATION"] == rt.compose_env(SECRETS)["OLLAMA_STACK_INSTALLATION"]
+    assert (trial.compose.project, trial.compose.env_files) == ("lab-trial", (env_file,))
+    assert trial.compose.files == rt.compose.files
+    # The installation's own Runtime is unchanged.
+    assert (rt.settings.project, rt.settings.bind, rt.compose.project) == ("lab", "0.0.0.0", "lab")
+
+
 def test_compose_env_fills_every_variable_the_compose_files_use(local_paths):
     used: set[str] = set()
     for path in FILES_DIR.glob("*.yml"):
