@@ -24,11 +24,13 @@ class _Record(BaseModel):
 class Entry(_Record):
     path: str  # relative to the volume's mount, "/"-separated, never absolute or with ".."
     type: EntryType
-    mode: int
-    uid: int
-    gid: int
-    mtime: int = 0
-    size: int = 0
+    # Bounded as a restore's tar and chmod take them: a crafted manifest is
+    # refused when read, not half-way through writing a volume.
+    mode: int = Field(ge=0, le=0o7777)
+    uid: int = Field(ge=0, lt=2**32)
+    gid: int = Field(ge=0, lt=2**32)
+    mtime: int = Field(default=0, gt=-(2**40), lt=2**40)
+    size: int = Field(default=0, ge=0)
     sha256: str | None = None  # files: the blob holding the content
     link: str | None = None  # symlinks: the target as stored; hard links: the path linked to
 
@@ -55,8 +57,8 @@ class FileRecord(_Record):
 
     name: str
     sha256: str
-    size: int
-    mode: int
+    size: int = Field(ge=0)
+    mode: int = Field(ge=0, le=0o7777)
 
 
 class Manifest(_Record):

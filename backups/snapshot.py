@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Literal
 
-from ollama_stack.common.errors import StackError
+from ollama_stack.common.errors import ConfigError, StackError
 from ollama_stack.compose.client import ContainerState
 from ollama_stack.stack import config
 from ollama_stack.stack.events import Progress, emit
@@ -47,6 +47,12 @@ class Options:
     exclude: tuple[str, ...] = ()  # globs on paths inside a volume
     models: Models = "include"
     services: tuple[str, ...] = ()  # only these services' volumes (default: all)
+
+    def __post_init__(self) -> None:
+        if any(ord(c) < 32 or ord(c) == 127 for c in self.description):
+            raise ConfigError(
+                "--description holds a control character", "give plain text on one line"
+            )
 
 
 @dataclass

@@ -102,10 +102,14 @@ class Store:
     # -- writing --------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Create the layout (private: it holds secrets) and clear dead writers' leftovers."""
+        """Create the layout (private: it holds secrets) and clear dead writers' leftovers.
+
+        A store directory that exists already (a NAS mount given with --to)
+        keeps its mode: what is made inside it is private either way."""
         for directory in (self.root, self.blobs, self.snapshots, self.root / "tmp"):
-            directory.mkdir(parents=True, exist_ok=True)
-            os.chmod(directory, 0o700)
+            if not directory.is_dir():
+                directory.mkdir(parents=True)
+                os.chmod(directory, 0o700)
         for leftover in (self.root / "tmp").iterdir():
             pid = leftover.name.split("-", 1)[0]
             if not pid.isdigit() or not _alive(int(pid)):
@@ -205,6 +209,11 @@ class Store:
             raise BadBackup(
                 f"backup {snapshot_id}'s manifest is damaged ({str(exc).splitlines()[0]})",
                 "take a new backup; keep this one only for forensics",
+            ) from None
+        except OSError as exc:
+            raise BadBackup(
+                f"backup {snapshot_id}'s manifest cannot be read ({exc.strerror})",
+                f"check the permissions of {path}",
             ) from None
 
     def list(self) -> list[SnapshotInfo]:

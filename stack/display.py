@@ -277,7 +277,7 @@ class Display:
                 info.created,
                 size,
                 ", ".join(info.services),
-                Text(info.description or info.problem),
+                Text(printable(info.description or info.problem)),
             )
         self.out.print(table)
 
@@ -285,9 +285,10 @@ class Display:
         from rich.text import Text
 
         def row(label: str, text: str, style: str = "") -> None:
-            self.out.print(Text(f"  {label:<12} {text}", style=style))
+            self.out.print(Text(f"  {label:<12} {printable(text)}", style=style))
 
-        self.out.print(Text(f"backup {manifest.id} of {manifest.target} ({manifest.project})"))
+        title = f"backup {manifest.id} of {manifest.target} ({manifest.project})"
+        self.out.print(Text(printable(title)))
         row("created", f"{manifest.created} by ollama-stack {manifest.tool_version}")
         if manifest.description:
             row("description", manifest.description)
@@ -306,6 +307,13 @@ class Display:
             row("left out", item, "dim")
         for item in manifest.not_covered:
             row("not covered", item, "yellow")
+
+
+def printable(text: str) -> str:
+    """Text from a backup store (a description, a version an image gave) with
+    control characters shown as escapes: a crafted store must not drive the
+    terminal (rich passes ESC through)."""
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in text)
 
 
 def _size(count: int) -> str:

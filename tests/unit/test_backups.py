@@ -18,7 +18,7 @@ import pytest
 from ollama_stack.backups import check, snapshot
 from ollama_stack.backups.manifest import Entry, FileRecord, Manifest, VolumeRecord
 from ollama_stack.backups.store import BadBackup, Store
-from ollama_stack.common.errors import ExitCode
+from ollama_stack.common.errors import ConfigError, ExitCode
 
 
 @pytest.fixture
@@ -85,6 +85,42 @@ def test_a_damaged_manifest_is_listed_not_hidden(store):
     (store.snapshot_dir(snapshot_id) / "manifest.json").write_text("{not json")
     (info,) = store.list()
     assert info.complete is False and "damaged" in info.problem
+
+
+def test_a_manifest_that_cannot_be_read_is_listed_not_fatal(store):
+    snapshot_id = store.new_snapshot(time.time(), "")
+    (store.snapshot_dir(snapshot_id) / "manifest.json").mkdir()  # read() fails with an OSError
+    (info,) = store.list()
+    assert info.complete is False and "cannot be read" in info.problem
+
+
+def test_an_existing_store_directory_keeps_its_mode(tmp_path):
+    shared = tmp_path / "nas"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    Store(shared).prepare()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755  # a mount point is not ours to change
+    assert stat.S_IMODE((shared / "blobs").stat().st_mode) == 0o700
+    fresh = tmp_path / "fresh" / "store"
+    Store(fresh).prepare()
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("mode", -1), ("mode", 0o10000), ("uid", -5), ("gid", 2**32), ("size", -1), ("mtime", 2**50)],
+)
+def test_a_manifest_entry_out_of_bounds_is_refused_when_read(field, value):
+    fields = {"path": "f", "type": "file", "mode": 0o644, "uid": 0, "gid": 0, "sha256": "0" * 64}
+    with pytest.raises(ValueError):
+        Entry(**{**fields, field: value})
+    assert Entry(**{**fields, "mtime": -86400}).mtime == -86400  # a file from 1969 is fine
+
+
+def test_a_description_with_control_characters_is_refused():
+    with pytest.raises(ConfigError, match="control character"):
+        snapshot.Options(description="nightly\x1b]0;pwned\x07")
+    assert snapshot.Options(description="nightly: ü").description == "nightly: ü"
 
 
 @pytest.mark.parametrize(

@@ -190,3 +190,13 @@ def test_hints_name_the_program_the_user_ran(monkeypatch, argv0, said):
     assert as_run("see /usr/bin/inv stack.x and invoke stack.y") == (
         "see /usr/bin/inv stack.x and invoke stack.y"
     )
+
+
+def test_text_from_a_backup_store_cannot_drive_the_terminal(capsys):
+    from ollama_stack.backups.store import SnapshotInfo
+
+    crafted = "evil\x1b]0;title\x07\x1b[2J\x9b"
+    Display().backup_list([SnapshotInfo("20261203T000000Z-abcdef", "now", True, 1, crafted, [])])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out
+    assert "\\x1b]0;title" in out
