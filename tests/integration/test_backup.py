@@ -410,6 +410,30 @@ def test_a_restore_onto_kept_volumes_without_containers_copies_them_first(make_i
 
 
 @pytest.mark.remote
+def test_a_remote_box_round_trips_alone_over_ssh(make_installation, remote_host):
+    """Back up the second host, lose its model volume, restore it there: identical."""
+    remote = make_installation(remote=remote_host.name, docker_host=remote_host.docker_host)
+    remote.ok("stack.start", "--pull", "never")
+    there = remote_host.docker_host
+
+    def walk_there() -> dict:
+        ollama = next(c for c in remote.containers() if "-ollama-" in c)
+        return json.loads(docker("exec", ollama, "python3", "-c", WALK, host=there))
+
+    ollama = next(c for c in remote.containers() if "-ollama-" in c)
+    docker("exec", ollama, "sh", "-c", SAFE_SEED, host=there)
+    original = walk_there()
+    made = backup(remote)
+    docker("rm", "--force", ollama, host=there)
+    docker("volume", "rm", f"{remote.project}_ollama_data", host=there)
+    done = json.loads(remote.ok("backup.restore", made["id"], "--yes", "--json").stdout)
+    assert "ollama:ollama_data" in done["volumes"]
+    remote.ok("stack.start", "--pull", "never")
+    assert walk_there() == original
+    assert {s["health"] for s in remote.status()["services"]} == {"healthy"}
+
+
+@pytest.mark.remote
 def test_a_backup_of_this_machine_restores_on_the_second_host(make_installation, remote_host):
     """Moving the stack to a bigger box: back up here, restore there over SSH."""
     here = make_installation()
