@@ -16,11 +16,13 @@ a blob a crash could lose.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -248,6 +250,63 @@ class Store:
             manifest.description,
             [s.name for s in manifest.services],
         )
+
+    # -- removing and adopting snapshots (prune, import) ------------------------
+
+    def writer_running(self) -> bool:
+        """Does a writer hold the lock now? (A dry run looks without taking it.)"""
+        try:
+            fd = os.open(self.root / "lock", os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing gives the shared lock back
+        return False
+
+    def remove_snapshot(self, snapshot_id: str) -> None:
+        """Un-commit first: the manifest goes and that is made durable, so a
+        crash half-way leaves an incomplete snapshot, never a complete one
+        whose blobs a prune went on to remove. Then the rest."""
+        directory = self.snapshot_dir(snapshot_id)
+        (directory / "manifest.json").unlink(missing_ok=True)
+        fsync_dir(directory)
+        shutil.rmtree(directory)
+        fsync_dir(self.snapshots)
+
+    def blob_files(self) -> dict[str, Path]:
+        """Every blob in the store, by digest (names that are not one are left alone)."""
+        found: dict[str, Path] = {}
+        for directory in sorted(self.blobs.iterdir()) if self.blobs.is_dir() else []:
+            for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+                if HEX.fullmatch(path.name) and path.name[:2] == directory.name:
+                    found[path.name] = path
+        return found
+
+    def leftovers(self) -> list[Path]:
+        """Temporary files in tmp/: under the lock, no writer owns any of them."""
+        tmp = self.root / "tmp"
+        return sorted(tmp.iterdir()) if tmp.is_dir() else []
+
+    def staging(self) -> Path:
+        """A fresh name in tmp/, led by our pid so a dead writer's is cleared."""
+        return self.root / "tmp" / f"{os.getpid()}-{secrets.token_hex(8)}"
+
+    def adopt(self, manifest: Manifest, staged: dict[str, Path]) -> None:
+        """Commit a snapshot made elsewhere (import): its blobs, verified in
+        tmp/, renamed in; then the manifest, last, through ``commit``."""
+        directory = self.snapshot_dir(manifest.id)
+        directory.mkdir(mode=0o700)
+        started = {"id": manifest.id, "created": manifest.created, "imported": True}
+        replace_atomically(directory / "started.json", json.dumps(started).encode(), 0o600)
+        for digest, tmp in staged.items():
+            target = self.blob_path(digest)
+            target.parent.mkdir(mode=0o700, exist_ok=True)
+            os.replace(tmp, target)
+        self.commit(manifest)
 
 
 def open_store(path: Path) -> Store:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ollama_stack.backups.manifest import Manifest
+    from ollama_stack.backups.prune import Report as PruneReport
     from ollama_stack.backups.store import SnapshotInfo
 
     from .doctor import Check
@@ -307,6 +308,24 @@ class Display:
             row("left out", item, "dim")
         for item in manifest.not_covered:
             row("not covered", item, "yellow")
+
+    def backup_pruned(self, report: PruneReport) -> None:
+        from rich.text import Text
+
+        for sid, why in report.kept.items():
+            problem = report.damaged.get(sid)
+            detail = f"damaged: {printable(problem)}" if problem else ", ".join(why)
+            self.out.print(Text(f"  keep    {sid}  ({detail})", style="yellow" if problem else ""))
+        for sid in report.removed:
+            incomplete = "  (incomplete)" if sid in report.incomplete else ""
+            self.out.print(Text(f"  remove  {sid}{incomplete}", style="dim"))
+        for warning in report.warnings:
+            self.note(warning)
+        gone = f"{len(report.removed)} backups and {report.blobs_removed} blobs"
+        if report.dry_run:
+            self.info(f"dry run: would remove {gone}, {_size(report.bytes_freed)}; nothing changed")
+        else:
+            self.success(f"removed {gone}: {_size(report.bytes_freed)} freed")
 
 
 def printable(text: str) -> str:

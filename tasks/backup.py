@@ -236,3 +236,50 @@ def test_restore(
             f"backup {report.id} restores: {', '.join(report.services)} healthy in a throwaway "
             f"copy{models} ({report.seconds} s); the copy is removed"
         )
+
+
+def _count(flag: str, value: str | None) -> int | None:
+    from ollama_stack.common.errors import ConfigError
+
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise ConfigError(f"{flag} {value!r} is not a number of backups", "give 0 or more")
+    return int(value)
+
+
+@stack_task(
+    help={
+        "keep_last": "N: keep the newest N backups",
+        "keep_daily": "N: keep the newest backup of each of the last N days that have one (UTC)",
+        "keep_weekly": "N: likewise for each of the last N ISO weeks",
+        "dry_run": "say what would be removed; change nothing",
+        "to": TO_HELP,
+        "json": JSON_HELP,
+    },
+)
+@guarded
+def prune(
+    c: Context,
+    keep_last: str | None = None,
+    keep_daily: str | None = None,
+    keep_weekly: str | None = None,
+    dry_run: bool = False,
+    to: str = "",
+    json: bool = False,
+) -> None:
+    """Remove the backups no rule keeps (never the newest), then blobs no kept one names."""
+    from ollama_stack.backups import prune as pruner
+
+    rules = pruner.Rules(
+        _count("--keep-last", keep_last),
+        _count("--keep-daily", keep_daily),
+        _count("--keep-weekly", keep_weekly),
+    )
+    rt = runtime(c)
+    out = display(json_mode=json)
+    report = pruner.prune(_store(rt, to), rules, dry_run, out.progress)
+    if json:
+        out.json(report.to_json())
+    else:
+        out.backup_pruned(report)
