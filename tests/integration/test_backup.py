@@ -317,6 +317,16 @@ SAFE_SEED = SEED.replace(
 )
 
 
+# A model blob of a few hundred MB, named by its hash as Ollama names them.
+BIG_BLOB = r"""
+set -e
+cd /root/.ollama/models/blobs
+head -c 300000000 /dev/urandom > /tmp/big
+h=$(sha256sum /tmp/big | cut -d' ' -f1)
+mv /tmp/big "sha256-$h"
+"""
+
+
 def walk(inst: Installation) -> dict:
     out = docker("exec", f"{inst.project}-ollama-1", "python3", "-c", WALK)
     return json.loads(out)
@@ -327,8 +337,10 @@ def test_a_restore_puts_every_entry_back_exactly_and_starts_the_stack(make_insta
     inst.ok("stack.start", "--pull", "never")
     ollama, webui = f"{inst.project}-ollama-1", f"{inst.project}-webui-1"
     docker("exec", ollama, "sh", "-c", SAFE_SEED)
+    docker("exec", ollama, "sh", "-c", BIG_BLOB)
     docker("exec", webui, "sh", "-c", "echo 'chat 1' > /app/backend/data/chats.txt")
     original = walk(inst)
+    assert max(entry[4] for entry in original.values() if entry[4]) == 300_000_000
     made = backup(inst)
 
     # What happens after the backup: data changed, added and lost.
