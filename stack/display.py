@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ollama_stack.backups.manifest import Manifest
     from ollama_stack.backups.prune import Report as PruneReport
     from ollama_stack.backups.store import SnapshotInfo
+    from ollama_stack.backups.transfer import Exported, Imported
 
     from .doctor import Check
     from .health import ProbeResult
@@ -326,6 +327,21 @@ class Display:
             self.info(f"dry run: would remove {gone}, {_size(report.bytes_freed)}; nothing changed")
         else:
             self.success(f"removed {gone}: {_size(report.bytes_freed)} freed")
+
+    def backup_exported(self, done: Exported) -> None:
+        """On stderr when the export itself went to stdout."""
+        from rich.text import Text
+
+        console = self.err if done.file == "-" or self.json_mode else self.out
+        where = "stdout" if done.file == "-" else done.file
+        line = f"backup {done.id} exported to {where}: {_size(done.size)}, {done.blobs} blobs"
+        console.print(Text(self.prefix + line, style="green"))
+
+    def backup_imported(self, done: Imported) -> None:
+        self.success(
+            f"backup {done.id} imported into {done.store}: {done.blobs_received} blobs "
+            f"received ({_size(done.written)}), {done.blobs_present} already there"
+        )
 
 
 def printable(text: str) -> str:

@@ -283,3 +283,86 @@ def prune(
         out.json(report.to_json())
     else:
         out.backup_pruned(report)
+
+
+def _file(given: str | None, task: str) -> str:
+    """The FILE after the id: `-` is stdout/stdin (invoke would read `--help` as it)."""
+    from ollama_stack.common.errors import ConfigError
+
+    if given in ("--help", "-h"):
+        raise ConfigError(f"{task} reads the word there as a FILE", f"`inv --help {task}`")
+    if not given:
+        raise ConfigError(f"{task} needs a FILE (- for stdin/stdout)", f"`inv --help {task}`")
+    return given
+
+
+@stack_task(
+    positional=["id", "file"],
+    help={
+        "id": ID_HELP,
+        "file": "the file to write (never replaced), or - for stdout (`| ssh box …`)",
+        "to": TO_HELP,
+        "json": JSON_HELP,
+    },
+)
+@guarded
+def export(
+    c: Context, id: str | None = None, file: str | None = None, to: str = "", json: bool = False
+) -> None:
+    """Verify a backup, then write it as one self-contained tar file (0600: it holds secrets)."""
+    import sys
+    from pathlib import Path
+
+    from ollama_stack.backups import transfer
+    from ollama_stack.common.errors import ConfigError
+
+    snapshot_id = _snapshot_id(id, "backup.export")
+    target = _file(file, "backup.export")
+    rt = runtime(c)
+    store = _store(rt, to)
+    out = display(json_mode=json)
+    if target != "-":
+        done = transfer.export_file(store, snapshot_id, Path(target), out.progress)
+    elif json or sys.stdout.isatty():
+        why = "--json" if json else "a terminal"
+        raise ConfigError(f"backup.export - writes a tar to stdout: not with {why}", "`> FILE`")
+    else:
+        done = transfer.export_stream(store, snapshot_id, sys.stdout.buffer, out.progress)
+    if json:
+        out.json(done.to_json())
+    else:
+        out.backup_exported(done)
+
+
+@stack_task(
+    name="import",
+    positional=["file"],
+    help={
+        "file": "an export (`backup.export`), or - to read it from stdin",
+        "to": TO_HELP,
+        "json": JSON_HELP,
+    },
+)
+@guarded
+def import_(c: Context, file: str | None = None, to: str = "", json: bool = False) -> None:
+    """Take in an exported backup; everything in it is checked before it is listed."""
+    import sys
+
+    from ollama_stack.backups import transfer
+    from ollama_stack.common.errors import ConfigError
+
+    source = _file(file, "backup.import")
+    rt = runtime(c)
+    store = _store(rt, to)
+    out = display(json_mode=json)
+    if source == "-":
+        if sys.stdin.isatty():
+            raise ConfigError("backup.import - reads a tar from stdin, not a terminal", "`< FILE`")
+        done = transfer.import_stream(store, sys.stdin.buffer, "stdin", out.progress)
+    else:
+        with open(source, "rb") as handle:
+            done = transfer.import_stream(store, handle, source, out.progress)
+    if json:
+        out.json(done.to_json())
+    else:
+        out.backup_imported(done)
