@@ -547,3 +547,39 @@ def test_a_test_restore_that_does_not_come_up_fails_and_leaves_nothing(
     assert failed.returncode == 7, failed.stderr  # HEALTH_TIMEOUT
     assert "webui" in failed.stderr
     assert trial_resources(inst) == []
+
+
+def test_prune_keeps_the_newest_and_an_export_carries_it_to_another_store(seeded, tmp_path):
+    chats = f"{seeded.project}-webui-1"
+    docker("exec", chats, "sh", "-c", "echo 'chat 1' > /app/backend/data/chats.txt")
+    first = backup(seeded)
+    docker("exec", chats, "sh", "-c", "echo 'chat 2' > /app/backend/data/chats.txt")
+    second = backup(seeded)
+    pruned = json.loads(seeded.ok("backup.prune", "--keep-last", "1", "--json").stdout)
+    assert (pruned["kept"], pruned["removed"]) == ([second["id"]], [first["id"]])
+    assert pruned["blobs_removed"] >= 1  # chat 1 was only in the first; the model is shared
+    assert [b["id"] for b in listing(seeded)] == [second["id"]]
+    seeded.ok("backup.verify", second["id"])
+
+    carried = tmp_path / "carry.tar"
+    seeded.ok("backup.export", second["id"], str(carried))
+    assert oct(carried.stat().st_mode & 0o777) == "0o600"
+    other = tmp_path / "other-store"
+    seeded.ok("backup.import", str(carried), "--to", str(other))
+    seeded.ok("backup.verify", second["id"], "--to", str(other))
+    assert manifest_of(seeded, second["id"]) == json.loads(
+        (other / "snapshots" / second["id"] / "manifest.json").read_text()
+    )
+    # The same through a pipe, as `| ssh box ollama-stack backup.import -` would take it.
+    third = tmp_path / "third-store"
+    piped = subprocess.run(
+        f"{CLI} backup.export {second['id']} - | {CLI} backup.import - --to {third} --json",
+        shell=True,
+        env=seeded.env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["id"] == second["id"]
+    seeded.ok("backup.verify", second["id"], "--to", str(third))
