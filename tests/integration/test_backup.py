@@ -221,6 +221,16 @@ def test_verify_names_a_flipped_byte_and_a_missing_blob(seeded):
     result = seeded.cli("backup.verify", made["id"])
     assert result.returncode == 16
     assert f"ollama:ollama_data/{entry['path']}" in result.stderr
+    # A restore checks the whole backup first: refused, the volume untouched.
+    ollama = f"{seeded.project}-ollama-1"
+    before = docker("exec", ollama, "python3", "-c", WALK)
+    result = seeded.cli("backup.restore", made["id"], "--yes")
+    assert result.returncode == 16 and entry["path"] in result.stderr
+    assert docker("exec", ollama, "python3", "-c", WALK) == before
+    assert [b["id"] for b in listing(seeded)] == [made["id"]]  # not even a safety copy
+    blob.write_bytes(bytes(data[: len(data) // 3]))  # truncated
+    result = seeded.cli("backup.verify", made["id"])
+    assert result.returncode == 16 and entry["path"] in result.stderr
     blob.unlink()
     result = seeded.cli("backup.verify", made["id"])
     assert result.returncode == 16 and "is missing" in result.stderr
@@ -383,6 +393,12 @@ def test_a_restore_keeps_what_the_backup_left_out(make_installation):
         ({"path": "../escape"}, "leaves the volume"),
         ({"path": "a/../../x"}, "leaves the volume"),
         ({"path": "evil", "type": "symlink", "link": "/etc", "sha256": None}, "points outside"),
+        ({"path": "/etc/cron.d/evil"}, "leaves the volume"),
+        ({"path": "evil", "type": "symlink", "link": "../../..", "sha256": None}, "points outside"),
+        ({"path": "evil", "type": "hardlink", "link": "/etc/shadow", "sha256": None}, "hard link"),
+        ({"path": "evil", "type": "chardev", "sha256": None}, "manifest is damaged"),
+        ({"path": "evil\x1b[2J"}, "control character"),
+        ({"path": "evil", "mode": 0o170000}, "manifest is damaged"),
     ],
 )
 def test_a_crafted_manifest_writes_nothing(seeded, change, why):
@@ -397,6 +413,18 @@ def test_a_crafted_manifest_writes_nothing(seeded, change, why):
     result = seeded.cli("backup.restore", made["id"], "--services", "webui", "--yes")
     assert result.returncode == 16 and why in result.stderr
     assert docker("exec", f"{seeded.project}-webui-1", "ls", "-la", "/app/backend/data") == before
+
+
+def test_a_manifest_naming_a_volume_not_ours_writes_nothing(seeded):
+    made = backup(seeded)
+    store = Path(seeded.env["OLLAMA_STACK_HOME"]) / "backups"
+    manifest_path = store / "snapshots" / made["id"] / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    next(v for v in manifest["volumes"] if v["service"] == "webui")["name"] = "other_data"
+    manifest_path.write_text(json.dumps(manifest))
+    result = seeded.cli("backup.restore", made["id"], "--yes")
+    assert result.returncode == 16 and "webui:other_data" in result.stderr
+    assert [b["id"] for b in listing(seeded)] == [made["id"]]
 
 
 def test_a_restore_onto_kept_volumes_without_containers_copies_them_first(make_installation):
