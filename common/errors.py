@@ -8,7 +8,11 @@ The table is mirrored in the README ("Exit codes").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class ExitCode(IntEnum):
@@ -107,3 +111,17 @@ class Terminated(KeyboardInterrupt):
 def interruption_code(stop: KeyboardInterrupt) -> ExitCode:
     """143 for SIGTERM, 130 for Ctrl-C."""
     return ExitCode.TERMINATED if isinstance(stop, Terminated) else ExitCode.INTERRUPTED
+
+
+def backed_up_first(take: Callable[[], T], before: str, unchanged: str) -> T:
+    """The backup a change begins with. If it fails, the change does not happen
+    either, and the one line says so (``before``: "the update", ``unchanged``:
+    "updated")."""
+    try:
+        return take()
+    except StackError as failure:
+        raise StackError(
+            f"the backup before {before} failed, so nothing was {unchanged}: {failure.message}",
+            failure.remedy or "fix that, or go on with --no-backup at your own risk",
+            code=failure.code,
+        ) from None

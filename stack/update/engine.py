@@ -19,7 +19,13 @@ import secrets
 import time
 from collections.abc import Callable
 
-from ollama_stack.common.errors import ConfigError, ExitCode, HealthTimeout, StackError
+from ollama_stack.common.errors import (
+    ConfigError,
+    ExitCode,
+    HealthTimeout,
+    StackError,
+    backed_up_first,
+)
 
 from .. import config
 from ..events import Progress, emit
@@ -132,14 +138,7 @@ def _back_up_first(rt: Runtime, backup: Backup | None, progress: Progress | None
     if backup is None:
         return "skipped (--no-backup)"
     emit(progress, "step", "backing up before the update")
-    try:
-        return backup(rt)
-    except StackError as failure:
-        raise StackError(
-            f"the backup before the update failed, so nothing was updated: {failure.message}",
-            failure.remedy or "fix that, or update with --no-backup at your own risk",
-            code=failure.code,
-        ) from None
+    return backed_up_first(lambda: backup(rt), "the update", "updated")
 
 
 def rollback_repository(project: str) -> str:
