@@ -63,21 +63,25 @@ class Runtime:
         base: InvokeConfig | None = None,
         flags: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] = os.environ,
+        *,
+        older_schema: bool = False,
     ) -> Runtime:
         """Settings and the recorded platform, from files only.
 
         ``base`` is invoke's configuration (the task's ``c.config``): the
         installation's levels are added to it, its ``ollama_stack`` section
-        becomes the settings, and host commands run with it.
+        becomes the settings, and host commands run with it. Files of another
+        schema are refused; ``older_schema`` reads older ones as migrated (for
+        the migration itself and for uninstall).
         """
         flags = dict(flags or {})
         platform_override = flags.pop("platform", None)
         if platform_override is not None:
             config.validate([("--platform", {"platform": platform_override})])
         paths = InstallPaths.for_target(remote, environ)
-        layered = config.stack_config(paths, base, flags, environ)
+        layered = config.stack_config(paths, base, flags, environ, older_ok=older_schema)
         settings = layered.settings()
-        state = config.read_state(paths)
+        state = config.read_state(paths, older_ok=older_schema)
         platform = PlatformChoice(settings.platform, NOT_DETECTED)
         # What the last start decided (e.g. apple: Ollama is native) holds for
         # status, health, update and uninstall too, until the next start.

@@ -5,6 +5,8 @@ only code that reads or writes an installation's files.
 - ``layers``: ``StackConfig``, invoke's ``Config`` with the installation's
   config.yaml, ``OLLAMA_STACK_*`` and task flags as levels.
 - ``files``: paths, secrets, state and env files, written atomically.
+- ``migrate``: the schema version config.yaml and the state file carry
+  (``CONFIG_SCHEMA``), and the steps from each version to the next.
 """
 
 from .files import (
@@ -19,6 +21,7 @@ from .files import (
     installation_id,
     installation_lock,
     private_env_file,
+    read_config,
     read_secrets,
     read_secrets_lenient,
     read_state,
@@ -30,6 +33,7 @@ from .files import (
     write_state,
 )
 from .layers import ENV_PREFIX, SECTION, StackConfig, env_layer, load_settings, stack_config
+from .migrate import CONFIG_SCHEMA, installed_schema
 from .settings import (
     SECRET_KEYS,
     Limits,
@@ -48,6 +52,7 @@ from .settings import (
 )
 
 __all__ = [
+    "CONFIG_SCHEMA",
     "ENV_PREFIX",
     "HOME_ENV",
     "SECRET_KEYS",
@@ -73,8 +78,10 @@ __all__ = [
     "installation_documents",
     "installation_id",
     "installation_lock",
+    "installed_schema",
     "load_settings",
     "private_env_file",
+    "read_config",
     "read_secrets",
     "read_secrets_lenient",
     "read_state",

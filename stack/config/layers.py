@@ -17,7 +17,7 @@ from invoke.env import Environment
 from ollama_stack.common.errors import ConfigError
 
 from ..services import CATALOG
-from .files import InstallPaths, read_yaml
+from .files import InstallPaths, read_config
 from .settings import Limits, Settings, deep_merge, validate_merged
 
 ENV_PREFIX = "OLLAMA_STACK_"
@@ -86,10 +86,11 @@ class StackConfig(Config):
             return cls(lazy=True)
         return config.clone(into=cls)  # type: ignore[return-value]
 
-    def load_installation(self, paths: InstallPaths) -> None:
-        path = paths.config_file
-        data = read_yaml(path) if path.exists() else {}
-        self._set(_installation=data, _installation_path=path)
+    def load_installation(self, paths: InstallPaths, *, older_ok: bool = False) -> None:
+        """config.yaml's settings; a file of another schema is refused (see
+        config.migrate), an older one read as migrated when ``older_ok``."""
+        data = read_config(paths, older_ok=older_ok)
+        self._set(_installation=data, _installation_path=paths.config_file)
         self.merge()
 
     def load_stack_env(self, environ: Mapping[str, str] = os.environ) -> None:
@@ -154,10 +155,12 @@ def stack_config(
     base: Config | None = None,
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] = os.environ,
+    *,
+    older_ok: bool = False,
 ) -> StackConfig:
     """invoke's configuration with this installation's levels loaded."""
     stack = StackConfig.of(base)
-    stack.load_installation(paths)
+    stack.load_installation(paths, older_ok=older_ok)
     stack.load_stack_env(environ)
     stack.load_flags(flags or {})
     return stack

@@ -21,9 +21,10 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def write_config(paths: InstallPaths, text: str) -> Path:
+def write_config(paths: InstallPaths, text: str, schema: int | None = config.CONFIG_SCHEMA) -> Path:
+    """config.yaml as a user writes it, at this release's schema unless told."""
     paths.root.mkdir(parents=True, exist_ok=True)
-    paths.config_file.write_text(text)
+    paths.config_file.write_text((f"schema: {schema}\n" if schema else "") + text)
     return paths.config_file
 
 
@@ -279,7 +280,7 @@ def test_bind_accepts_addresses(local_paths, bind):
 
 
 def test_malformed_yaml_names_the_file_and_line(local_paths):
-    path = write_config(local_paths, "project: a\nbind: 127.0.0.1\n  bad: indent\n")
+    path = write_config(local_paths, "project: a\nbind: 127.0.0.1\n  bad: indent\n", None)
     err = config_error(local_paths, environ={})
     assert str(path) in err.message
     assert "line 3" in err.message
@@ -287,7 +288,7 @@ def test_malformed_yaml_names_the_file_and_line(local_paths):
 
 
 def test_yaml_that_is_not_a_mapping(local_paths):
-    path = write_config(local_paths, "- project\n- bind\n")
+    path = write_config(local_paths, "- project\n- bind\n", None)
     err = config_error(local_paths, environ={})
     assert str(path) in err.message
     assert "mapping" in err.message
@@ -478,14 +479,14 @@ def test_update_user_config_merges_with_what_is_there(local_paths):
     config.update_user_config(local_paths, {"images": {"ollama": "mine/ollama:2"}})
     document = yaml.safe_load(local_paths.config_file.read_text())
     assert document == {
+        "schema": config.CONFIG_SCHEMA,
         "project": "lab",
         "images": {"webui": "mine/webui:1", "ollama": "mine/ollama:2"},
     }
 
 
 def test_update_user_config_refuses_an_invalid_result_and_leaves_the_file(local_paths):
-    original = "project: lab\n"
-    write_config(local_paths, original)
+    original = write_config(local_paths, "project: lab\n").read_text()
     with pytest.raises(ConfigError) as info:
         config.update_user_config(local_paths, {"ports": {"webui": 70000}})
     assert "ports.webui=70000" in info.value.message
