@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ollama_stack.backups.store import SnapshotInfo
     from ollama_stack.backups.transfer import Exported, Imported
 
+    from .config.migrate import Migration
     from .doctor import Check
     from .health import ProbeResult
     from .lifecycle import StartResult, StatusReport
@@ -119,11 +120,11 @@ class Display:
             line.append(f" — {as_run(remedy)}", style="yellow")
         self.err.print(line)
 
-    def confirm(self, question: str) -> bool:
+    def confirm(self, question: str, default: bool = False) -> bool:
         from rich.prompt import Confirm
 
         try:
-            return Confirm.ask(question, console=self.err, default=False)
+            return Confirm.ask(question, console=self.err, default=default)
         except EOFError:  # Ctrl-D is a no
             return False
 
@@ -342,6 +343,26 @@ class Display:
             f"backup {done.id} imported into {done.store}: {done.blobs_received} blobs "
             f"received ({_size(done.written)}), {done.blobs_present} already there"
         )
+
+    # -- schema migration ---------------------------------------------------------
+
+    def migration_plan(self, migration: Migration, target: str) -> None:
+        """Which files change and how; never their values (config.yaml may hold tokens)."""
+        from rich.text import Text
+
+        console = self.err if self.json_mode else self.out
+        for change in migration.files:
+            line = f"  {change.path}: schema {change.schema} → {migration.schema}"
+            console.print(Text(f"{line} ({'; '.join(change.changes)})"))
+        if not migration.needed:
+            self.info(f"{target} is at schema {migration.schema}; nothing to migrate")
+
+    def migrated(self, migration: Migration, target: str) -> None:
+        self.success(
+            f"migrated {target} to schema {migration.schema} "
+            f"({', '.join(c.path.name for c in migration.files)})"
+        )
+        self.info(f"  backup first: {migration.backup}")
 
 
 def printable(text: str) -> str:

@@ -7,7 +7,10 @@ directory, so `--remove-config` cannot take them along.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+
+from ollama_stack.common.errors import backed_up_first
 
 from . import config
 from .events import Progress, emit
@@ -24,6 +27,7 @@ class Plan:
     images: list[str] = field(default_factory=list)
     config_dir: str | None = None
     kept: list[str] = field(default_factory=list)
+    backup: str | None = None  # the backup taken before removing, if one was
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -62,8 +66,21 @@ def _images(rt: Runtime) -> list[str]:
     return sorted(set(present) | set(rollback))
 
 
-def execute(rt: Runtime, todo: Plan, progress: Progress | None = None) -> list[str]:
-    """Remove what the plan lists; return what could not be removed, with why."""
+# Takes a backup of the installation and returns its id; the task layer
+# provides it (the backup engine sits above this package).
+Backup = Callable[[Runtime], str]
+
+
+def execute(
+    rt: Runtime, todo: Plan, progress: Progress | None = None, backup: Backup | None = None
+) -> list[str]:
+    """Remove what the plan lists; return what could not be removed, with why.
+
+    With ``backup``, a backup is taken first (its id goes into ``todo.backup``);
+    if it fails, nothing is removed.
+    """
+    if backup is not None:
+        todo.backup = _back_up_first(rt, backup, progress)
     compose = rt.compose
     emit(progress, "step", f"removing {len(todo.containers)} containers on {rt.target.label}")
     compose.remove("container", todo.containers)
@@ -76,3 +93,8 @@ def execute(rt: Runtime, todo: Plan, progress: Progress | None = None) -> list[s
     if todo.config_dir:
         config.remove_installation(rt.paths)
     return left
+
+
+def _back_up_first(rt: Runtime, backup: Backup, progress: Progress | None) -> str:
+    emit(progress, "step", f"backing up {rt.target.label} before removing anything")
+    return backed_up_first(lambda: backup(rt), "the uninstall", "removed")

@@ -215,12 +215,31 @@ def display(json_mode: bool = False) -> Display:
     return Display(json_mode=json_mode)
 
 
-def runtime(c: Context, **flags: Any) -> Runtime:
+def runtime(c: Context, *, older_schema: bool = False, **flags: Any) -> Runtime:
     """The installation this task acts on: invoke's configuration (``c.config``)
-    with the installation's levels and these flags on top."""
+    with the installation's levels and these flags on top. Files of an older
+    schema are refused unless ``older_schema`` (stack.migrate, stack.uninstall)."""
     from ollama_stack.stack.runtime import Runtime
 
-    return Runtime.open(remote=current_remote() or None, base=c.config, flags=flags)
+    return Runtime.open(
+        remote=current_remote() or None, base=c.config, flags=flags, older_schema=older_schema
+    )
+
+
+def backup_taker(out: Display, description: str) -> Callable[[Runtime], str]:
+    """A backup of the installation into its store, as `backup.create` takes it:
+    what a task hands the library to call before it changes anything."""
+
+    def back_up(rt: Runtime) -> str:
+        from ollama_stack.backups import snapshot
+        from ollama_stack.backups.store import open_store
+        from ollama_stack.stack import config
+
+        store = open_store(config.backup_store(rt.settings.backup.store, None, os.environ))
+        options = snapshot.Options(description=description)
+        return snapshot.create(rt, store, options, out.progress).id
+
+    return back_up
 
 
 def confirmer(yes: bool, out: Display) -> Callable[[str], bool]:

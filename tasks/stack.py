@@ -1,14 +1,30 @@
-"""`stack.*`: install, start, stop, restart, status, logs, config."""
+"""`stack.*`: install, start, stop, restart, status, logs, config, uninstall, migrate."""
 
 from __future__ import annotations
 
 import shlex
+import sys
+from typing import TYPE_CHECKING
 
 from invoke import Context, Exit
 
 from ollama_stack.common.errors import Terminated
 
-from ._base import current_remote, display, guarded, runtime, seconds, split_names, stack_task
+from ._base import (
+    backup_taker,
+    confirmer,
+    current_remote,
+    display,
+    guarded,
+    runtime,
+    seconds,
+    split_names,
+    stack_task,
+)
+
+if TYPE_CHECKING:
+    from ollama_stack.stack.display import Display
+    from ollama_stack.stack.uninstall import Plan
 
 START_TIMEOUT = seconds("--timeout", 0.0, zero_means="the start_timeout setting")
 START_HELP = {
@@ -177,6 +193,8 @@ def config_(c: Context) -> None:
         "remove_volumes": "also delete the data volumes (models, chats): irreversible",
         "remove_images": "also remove the images pulled or built for this installation",
         "remove_config": "also delete config and secrets (backups live elsewhere and stay)",
+        "backup": "take a backup (as backup.create) before removing, without asking",
+        "no_backup": "do not offer a backup before --remove-volumes",
         "json": "print the plan and result as JSON on stdout",
     }
 )
@@ -188,14 +206,18 @@ def uninstall(
     remove_volumes: bool = False,
     remove_images: bool = False,
     remove_config: bool = False,
+    backup: bool = False,
+    no_backup: bool = False,
     json: bool = False,
 ) -> None:
     """Remove this installation's containers and networks; data stays unless asked."""
     from ollama_stack.stack import uninstall as remover
 
-    from ._base import confirmer
+    if backup and no_backup:
+        from ollama_stack.common.errors import ConfigError
 
-    rt = runtime(c)
+        raise ConfigError("--backup and --no-backup contradict each other", "give one of them")
+    rt = runtime(c, older_schema=True)  # an old installation can still be removed
     out = display(json_mode=json)
     todo = remover.plan(
         rt, remove_volumes=remove_volumes, remove_images=remove_images, remove_config=remove_config
@@ -210,9 +232,66 @@ def uninstall(
             out.json({**todo.to_json(), "result": "cancelled"})
         out.info("cancelled; nothing was removed")
         raise Exit(code=1)
-    left = remover.execute(rt, todo, progress=out.progress)
+    take = _wants_backup(todo, backup, no_backup, asking=not (yes or force), out=out)
+    taker = backup_taker(out, "before stack.uninstall") if take else None
+    left = remover.execute(rt, todo, progress=out.progress, backup=taker)
     if json:
         out.json({**todo.to_json(), "result": "removed", "left": left})
+    if todo.backup:
+        out.info(f"  backup {todo.backup} taken first")
     for item in left:
         out.info(f"  kept {item}")
     out.success(f"uninstalled {rt.settings.project} from {rt.target.label}")
+
+
+def _wants_backup(todo: Plan, backup: bool, no_backup: bool, asking: bool, out: Display) -> bool:
+    """--backup or --no-backup; else, when volumes go, ask on a terminal, or say
+    that none is taken (scripts with --yes go on as before)."""
+    if backup or no_backup or not todo.volumes:
+        return backup
+    if asking and sys.stdin.isatty():
+        return out.confirm("take a backup of the volumes first?", default=True)
+    out.note("warning: no backup of the volumes was taken first (--backup takes one)")
+    return False
+
+
+@stack_task(
+    help={
+        "dry_run": "show what would change and write nothing",
+        "yes": "do not ask before rewriting the files",
+        "no_backup": "skip the backup (as backup.create) taken before migrating",
+        "json": "print the plan and result as JSON on stdout",
+    }
+)
+@guarded
+def migrate(
+    c: Context,
+    dry_run: bool = False,
+    yes: bool = False,
+    no_backup: bool = False,
+    json: bool = False,
+) -> None:
+    """Bring config.yaml and the state file to this release's schema, after a backup."""
+    from functools import partial
+
+    from ollama_stack.stack.config import migrate as migration
+
+    rt = runtime(c, older_schema=True)  # a newer file is still refused here
+    out = display(json_mode=json)
+    todo = migration.plan(rt.paths)
+    out.migration_plan(todo, rt.target.label)
+    result = "migrated" if todo.needed else "nothing to migrate"
+    if todo.needed and dry_run:
+        out.info("dry run: nothing was written")
+        result = "dry run"
+    elif todo.needed:
+        if not confirmer(yes, out)(f"rewrite these files of {rt.target.label}?"):
+            if json:
+                out.json({**todo.to_json(), "result": "cancelled"})
+            out.info("cancelled; nothing was changed")
+            raise Exit(code=1)
+        taker = None if no_backup else partial(backup_taker(out, "before stack.migrate"), rt)
+        todo = migration.apply(rt.paths, todo, backup=taker, progress=out.progress)
+        out.migrated(todo, rt.target.label)
+    if json:
+        out.json({**todo.to_json(), "result": result})

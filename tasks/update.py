@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from invoke import Context, Exit
 
-from ._base import confirmer, display, guarded, runtime, seconds, split_names, stack_task
+from ._base import (
+    backup_taker,
+    confirmer,
+    display,
+    guarded,
+    runtime,
+    seconds,
+    split_names,
+    stack_task,
+)
 
 UPDATE_TIMEOUT = seconds("--timeout", 0.0, zero_means="the start_timeout setting")
 
@@ -85,7 +94,7 @@ def apply(
         rt,
         chosen,
         confirm=confirmer(yes, out),
-        backup=None if no_backup else _backup_before_update(out),
+        backup=None if no_backup else backup_taker(out, "before update.apply"),
         timeout=timeout or None,
         progress=out.progress,
     )
@@ -95,22 +104,6 @@ def apply(
         out.update_report(report)
     if report.exit_code:
         raise Exit(code=int(report.exit_code))
-
-
-def _backup_before_update(out):
-    """A backup into the installation's store, as `backup.create` takes it."""
-    import os
-
-    from ollama_stack.backups import snapshot
-    from ollama_stack.backups.store import open_store
-    from ollama_stack.stack import config
-
-    def back_up(rt) -> str:
-        store = open_store(config.backup_store(rt.settings.backup.store, None, os.environ))
-        options = snapshot.Options(description="before update.apply")
-        return snapshot.create(rt, store, options, out.progress).id
-
-    return back_up
 
 
 @stack_task(help={"timeout": "seconds to wait for health"})

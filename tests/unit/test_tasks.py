@@ -518,7 +518,8 @@ TASKS_WITH_JSON = {"stack.status", "health.check", "health.doctor", "update.chec
 BAD_INPUTS = [
     *[(task, "--remote", remote) for task in (
         "stack.install", "stack.start", "stack.stop", "stack.restart", "stack.status",
-        "stack.logs", "stack.config", "stack.uninstall", "health.check", "health.wait",
+        "stack.logs", "stack.config", "stack.uninstall", "stack.migrate", "health.check",
+        "health.wait",
         "update.check", "update.apply", "update.rollback", "dev.standins",
     ) for remote in BAD_REMOTES],
     ("stack.install", "--project", "Bad Name!"),
@@ -650,3 +651,182 @@ def test_backup_tasks_refuse_bad_input_in_one_line(capsys, stack_home, argv, mes
     assert run_program(*argv) == 2
     (line,) = stderr_lines(capsys.readouterr().err)
     assert line.startswith("error: ") and message in line
+
+
+# -- schema versions and stack.migrate ---------------------------------------------------------
+
+
+def old_installation(remote: str | None = None) -> config.InstallPaths:
+    """An installation as releases before schema versions left it: no `schema` anywhere."""
+    paths = config.InstallPaths.for_target(remote)
+    config.install(paths, {"platform": "cpu"})
+    paths.config_file.write_text("# my note\nplatform: cpu\nports:\n  webui: 3000\n")
+    paths.state_file.parent.mkdir(parents=True)
+    paths.state_file.write_text('{"platform": "cpu", "platform_reason": "set"}')
+    return paths
+
+
+class FakeSnapshots:
+    """backup.create's engine, recording what the installation held when it ran."""
+
+    def __init__(self, paths: config.InstallPaths, fail: StackError | None = None) -> None:
+        self.paths, self.fail = paths, fail
+        self.taken: list[tuple[str, str]] = []
+
+    def create(self, rt, store, options, progress=None):
+        from types import SimpleNamespace
+
+        if self.fail:
+            raise self.fail
+        self.taken.append((options.description, self.paths.config_file.read_text()))
+        return SimpleNamespace(id="20261203T120000Z-abcdef")
+
+
+@pytest.fixture
+def snapshots(monkeypatch) -> FakeSnapshots:
+    from ollama_stack.backups import snapshot
+
+    fake = FakeSnapshots(config.InstallPaths.for_target(None))
+    monkeypatch.setattr(snapshot, "create", fake.create)
+    return fake
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("stack.status",),
+        ("stack.status", "--json"),
+        ("stack.start",),
+        ("stack.config",),
+        ("stack.install", "--force"),
+        ("health.check",),
+        ("update.apply", "--yes"),
+        ("backup.create",),
+        ("dev.standins",),
+    ],
+)
+def test_every_command_refuses_an_older_installation_naming_the_migration(capsys, pow_calls, argv):
+    paths = old_installation()
+    before = snapshot(paths.root)
+    assert run_program(*argv) == ExitCode.CONFIG
+    captured = capsys.readouterr()
+    (line,) = stderr_lines(captured.err)
+    assert line == (
+        f"error: {paths.config_file} has schema 1, older than this ollama-stack's (schema 2)"
+        " — run `inv stack.migrate` (add --dry-run to see the changes first)"
+    )
+    assert snapshot(paths.root) == before
+    assert pow_calls.calls == []
+
+
+@pytest.mark.parametrize(
+    "argv", [("stack.status",), ("stack.migrate", "--yes"), ("stack.uninstall", "--yes")]
+)
+def test_a_newer_config_is_refused_by_every_command_naming_both_versions(capsys, pow_calls, argv):
+    paths = config.InstallPaths.for_target(None)
+    config.install(paths, {})
+    paths.config_file.write_text("schema: 99\nproject: from-the-future\n")
+    before = snapshot(paths.root)
+    assert run_program(*argv) == ExitCode.CONFIG
+    (line,) = stderr_lines(capsys.readouterr().err)
+    assert line == (
+        f"error: {paths.config_file} has schema 99, newer than this ollama-stack understands "
+        "(schema 2) — upgrade ollama-stack to a release that knows schema 99"
+    )
+    assert snapshot(paths.root) == before
+
+
+def test_help_and_list_need_no_current_installation(capsys):
+    old_installation()
+    assert run_program("--list") == 0
+    assert run_program("--help", "stack.status") == 0
+    assert "stack.migrate" in capsys.readouterr().out
+
+
+def test_migrate_dry_run_says_what_changes_and_writes_nothing(capsys, snapshots):
+    paths = old_installation()
+    before = snapshot(paths.root)
+    assert run_program("stack.migrate", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert f"{paths.config_file}: schema 1 → 2 (add schema: 2)" in out
+    assert f"{paths.state_file}: schema 1 → 2 (add schema: 2)" in out
+    assert "dry run: nothing was written" in out
+    assert snapshot(paths.root) == before  # bytes and modification times
+    assert snapshots.taken == []
+
+
+def test_migrate_backs_up_first_then_every_command_reads_the_installation(capsys, snapshots):
+    paths = old_installation()
+    secrets = paths.secrets_file.read_bytes()
+    assert run_program("stack.migrate", "--yes") == 0
+    out = capsys.readouterr().out
+    assert snapshots.taken == [
+        ("before stack.migrate", "# my note\nplatform: cpu\nports:\n  webui: 3000\n")
+    ]
+    assert "migrated local to schema 2 (config.yaml, state.json)" in out
+    assert "backup first: 20261203T120000Z-abcdef" in out
+    assert paths.config_file.read_text() == (
+        "# my note\nschema: 2\nplatform: cpu\nports:\n  webui: 3000\n"
+    )
+    assert json.loads(paths.state_file.read_text()) == {
+        "platform": "cpu",
+        "platform_reason": "set",
+        "schema": 2,
+    }
+    assert paths.secrets_file.read_bytes() == secrets
+    assert config.load_settings(paths, environ={}).ports["webui"] == 3000
+    assert run_program("stack.migrate") == 0  # already current: nothing asked, nothing written
+    assert "local is at schema 2; nothing to migrate" in capsys.readouterr().out
+    assert len(snapshots.taken) == 1
+
+
+def test_migrate_asks_and_without_a_terminal_needs_yes(capsys, snapshots):
+    paths = old_installation()
+    before = snapshot(paths.root)
+    assert run_program("stack.migrate") == ExitCode.CONFIG
+    lines = stderr_lines(capsys.readouterr().err)
+    assert lines == [
+        "error: not asking without a terminal: rewrite these files of local? — add --yes to proceed"
+    ]
+    assert snapshot(paths.root) == before and snapshots.taken == []
+
+
+def test_a_failed_backup_stops_the_migration(capsys, snapshots):
+    from ollama_stack.backups.store import BadBackup
+
+    paths = old_installation()
+    before = snapshot(paths.root)
+    snapshots.fail = BadBackup("backup store /nas is full", "free space in it")
+    assert run_program("stack.migrate", "--yes") == ExitCode.BAD_BACKUP
+    *progress, line = stderr_lines(capsys.readouterr().err)
+    assert progress == ["• backing up before the migration"]
+    assert line == (
+        "error: the backup before the migration failed, so nothing was changed: "
+        "backup store /nas is full — free space in it"
+    )
+    after = snapshot(paths.root)
+    after.pop("state/.data.lock")  # the lock a backup or a migration holds, as backups leave it
+    assert after == before
+
+
+def test_migrate_no_backup_json(capsys, snapshots):
+    old_installation()
+    assert run_program("stack.migrate", "--yes", "--no-backup", "--json") == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["result"] == "migrated"
+    assert document["backup"] == "skipped (--no-backup)"
+    assert [(f["from"], f["to"]) for f in document["files"]] == [(1, 2), (1, 2)]
+    assert snapshots.taken == []
+
+
+def test_migrate_a_remote_installation_rewrites_only_its_files(capsys, snapshots):
+    local = config.InstallPaths.for_target(None)
+    config.install(local, {})
+    local_before = local.config_file.read_bytes()
+    remote = old_installation("ops@box:2222")
+    assert run_program("stack.status", "--remote", "ops@box:2222") == ExitCode.CONFIG
+    assert "stack.migrate --remote HOST`" in capsys.readouterr().err
+    assert run_program("stack.migrate", "--remote", "ops@box:2222", "--yes", "--no-backup") == 0
+    assert "migrated ops@box:2222 to schema 2" in capsys.readouterr().out
+    assert config.read_config(remote) == {"platform": "cpu", "ports": {"webui": 3000}}
+    assert local.config_file.read_bytes() == local_before

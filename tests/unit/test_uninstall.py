@@ -151,6 +151,7 @@ def test_plan_with_every_flag(rt, local_paths):
         "images": OUR_IMAGES,
         "config_dir": str(local_paths.root),
         "kept": [],
+        "backup": None,  # none taken (yet)
     }
 
 
@@ -349,3 +350,155 @@ def test_execute_without_config_dir_keeps_the_config(rt, local_paths):
     uninstall.execute(rt, Plan(containers=list(OUR_CONTAINERS)))
     assert local_paths.installed
     assert local_paths.config_file.exists()
+
+
+# -- the task: a backup before --remove-volumes ---------------------------------------------------
+
+
+class Backups:
+    """backup.create's engine: records what the engine held when it ran, or fails."""
+
+    def __init__(self, engine: FakeCompose) -> None:
+        self.engine = engine
+        self.fail: StackError | None = None
+        self.taken: list[tuple[str, list[str]]] = []
+
+    def create(self, rt, store, options, progress=None):
+        from types import SimpleNamespace
+
+        if self.fail:
+            raise self.fail
+        volumes = sorted(n for n, p in self.engine.resources["volume"].items() if p == OURS)
+        self.taken.append((options.description, volumes))
+        return SimpleNamespace(id="20261203T120000Z-abcdef")
+
+
+class Terminal:
+    """stdin on a terminal, and a user who answers each question as told."""
+
+    def __init__(self, answers: dict[str, bool]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, bool]] = []
+
+    def isatty(self) -> bool:
+        return True
+
+    def confirm(self, question: str, default: bool = False) -> bool:
+        self.asked.append((question, default))
+        return self.answers.get(question, default)
+
+
+@pytest.fixture
+def backups(local_paths, engine, monkeypatch) -> Backups:
+    from ollama_stack.backups import snapshot
+
+    config.install(local_paths, {})
+    monkeypatch.setattr(Runtime, "_new_compose", lambda self: engine)
+    fake = Backups(engine)
+    monkeypatch.setattr(snapshot, "create", fake.create)
+    return fake
+
+
+def on_a_terminal(monkeypatch, answers: dict[str, bool]) -> Terminal:
+    import sys
+
+    from ollama_stack.stack.display import Display
+
+    terminal = Terminal(answers)
+    monkeypatch.setattr(sys, "stdin", terminal)
+    monkeypatch.setattr(
+        Display, "confirm", lambda _, *asked, **default: terminal.confirm(*asked, **default)
+    )
+    return terminal
+
+
+def uninstall_task(*argv: str) -> int:
+    from .test_tasks import run_program
+
+    return run_program("stack.uninstall", *argv)
+
+
+BACKUP_QUESTION = "take a backup of the volumes first?"
+REMOVE_QUESTION = "remove the above from local?"
+NO_BACKUP_WARNING = "warning: no backup of the volumes was taken first (--backup takes one)"
+
+
+def test_backup_flag_takes_one_before_anything_is_removed(capsys, backups, engine):
+    assert uninstall_task("--remove-volumes", "--backup", "--yes") == 0
+    assert backups.taken == [("before stack.uninstall", OUR_VOLUMES)]  # volumes still there
+    assert not [n for n, p in engine.resources["volume"].items() if p == OURS]
+    captured = capsys.readouterr()
+    assert "backup 20261203T120000Z-abcdef taken first" in captured.out
+    assert NO_BACKUP_WARNING not in captured.err
+
+
+def test_on_a_terminal_the_backup_is_offered_and_taken_by_default(capsys, backups, monkeypatch):
+    terminal = on_a_terminal(monkeypatch, {REMOVE_QUESTION: True})
+    assert uninstall_task("--remove-volumes") == 0
+    assert terminal.asked == [(REMOVE_QUESTION, False), (BACKUP_QUESTION, True)]
+    assert backups.taken == [("before stack.uninstall", OUR_VOLUMES)]
+
+
+def test_on_a_terminal_no_means_no_backup(capsys, backups, monkeypatch):
+    terminal = on_a_terminal(monkeypatch, {REMOVE_QUESTION: True, BACKUP_QUESTION: False})
+    assert uninstall_task("--remove-volumes") == 0
+    assert [q for q, _ in terminal.asked] == [REMOVE_QUESTION, BACKUP_QUESTION]
+    assert backups.taken == []
+    assert NO_BACKUP_WARNING not in capsys.readouterr().err  # the user said so
+
+
+@pytest.mark.parametrize("argv", [(), ("--remove-images",), ("--remove-volumes", "--no-backup")])
+def test_no_question_without_volumes_going_or_with_no_backup(capsys, backups, monkeypatch, argv):
+    terminal = on_a_terminal(monkeypatch, {REMOVE_QUESTION: True})
+    assert uninstall_task(*argv) == 0
+    assert terminal.asked == [(REMOVE_QUESTION, False)]
+    assert backups.taken == []
+    assert NO_BACKUP_WARNING not in capsys.readouterr().err
+
+
+def test_without_a_terminal_scripts_go_on_with_one_warning(capsys, backups, engine):
+    assert uninstall_task("--remove-volumes", "--yes") == 0  # stdin is not a terminal here
+    assert backups.taken == []
+    assert not [n for n, p in engine.resources["volume"].items() if p == OURS]
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if "backup" in ln]
+    assert warnings == [NO_BACKUP_WARNING]
+
+
+def test_a_failed_backup_stops_the_uninstall_with_nothing_removed(capsys, backups, engine):
+    from ollama_stack.backups.store import BadBackup
+
+    before = {kind: dict(names) for kind, names in engine.resources.items()}
+    backups.fail = BadBackup("backup store /nas is full", "free space in it")
+    assert uninstall_task("--remove-volumes", "--remove-config", "--backup", "--yes") == 16
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert errors == [
+        "error: the backup before the uninstall failed, so nothing was removed: "
+        "backup store /nas is full — free space in it"
+    ]
+    assert engine.resources == before
+    assert not [c for c in engine.calls if c[0] in ("remove", "remove_image")]
+    assert config.InstallPaths.for_target(None).installed
+
+
+def test_backup_and_no_backup_together_are_refused(capsys, backups, engine):
+    assert uninstall_task("--remove-volumes", "--backup", "--no-backup", "--yes") == 2
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert line.startswith("error: --backup and --no-backup contradict each other")
+    assert engine.calls == []
+
+
+def test_the_json_result_names_the_backup(capsys, backups):
+    import json
+
+    assert uninstall_task("--remove-volumes", "--backup", "--yes", "--json") == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["result"] == "removed"
+    assert document["backup"] == "20261203T120000Z-abcdef"
+
+
+def test_an_installation_of_an_older_schema_can_still_be_uninstalled(capsys, backups, engine):
+    paths = config.InstallPaths.for_target(None)
+    paths.config_file.write_text("platform: cpu\n")  # no schema: before versions
+    assert uninstall_task("--yes", "--remove-config") == 0
+    assert not paths.installed
+    assert not [n for n, p in engine.resources["container"].items() if p == OURS]
