@@ -55,6 +55,7 @@ def restore(
         refuse_unsafe(volume)
     names = sorted({v.service for v in volumes})
     if not force:
+        _refuse_newer_config(manifest)
         _refuse_newer_data(rt, manifest, names)
     check.verify(store, snapshot_id, progress)  # whole, or nothing is touched
     refuse_foreign(rt)  # `compose rm` acts on the project name: another home's too
@@ -148,6 +149,16 @@ def _containers_for(rt: Runtime, names: list[str], progress: Progress | None) ->
     missing = [name for name in names if name not in have]
     if missing:
         rt.compose.create(missing, _output(progress))
+
+
+def _refuse_newer_config(manifest: Manifest) -> None:
+    if manifest.config_schema > config.CONFIG_SCHEMA:
+        raise ConfigError(
+            f"backup {manifest.id} was taken with config schema {manifest.config_schema}, "
+            f"newer than this ollama-stack's ({config.CONFIG_SCHEMA}; it was made by "
+            f"ollama-stack {manifest.tool_version}); nothing was changed",
+            "restore it with that ollama-stack or a newer one, or pass --force",
+        )
 
 
 def _refuse_newer_data(rt: Runtime, manifest: Manifest, names: list[str]) -> None:

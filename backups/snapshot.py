@@ -100,6 +100,7 @@ def create(
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(began)),
             description=options.description,
             tool_version=_version(),
+            config_schema=config.CONFIG_SCHEMA,
             target=rt.target.label,
             project=rt.settings.project,
             services=_service_records(rt, containers, facts),

@@ -524,6 +524,7 @@ def test_data_from_a_newer_open_webui_is_restored_only_with_force(
     assert "a1b2c3d4e5f6" in refused.stderr and "0.6.0-standin" in refused.stderr
     assert f"images.webui: {webui_sqlite}" in refused.stderr and "--force" in refused.stderr
     assert [b["id"] for b in listing(inst)] == [made["id"]]  # no safety copy: nothing done
+    assert manifest_of(inst, made["id"])["config_schema"] == 2
     scratch = f"label=io.ollama-stack.scratch={inst.project}"
     assert docker("ps", "-a", "--filter", scratch, "--format", "{{.Names}}").strip() == ""
     # The image it was taken with is fine; so is --force.

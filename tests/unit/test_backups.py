@@ -359,3 +359,14 @@ def test_a_backup_leaves_out_a_link_chain_its_restore_would_refuse():
     # each link alone stays inside; followed one through the other, they leave
     why = snapshot._not_restorable(link("./s", "d/l/.."), "s", kept)
     assert why == "a link out of the volume (d/l/..)"
+
+
+def test_a_backup_from_a_newer_config_schema_needs_force():
+    from ollama_stack.backups import restore
+    from ollama_stack.stack import config
+
+    newer = Manifest(id="20261203T000000Z-abcdef", created="now", config_schema=99)
+    with pytest.raises(ConfigError, match="config schema 99") as refused:
+        restore._refuse_newer_config(newer)
+    assert "--force" in (refused.value.remedy or "")
+    restore._refuse_newer_config(newer.model_copy(update={"config_schema": config.CONFIG_SCHEMA}))
