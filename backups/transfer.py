@@ -31,7 +31,7 @@ from typing import IO, Any, BinaryIO
 import zstandard
 from pydantic import ValidationError
 
-from ollama_stack.common.errors import ConfigError
+from ollama_stack.common.errors import ConfigError, StackError
 from ollama_stack.common.files import fsync_dir
 from ollama_stack.stack.events import Progress, emit
 
@@ -107,8 +107,14 @@ def export_stream(
 ) -> Exported:
     """The same export, written to a stream (stdout, for `| ssh box …`)."""
     manifest = check.verify(store, snapshot_id, progress)
-    size, blobs = _write(store, manifest, sink, progress)
-    sink.flush()
+    try:
+        size, blobs = _write(store, manifest, sink, progress)
+        sink.flush()
+    except BrokenPipeError:
+        raise StackError(
+            "what read the export stopped before its end",
+            "the copy it got is cut short (an import refuses it); run the export again",
+        ) from None
     return Exported(manifest.id, "-", size, blobs)
 
 

@@ -22,7 +22,7 @@ import zstandard
 from ollama_stack.backups import check, transfer
 from ollama_stack.backups.manifest import Entry, FileRecord, Manifest, VolumeRecord
 from ollama_stack.backups.store import BadBackup, Store
-from ollama_stack.common.errors import ConfigError, ExitCode
+from ollama_stack.common.errors import ConfigError, ExitCode, StackError
 
 from .test_tasks import run_program, stderr_lines
 
@@ -148,6 +148,19 @@ def test_an_export_never_replaces_a_file_and_never_carries_a_damaged_backup(here
     with pytest.raises(BadBackup, match="does not hash to its name"):
         transfer.export_file(here, snapshot_id, tmp_path / "new.tar")
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["carry.tar"]
+
+
+def test_a_reader_that_stops_early_is_one_line_not_a_traceback(here):
+    class Closed(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    snapshot_id = take(here, b"chat")
+    with pytest.raises(StackError, match="stopped before its end"):
+        transfer.export_stream(here, snapshot_id, Closed())
 
 
 def test_memory_stays_flat_whatever_the_blob_size(here, there, tmp_path):
