@@ -7,9 +7,10 @@ import hashlib
 from ollama_stack.stack.events import Progress, emit
 
 from .manifest import Manifest
-from .store import CHUNK, BadBackup, Store
+from .store import CHUNK, BadBackup, Store, reads_store
 
 
+@reads_store
 def verify(store: Store, snapshot_id: str, progress: Progress | None = None) -> Manifest:
     """Re-read and re-hash all the content; raise naming the first bad entry."""
     manifest = store.manifest(snapshot_id)

@@ -102,7 +102,7 @@ def prune(
             raise _busy(store)
         _prune(store, rules, report, progress)  # no lock taken: a dry run writes nothing
         return report
-    with store.locked():
+    with store.locked(), store.without_readers():
         _prune(store, rules, report, progress)
     return report
 

@@ -49,6 +49,20 @@ def restore(
     force: bool = False,
     progress: Progress | None = None,
 ) -> Restored:
+    with store.reading():  # a prune waits: the backup and its blobs stay until this ends
+        return _checked_restore(rt, store, snapshot_id, services, confirm, timeout, force, progress)
+
+
+def _checked_restore(
+    rt: Runtime,
+    store: Store,
+    snapshot_id: str,
+    services: list[str],
+    confirm: Callable[[str], bool],
+    timeout: float | None,
+    force: bool,
+    progress: Progress | None,
+) -> Restored:
     manifest = store.manifest(snapshot_id)
     volumes = chosen(manifest, services)
     for volume in volumes:  # the structure first: cheap, and refuses before any reading

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -24,20 +25,21 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, TypeVar
 
 import zstandard
 from pydantic import ValidationError
 
 from ollama_stack.common.errors import ConfigError, ExitCode, StackError
 from ollama_stack.common.files import fsync_dir, replace_atomically
-from ollama_stack.common.locks import exclusive
+from ollama_stack.common.locks import exclusive, shared
 
 from .manifest import Manifest
 
+T = TypeVar("T")
 CHUNK = 1 << 20  # bytes read at a time: memory stays flat whatever the file size
 LEVEL = 3  # zstd level: most of level 19's gain on text, at disk speed
 SNAPSHOT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
@@ -126,6 +128,29 @@ class Store:
             "wait for it to finish, then try again",
         )
         with exclusive(self.root / "lock", busy):
+            yield
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Backups are being read (verify, restore, export, test-restore): a
+        prune must not remove them or their blobs meanwhile. Readers share."""
+        if not self.snapshots.is_dir():
+            yield  # no store: nothing to protect, and nothing is made
+            return
+        busy = StackError(
+            f"a prune is removing backups from {self.root}", "wait for it to finish, then try again"
+        )
+        with shared(self.root / "readers.lock", busy):
+            yield
+
+    @contextlib.contextmanager
+    def without_readers(self) -> Iterator[None]:
+        """For a prune: no backup is being read, and none will be until it ends."""
+        busy = StackError(
+            f"a backup in {self.root} is being read (verify, restore, export or test-restore)",
+            "wait for it to finish, then prune again",
+        )
+        with exclusive(self.root / "readers.lock", busy):
             yield
 
     def new_snapshot(self, created: float, description: str) -> str:
@@ -307,6 +332,18 @@ class Store:
             target.parent.mkdir(mode=0o700, exist_ok=True)
             os.replace(tmp, target)
         self.commit(manifest)
+
+
+def reads_store(func: Callable[..., T]) -> Callable[..., T]:
+    """For a task that reads a backup (the store its first argument): a prune
+    waits until it is done (see Store.reading)."""
+
+    @functools.wraps(func)
+    def reading(store: Store, *args: Any, **kwargs: Any) -> T:
+        with store.reading():
+            return func(store, *args, **kwargs)
+
+    return reading
 
 
 def open_store(path: Path) -> Store:

@@ -37,7 +37,7 @@ from ollama_stack.stack.events import Progress, emit
 
 from . import check
 from .manifest import Manifest
-from .store import CHUNK, HEX, SNAPSHOT_ID, BadBackup, Store
+from .store import CHUNK, HEX, SNAPSHOT_ID, BadBackup, Store, reads_store
 
 HEADER = "ollama-stack-export.json"
 MANIFEST = "manifest.json"
@@ -80,6 +80,7 @@ def refuse_existing(path: Path) -> None:
         raise ConfigError(f"{path} already exists", "name a new file; an export never replaces one")
 
 
+@reads_store
 def export_file(
     store: Store, snapshot_id: str, path: Path, progress: Progress | None = None
 ) -> Exported:
@@ -102,6 +103,7 @@ def export_file(
     return Exported(manifest.id, str(path), size, blobs)
 
 
+@reads_store
 def export_stream(
     store: Store, snapshot_id: str, sink: IO[bytes], progress: Progress | None = None
 ) -> Exported:

@@ -54,6 +54,18 @@ def test_restore(
     timeout: float | None = None,
     progress: Progress | None = None,
 ) -> TrialReport:
+    with store.reading():  # a prune waits: the backup and its blobs stay until this ends
+        return _trial(rt, store, snapshot_id, services, timeout, progress)
+
+
+def _trial(
+    rt: Runtime,
+    store: Store,
+    snapshot_id: str,
+    services: list[str],
+    timeout: float | None,
+    progress: Progress | None,
+) -> TrialReport:
     began = time.monotonic()
     manifest = store.manifest(snapshot_id)
     volumes = chosen(manifest, services)

@@ -1,4 +1,4 @@
-"""An exclusive lock on a file, given up when its holder ends (even by kill -9)."""
+"""Locks on a file, given up when their holder ends (even by kill -9)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,24 @@ from .errors import StackError
 @contextlib.contextmanager
 def exclusive(path: Path, busy: StackError) -> Iterator[None]:
     """Hold ``path`` locked, or raise ``busy`` at once if another process does."""
+    with _flock(path, fcntl.LOCK_EX, busy):
+        yield
+
+
+@contextlib.contextmanager
+def shared(path: Path, busy: StackError) -> Iterator[None]:
+    """Hold ``path`` locked with other sharers, or raise ``busy`` at once if a
+    process holds it exclusively."""
+    with _flock(path, fcntl.LOCK_SH, busy):
+        yield
+
+
+@contextlib.contextmanager
+def _flock(path: Path, mode: int, busy: StackError) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             raise busy from None
         yield

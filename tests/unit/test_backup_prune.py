@@ -283,3 +283,19 @@ def test_the_task_reports_one_json_document(capsys, stack_home):
     assert (document["kept"], document["removed"]) == ([new], [old])
     assert document["blobs_removed"] == 1 and document["bytes_freed"] > 0
     assert os.path.isdir(store.snapshot_dir(old))
+
+
+def test_a_prune_waits_for_readers_and_readers_wait_for_a_prune(store):
+    """A restore, export, verify or test-restore reads a backup and its blobs
+    for a long time: a prune then must not remove them under it."""
+    old = take(store, "2026-11-01T00:00:00Z", b"old only")
+    take(store, "2026-11-02T00:00:00Z", b"new only")
+    with store.reading():
+        with pytest.raises(StackError, match="being read"):
+            prune(store, Rules(last=1))
+        check.verify(store, old)  # readers share
+    assert old in {info.id for info in store.list()}  # nothing was removed
+    with store.locked(), store.without_readers(), pytest.raises(StackError, match="a prune"):
+        check.verify(store, old)
+    prune(store, Rules(last=1))
+    assert old not in {info.id for info in store.list()}
