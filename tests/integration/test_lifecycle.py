@@ -149,7 +149,7 @@ def test_image_that_cannot_be_pulled(make_installation, standin_images) -> None:
 def test_bad_config_is_refused_with_one_line(make_installation) -> None:
     inst = make_installation()
     config = Path(inst.env["OLLAMA_STACK_HOME"]) / "config.yaml"
-    config.write_text("platform: gpu\n")
+    config.write_text("schema: 2\nplatform: gpu\n")
     result = inst.cli("stack.start")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -54,11 +55,32 @@ def test_remove_volumes_removes_exactly_this_installations_volumes(make_installa
     write_marker(other, "not-yours")
     other_volumes = other.volumes()
 
-    inst.ok("stack.uninstall", "--yes", "--remove-volumes")
+    done = inst.ok("stack.uninstall", "--yes", "--remove-volumes")  # a script: no terminal
+    assert "warning: no backup of the volumes was taken first" in done.stderr
     assert inst.volumes() == [] and inst.containers() == []
     assert other.volumes() == other_volumes
     assert read_marker(other) == "not-yours"
     assert Path(inst.env["OLLAMA_STACK_HOME"], "secrets.env").exists()  # config kept by default
+
+
+def test_remove_volumes_with_backup_leaves_a_backup_that_brings_the_data_back(
+    make_installation,
+) -> None:
+    inst = make_installation()
+    inst.ok("stack.start", "--pull", "never")
+    write_marker(inst, "kept-in-the-backup")
+
+    done = inst.ok("stack.uninstall", "--yes", "--remove-volumes", "--backup")
+    assert inst.volumes() == [] and inst.containers() == []
+    (backup,) = json.loads(inst.ok("backup.list", "--json").stdout)
+    assert backup["complete"] and backup["description"] == "before stack.uninstall"
+    assert f"backup {backup['id']} taken first" in done.stdout
+    assert "no backup" not in done.stderr
+    inst.ok("backup.verify", backup["id"])
+
+    inst.ok("backup.restore", backup["id"], "--yes")
+    inst.ok("stack.start", "--pull", "never")
+    assert read_marker(inst) == "kept-in-the-backup"
 
 
 def test_remove_images_keeps_images_another_container_uses(
