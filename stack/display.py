@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ollama_stack.backups.prune import Report as PruneReport
     from ollama_stack.backups.store import SnapshotInfo
     from ollama_stack.backups.transfer import Exported, Imported
+    from ollama_stack.extensions.manage import Row as ExtensionRow
 
     from .config.migrate import Migration
     from .doctor import Check
@@ -363,6 +364,60 @@ class Display:
             f"({', '.join(c.path.name for c in migration.files)})"
         )
         self.info(f"  backup first: {migration.backup}")
+
+    # -- extensions ---------------------------------------------------------------
+
+    def extension_rows(self, rows: list[ExtensionRow], problems: list[str]) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table()
+        for column in ("name", "kind", "enabled", "running", "on this host", "description"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(
+                row.name,
+                row.kind,
+                "yes" if row.enabled else "no",
+                Text("yes", style="green") if row.running else "no",
+                Text(row.supported or "ok", style="yellow" if row.supported else ""),
+                Text(printable(row.description)),
+            )
+        self.out.print(table)
+        for problem in problems:  # a broken folder is reported, never fatal
+            self.err.print(Text(f"skipped: {printable(problem)}", style="yellow"))
+
+    def extension_info(self, document: dict) -> None:
+        from rich.text import Text
+
+        manifest = document["manifest"]
+
+        def row(label: str, text: str, style: str = "") -> None:
+            self.out.print(Text(f"  {label:<13} {printable(text)}", style=style))
+
+        self.out.print(Text(f"{document['name']} {document['version']}: {document['description']}"))
+        row("kind", f"{document['kind']} ({manifest['server']['transport']})")
+        row("folder", document["folder"])
+        row("enabled", "yes" if document["enabled"] else "no")
+        row("running", "yes" if document["running"] else "no")
+        row("platforms", ", ".join(manifest["platforms"]))
+        refused = document["supported"]
+        row("on this host", refused or "ok", "yellow" if refused else "")
+        requires = manifest["requires"]
+        needs = [f"{requires['memory_mb']} MiB memory"] if requires["memory_mb"] else []
+        needs += ["an NVIDIA GPU"] if requires["gpu"] == "nvidia" else []
+        needs += [f"secret {s}" for s in requires["secrets"]]
+        row("requires", ", ".join(needs) or "nothing more")
+        if document["secrets_missing"]:
+            row("missing", ", ".join(document["secrets_missing"]), "yellow")
+        if manifest["depends_on"]:
+            row("depends on", ", ".join(manifest["depends_on"]))
+        if document.get("port"):
+            row("port", str(document["port"]))
+        for volume in document.get("volumes", []):
+            row("volume", volume)
+        for tool in document["tools"]:
+            row("tool", tool)
 
 
 def printable(text: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -47,6 +47,9 @@ class Runtime:
     platform: PlatformChoice = UNDETECTED
     facts: hostcheck.HostFacts | None = None  # set by resolve()
     compose: ComposeProject = field(default=None)  # type: ignore[assignment]
+    # One line for each extension folder or enabled extension that could not
+    # be read (reported, never fatal to the core stack).
+    extension_problems: tuple[str, ...] = ()
     # In effect: a service the platform runs natively is native-api here.
     settings: Settings = field(init=False)
 
@@ -65,6 +68,7 @@ class Runtime:
         environ: Mapping[str, str] = os.environ,
         *,
         older_schema: bool = False,
+        extend: Callable[[Mapping[str, Any]], list[str]] | None = None,
     ) -> Runtime:
         """Settings and the recorded platform, from files only.
 
@@ -73,6 +77,10 @@ class Runtime:
         becomes the settings, and host commands run with it. Files of another
         schema are refused; ``older_schema`` reads older ones as migrated (for
         the migration itself and for uninstall).
+
+        ``extend`` adds services to the catalog from the merged, not yet
+        validated, configuration (the enabled extensions) before the settings
+        that name services are validated; it returns what it could not add.
         """
         flags = dict(flags or {})
         platform_override = flags.pop("platform", None)
@@ -80,6 +88,7 @@ class Runtime:
             config.validate([("--platform", {"platform": platform_override})])
         paths = InstallPaths.for_target(remote, environ)
         layered = config.stack_config(paths, base, flags, environ, older_ok=older_schema)
+        problems = tuple(extend(layered.raw())) if extend else ()
         settings = layered.settings()
         state = config.read_state(paths, older_ok=older_schema)
         platform = PlatformChoice(settings.platform, NOT_DETECTED)
@@ -87,7 +96,10 @@ class Runtime:
         # status, health, update and uninstall too, until the next start.
         if state.get("platform") and not platform_override:
             platform = PlatformChoice(state["platform"], state.get("platform_reason", ""))
-        return cls(Target(remote, config=layered), paths, settings, platform_override, platform)
+        target = Target(remote, config=layered)
+        return cls(
+            target, paths, settings, platform_override, platform, extension_problems=problems
+        )
 
     # -- resolve: the one step that asks the host and the engine ---------------
 

@@ -215,14 +215,33 @@ def display(json_mode: bool = False) -> Display:
     return Display(json_mode=json_mode)
 
 
+def positional(
+    given: str | None, task: str, what: str, remedy: str, where: str = "after it"
+) -> str:
+    """A positional argument's value. invoke reads the word after a task with
+    one as that argument, `--help` included: say how to get the help instead."""
+    from ollama_stack.common.errors import ConfigError
+
+    if given in ("--help", "-h"):
+        raise ConfigError(f"{task} reads the word {where} as {what}", f"`inv --help {task}`")
+    if not given:
+        raise ConfigError(f"{task} needs {what}", remedy)
+    return given
+
+
 def runtime(c: Context, *, older_schema: bool = False, **flags: Any) -> Runtime:
     """The installation this task acts on: invoke's configuration (``c.config``)
     with the installation's levels and these flags on top. Files of an older
     schema are refused unless ``older_schema`` (stack.migrate, stack.uninstall)."""
+    from ollama_stack.extensions.registry import activate_from_config
     from ollama_stack.stack.runtime import Runtime
 
     return Runtime.open(
-        remote=current_remote() or None, base=c.config, flags=flags, older_schema=older_schema
+        remote=current_remote() or None,
+        base=c.config,
+        flags=flags,
+        older_schema=older_schema,
+        extend=lambda raw: activate_from_config(raw)[1],
     )
 
 

@@ -6,7 +6,16 @@ from typing import TYPE_CHECKING
 
 from invoke import Context
 
-from ._base import confirmer, display, guarded, runtime, seconds, split_names, stack_task
+from ._base import (
+    confirmer,
+    display,
+    guarded,
+    positional,
+    runtime,
+    seconds,
+    split_names,
+    stack_task,
+)
 
 if TYPE_CHECKING:
     from ollama_stack.backups.store import Store
@@ -102,15 +111,7 @@ ID_HELP = "the backup's id (`backup.list` shows them)"
 
 
 def _snapshot_id(given: str | None, task: str) -> str:
-    """invoke reads the word after a task with a positional argument as that
-    argument, `--help` included: say how to get the help instead."""
-    from ollama_stack.common.errors import ConfigError
-
-    if given in ("--help", "-h"):
-        raise ConfigError(f"{task} reads the word after it as a backup id", f"`inv --help {task}`")
-    if not given:
-        raise ConfigError(f"{task} needs a backup id", "`inv backup.list` shows them")
-    return given
+    return positional(given, task, "a backup id", "`inv backup.list` shows them")
 
 
 @stack_task(positional=["id"], help={"id": ID_HELP, "to": TO_HELP, "json": JSON_HELP})
@@ -286,14 +287,9 @@ def prune(
 
 
 def _file(given: str | None, task: str) -> str:
-    """The FILE after the id: `-` is stdout/stdin (invoke would read `--help` as it)."""
-    from ollama_stack.common.errors import ConfigError
-
-    if given in ("--help", "-h"):
-        raise ConfigError(f"{task} reads the word there as a FILE", f"`inv --help {task}`")
-    if not given:
-        raise ConfigError(f"{task} needs a FILE (- for stdin/stdout)", f"`inv --help {task}`")
-    return given
+    """The FILE after the id: `-` is stdout/stdin."""
+    remedy = f"`inv --help {task}`"
+    return positional(given, task, "a FILE (- for stdin/stdout)", remedy, where="there")
 
 
 @stack_task(

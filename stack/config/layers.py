@@ -132,6 +132,11 @@ class StackConfig(Config):
         merge_dicts(self._config, self._modifications)
         obliterate(self._config, self._deletions)
 
+    def raw(self) -> dict[str, Any]:
+        """The ollama_stack section as merged, not validated yet (what an
+        extension hook reads to learn which services the settings will name)."""
+        return plain(self._config.get(SECTION) or {})
+
     def settings(self) -> Settings:
         """The ollama_stack section, validated; an error names the layer that set it."""
         layers: list[tuple[str, Mapping[str, Any]]] = [
@@ -140,7 +145,7 @@ class StackConfig(Config):
             ("environment", self._stack_env),
             ("flags", self._flags),
         ]
-        return validate_merged(plain(self._config.get(SECTION) or {}), layers)
+        return validate_merged(self.raw(), layers)
 
 
 def plain(value: Any) -> Any:

@@ -144,6 +144,17 @@ McpServer = Annotated[
 ]
 
 
+# An extension's name is its folder's, its compose service's, its config key
+# and the proxy's /<name>/ path: nothing that could reach a shell or a path.
+EXTENSION_NAME = r"^[a-z][a-z0-9_]{0,30}$"
+
+
+class ExtensionSettings(_Strict):
+    enabled: list[Annotated[str, Field(pattern=EXTENSION_NAME)]] = Field(default_factory=list)
+    # More folders holding extensions (each a folder with extension.yaml).
+    paths: list[str] = Field(default_factory=list)
+
+
 class BackupSettings(_Strict):
     # Where backups go (a NAS mount, say); default: $OLLAMA_STACK_HOME/backups,
     # one store for every host, so blobs two hosts share are stored once.
@@ -200,6 +211,7 @@ class Settings(_Strict):
     start_timeout: float = Field(default=300.0, gt=0)
     webui: WebuiSettings = Field(default_factory=WebuiSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    extensions: ExtensionSettings = Field(default_factory=ExtensionSettings)
     # More MCP servers behind the proxy, each served under /<name>/.
     mcp_servers: dict[Annotated[str, Field(pattern=MCP_SERVER_NAME)], McpServer] = Field(
         default_factory=dict

@@ -17,6 +17,7 @@ from . import ollama_native
 from .spec import CATALOG, DataSchema, EnvContext, NativeSupport, ServiceSpec, Volume
 
 BUILTIN_MCP_SERVER = "stack"
+MCP_PROXY_NAME = "mcp_proxy"  # the proxy's service (described below)
 MCPO_STACK_TOOLS = "/app/ollama-stack/stack_tools.py"  # mcp_proxy.yml puts it there
 
 
@@ -53,7 +54,37 @@ def webui_env(ctx: EnvContext) -> dict[str, str]:
     return {
         "WEBUI_ENABLE_OPENAI_API": str(ctx.settings.webui.openai_api).lower(),
         "WEBUI_OFFLINE_MODE": str(ctx.settings.webui.offline).lower(),
+        "WEBUI_TOOL_SERVER_CONNECTIONS": env_safe_json(tool_server_connections(ctx)),
     }
+
+
+def tool_server_connections(ctx: EnvContext) -> list[dict[str, Any]]:
+    """Open WebUI's TOOL_SERVER_CONNECTIONS: every server behind the proxy, as
+    an OpenAPI tool server at <proxy>/<name>/ with the proxy's API key. Open
+    WebUI reads it once, to seed its saved setting, on a fresh data volume."""
+    proxy = ctx.container_urls.get(MCP_PROXY_NAME, "").rstrip("/")
+    key = ctx.secrets.get("MCPO_API_KEY", "")
+    return [
+        {
+            "type": "openapi",
+            "url": f"{proxy}/{name}",
+            "path": "openapi.json",
+            "auth_type": "bearer",
+            "key": key,
+            "config": {"enable": True},
+            "info": {"id": name, "name": name, "description": description},
+        }
+        for name, description in proxied_servers(ctx).items()
+    ]
+
+
+def proxied_servers(ctx: EnvContext) -> dict[str, str]:
+    """name → description of every MCP server the proxy serves."""
+    served = {BUILTIN_MCP_SERVER: "ollama-stack: the models this stack's Ollama holds"}
+    served |= {server.name: server.description for server in CATALOG.tool_servers()}
+    for name in ctx.settings.mcp_servers:
+        served[name] = f"MCP server {name} (mcp_servers setting)"
+    return served
 
 
 def mcpo_env(ctx: EnvContext) -> dict[str, str]:
@@ -76,6 +107,8 @@ def mcpo_config_json(ctx: EnvContext) -> str:
     servers: dict[str, dict[str, Any]] = {
         BUILTIN_MCP_SERVER: {"command": "python3", "args": [MCPO_STACK_TOOLS]}
     }
+    for server in CATALOG.tool_servers():  # enabled extensions
+        servers[server.name] = dict(server.proxy_entry)
     for name, server in ctx.settings.mcp_servers.items():
         servers[name] = server.model_dump(exclude_defaults=True)  # `type` has no default
     return env_safe_json({"mcpServers": servers})
@@ -166,7 +199,7 @@ WEBUI = CATALOG.register(
 
 MCP_PROXY = CATALOG.register(
     ServiceSpec(
-        name="mcp_proxy",
+        name=MCP_PROXY_NAME,
         title="the MCP proxy (mcpo)",
         env_prefix="MCPO",
         image="ghcr.io/open-webui/mcpo:main",

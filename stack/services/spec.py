@@ -109,6 +109,7 @@ class ServiceSpec:
     native: NativeSupport | None = None
     serves_models: bool = False  # status counts its models
     data_schema: DataSchema | None = None
+    extension: bool = False  # added by an enabled extension, not one of the core services
     # Stand-in image built by `dev.standins` (a directory under compose/standins).
     standin: str | None = None
 
@@ -118,11 +119,23 @@ class ServiceSpec:
         return tuple(k for k in KIND_NAMES if k != "native-api" or self.native)
 
 
+@dataclass(frozen=True)
+class ToolServer:
+    """An MCP server an extension puts behind the proxy: served under /<name>/
+    with the stack's API key, and offered to Open WebUI as a tool server."""
+
+    name: str
+    description: str
+    proxy_entry: Mapping[str, Any]  # its entry in mcpo's mcpServers
+
+
 class Catalog:
-    """The registered services, in the order they were registered."""
+    """The registered services, in the order they were registered, and the
+    tool servers enabled extensions add."""
 
     def __init__(self) -> None:
         self._specs: dict[str, ServiceSpec] = {}
+        self._tool_servers: dict[str, ToolServer] = {}
 
     def register(self, spec: ServiceSpec) -> ServiceSpec:
         if spec.name in self._specs:
@@ -157,6 +170,20 @@ class Catalog:
 
     def model_server(self) -> ServiceSpec | None:
         return next((s for s in self if s.serves_models), None)
+
+    def tool_servers(self) -> list[ToolServer]:
+        return list(self._tool_servers.values())
+
+    def set_extensions(self, specs: list[ServiceSpec], tool_servers: list[ToolServer]) -> None:
+        """Replace what extensions added (the enabled ones change between calls)."""
+        for spec in list(self._specs.values()):
+            if spec.extension:
+                del self._specs[spec.name]
+        self._tool_servers = {}
+        for spec in specs:
+            self.register(spec)
+        for server in tool_servers:
+            self._tool_servers[server.name] = server
 
 
 CATALOG = Catalog()
