@@ -93,7 +93,10 @@ class ExtensionManifest(_Strict):
 def read_manifest(folder: Path) -> ExtensionManifest:
     """The folder's manifest, or one line naming the file and the first bad field."""
     path = folder / MANIFEST
-    data = read_yaml(path)  # one line for an unreadable file or bad YAML, duplicate keys too
+    try:
+        data = read_yaml(path)  # one line for an unreadable file or bad YAML, duplicate keys too
+    except ConfigError as unreadable:
+        raise ConfigError(unreadable.message, "fix the extension's manifest") from None
     try:
         manifest = ExtensionManifest.model_validate(data)
     except ValidationError as exc:

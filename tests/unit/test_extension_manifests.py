@@ -140,7 +140,7 @@ def test_unsafe_names_are_refused(tmp_path: Path, name: str) -> None:
 
 def test_bad_yaml_gives_the_line(tmp_path: Path) -> None:
     line = _refusal(_folder(tmp_path, "demo", "name: demo\nserver: [unclosed\n"))
-    assert "malformed YAML" in line and "(line " in line
+    assert "malformed YAML" in line and " line 3" in line
 
 
 def test_missing_manifest(tmp_path: Path) -> None:
