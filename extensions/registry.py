@@ -152,7 +152,7 @@ def activate(found: Found, enabled: Sequence[str]) -> list[str]:
         if spec is not None:
             specs.append(spec)
         servers.append(extension.tool_server())
-    CATALOG.set_extensions(specs, servers)
+    CATALOG.set_extensions(specs, servers, frozenset(found.extensions))
     return problems
 
 

@@ -25,7 +25,14 @@ FILTER_HELP = {
 }
 
 
-def _selection(c: Context, services: str, docker_only: bool, native_only: bool, remote_only: bool):
+def _selection(
+    c: Context,
+    services: str,
+    docker_only: bool,
+    native_only: bool,
+    remote_only: bool,
+    extensions: bool = False,
+):
     from ollama_stack.stack.update import engine as update
 
     rt = runtime(c)
@@ -35,6 +42,7 @@ def _selection(c: Context, services: str, docker_only: bool, native_only: bool, 
         docker_only=docker_only,
         native_only=native_only,
         remote_only=remote_only,
+        extensions=extensions,
     )
     return rt, chosen
 
@@ -65,7 +73,7 @@ def check(
     default=True,
     help={
         **FILTER_HELP,
-        "extensions": "also update extensions (none exist yet; accepted for scripts)",
+        "extensions": "also update the enabled extensions' containers",
         "yes": "do not ask before touching a running stack",
         "no_backup": "skip the backup taken before updating",
         "timeout": "seconds to wait for health before rolling back (default: start_timeout)",
@@ -88,7 +96,7 @@ def apply(
     """Update, wait for health, and roll back automatically if it does not come."""
     from ollama_stack.stack.update import engine as update
 
-    rt, chosen = _selection(c, services, docker_only, native_only, remote_only)
+    rt, chosen = _selection(c, services, docker_only, native_only, remote_only, extensions)
     out = display(json_mode=json)
     report = update.apply(
         rt,

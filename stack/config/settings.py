@@ -179,7 +179,7 @@ def _default_services() -> dict[str, ServiceSettings]:
 
 
 def _known_services(value: dict[str, Any]) -> dict[str, Any]:
-    unknown = [name for name in value if name not in CATALOG]
+    unknown = [name for name in value if not CATALOG.may_name(name)]
     if unknown:
         raise PydanticCustomError(
             "unknown_service",

@@ -136,6 +136,9 @@ class Catalog:
     def __init__(self) -> None:
         self._specs: dict[str, ServiceSpec] = {}
         self._tool_servers: dict[str, ToolServer] = {}
+        # Every extension found, enabled or not: settings may name one that is
+        # disabled now (images.notes), which must not break every command.
+        self._extension_names: frozenset[str] = frozenset()
 
     def register(self, spec: ServiceSpec) -> ServiceSpec:
         if spec.name in self._specs:
@@ -174,12 +177,23 @@ class Catalog:
     def tool_servers(self) -> list[ToolServer]:
         return list(self._tool_servers.values())
 
-    def set_extensions(self, specs: list[ServiceSpec], tool_servers: list[ToolServer]) -> None:
-        """Replace what extensions added (the enabled ones change between calls)."""
+    def may_name(self, name: str) -> bool:
+        """May a setting keyed by service name this one (a service, or an extension)?"""
+        return name in self._specs or name in self._extension_names
+
+    def set_extensions(
+        self,
+        specs: list[ServiceSpec],
+        tool_servers: list[ToolServer],
+        found: frozenset[str] = frozenset(),
+    ) -> None:
+        """Replace what extensions added (the enabled ones change between calls);
+        ``found``: the names of every extension there is."""
         for spec in list(self._specs.values()):
             if spec.extension:
                 del self._specs[spec.name]
         self._tool_servers = {}
+        self._extension_names = found
         for spec in specs:
             self.register(spec)
         for server in tool_servers:

@@ -47,13 +47,17 @@ def select(
     docker_only: bool = False,
     native_only: bool = False,
     remote_only: bool = False,
+    extensions: bool = False,
 ) -> list[str]:
-    """The services an update touches, after name and type filters."""
+    """The services an update touches, after name and type filters: named
+    ones, or else the core services, and with ``extensions`` the enabled
+    extensions' containers too."""
     if sum((docker_only, native_only, remote_only)) > 1:
         raise ConfigError(
             "--docker-only, --native-only and --remote-only exclude each other", "pick one"
         )
-    chosen = check_service_names(services) if services else CATALOG.names()
+    everything = [spec.name for spec in CATALOG if extensions or not spec.extension]
+    chosen = check_service_names(services) if services else everything
     only = {"docker_only": docker_only, "native_only": native_only, "remote_only": remote_only}
     if any(only.values()):
         chosen = [s for s in chosen if only[rt.kind(s).only_flag]]
