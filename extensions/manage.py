@@ -13,21 +13,22 @@ keeps the extension's data volumes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ollama_stack.common.errors import ConfigError
+from ollama_stack.common.errors import ConfigError, StackError
 from ollama_stack.stack import config
 from ollama_stack.stack.events import Progress, emit
-from ollama_stack.stack.health import get_json
+from ollama_stack.stack.health import get_json, send_json
 from ollama_stack.stack.lifecycle import prepare, start, wait_healthy
 from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.services import CATALOG
-from ollama_stack.stack.services.core import MCP_PROXY_NAME
+from ollama_stack.stack.services.core import MCP_PROXY_NAME, tool_server_connection
 
 from .registry import Extension, Found
 
 Reopen = Callable[[], Runtime]  # the installation read again, with the new config
+ADMIN_KEY = "WEBUI_ADMIN_API_KEY"  # an Open WebUI admin's API key, if the user keeps one
 
 
 @dataclass
@@ -278,7 +279,7 @@ def _apply(
         _build_if_missing(fresh, ext, progress)
     start(fresh, pull="never", progress=progress)
     result.applied = True
-    result.notes.append(_webui_note(fresh, result.changed, bool(added)))
+    result.notes.append(_offer_to_chat(fresh, found_servers(added), result.changed, progress))
 
 
 def _build_if_missing(rt: Runtime, ext: Extension, progress: Progress | None) -> None:
@@ -295,18 +296,72 @@ def _build_if_missing(rt: Runtime, ext: Extension, progress: Progress | None) ->
     )
 
 
-def _webui_note(rt: Runtime, names: list[str], added: bool) -> str:
+def found_servers(added: list[Extension]) -> dict[str, str]:
+    return {ext.name: ext.manifest.description for ext in added}
+
+
+def _offer_to_chat(
+    rt: Runtime, added: dict[str, str], changed: list[str], progress: Progress | None
+) -> str:
     """Open WebUI reads TOOL_SERVER_CONNECTIONS only on a new data volume; after
-    that its own saved list wins, which we never overwrite."""
-    proxy = rt.container_url(MCP_PROXY_NAME).rstrip("/")
-    urls = ", ".join(f"{proxy}/{n}" for n in names)
-    if added:
-        return (
-            f"Open WebUI: a new installation lists {urls} as a tool server; one that has "
-            "run before keeps its own list: add it in Admin Settings → External Tools "
-            "(type OpenAPI, auth Bearer, key MCPO_API_KEY from secrets.env)"
+    that its own saved list wins. With an admin's API key (WEBUI_ADMIN_API_KEY
+    in secrets.env) ours are added to that list or taken out of it; the user's
+    own entries are never changed. Without one, say what to do by hand."""
+    chat = next((spec for spec in CATALOG if spec.tool_server_api), None)
+    if chat is None or not rt.kind(chat.name).in_compose:
+        return ""
+    secrets = config.read_secrets_lenient(rt.paths)
+    proxy = rt.container_url(MCP_PROXY_NAME)
+    ours = [
+        tool_server_connection(name, added.get(name, name), proxy, secrets.get("MCPO_API_KEY", ""))
+        for name in changed
+    ]
+    urls = ", ".join(c["url"] for c in ours)
+    by_hand = (
+        f"in Admin Settings → External Tools (OpenAPI, auth Bearer, key MCPO_API_KEY from "
+        f"secrets.env), or keep an admin's API key as {ADMIN_KEY} in secrets.env"
+    )
+    if not secrets.get(ADMIN_KEY):
+        if added:
+            return (
+                f"{chat.title}: a new installation lists {urls}; one that has run before keeps "
+                f"its own list: add it {by_hand}"
+            )
+        return f"{chat.title}: remove {urls} if it is listed, {by_hand}"
+    emit(progress, "step", f"updating {chat.title}'s tool servers through its admin API")
+    return _edit_saved_list(
+        rt, chat.name, chat.tool_server_api or "", secrets[ADMIN_KEY], ours, bool(added)
+    )
+
+
+def _edit_saved_list(
+    rt: Runtime, service: str, path: str, key: str, ours: list[dict[str, Any]], add: bool
+) -> str:
+    endpoint = replace(
+        rt.endpoint(service, with_headers=False), headers={"Authorization": f"Bearer {key}"}
+    )
+    title = CATALOG[service].title
+    status, answer = send_json(endpoint, "GET", path, None, rt.target.dial)
+    saved = answer.get("TOOL_SERVER_CONNECTIONS") if isinstance(answer, dict) else None
+    if status != 200 or not isinstance(saved, list):
+        raise StackError(
+            f"{title} did not give its tool servers (HTTP {status}); the extension is "
+            f"{'enabled' if add else 'disabled'} but {title} was not changed",
+            f"check {ADMIN_KEY} in secrets.env (an admin's API key)",
         )
-    return f"Open WebUI: remove {urls} in Admin Settings → External Tools if it is listed there"
+    urls = {c["url"] for c in ours}
+    kept = [c for c in saved if not (isinstance(c, dict) and c.get("url") in urls)]
+    wanted = kept + ours if add else kept
+    if wanted == saved:
+        return f"{title} already {'lists' if add else 'does not list'} {', '.join(sorted(urls))}"
+    status, _ = send_json(
+        endpoint, "POST", path, {"TOOL_SERVER_CONNECTIONS": wanted}, rt.target.dial
+    )
+    if status != 200:
+        raise StackError(
+            f"{title} refused the new tool-server list (HTTP {status})", f"check {ADMIN_KEY}"
+        )
+    return f"{title} now {'lists' if add else 'no longer lists'} {', '.join(sorted(urls))}"
 
 
 def container_extension(rt: Runtime, found: Found, name: str, task: str) -> Extension:

@@ -141,11 +141,16 @@ def _http_get(
     timeout: float,
     tls: bool = False,
     headers: Mapping[str, str] | None = None,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
 ) -> tuple[int, bytes]:
     conn = _DialedHTTPConnection(host, port, timeout, dialer, tls)
     try:
         sent = {"Accept": "application/json", "Connection": "close", **(headers or {})}
-        conn.request("GET", path, headers=sent)
+        if body is not None:
+            sent["Content-Type"] = "application/json"
+        conn.request(method, path, body=body, headers=sent)
         response = conn.getresponse()
         return response.status, _read_body(response, time.monotonic() + timeout)
     finally:
@@ -239,6 +244,26 @@ def get_json(endpoint: Endpoint, path: str, dialer: Dialer, timeout: float = 2.0
     except Exception:
         return None
     return json_body(body) if status == 200 else None
+
+
+def send_json(
+    endpoint: Endpoint, method: str, path: str, document: Any, dialer: Dialer, timeout: float = 10.0
+) -> tuple[int, Any]:
+    """Call a service's JSON API (``document`` None: no body), through the same
+    dialer as the probes (an SSH channel for a remote box); its status and answer."""
+    host, port = endpoint.host_port
+    status, body = _http_get(
+        dialer,
+        host,
+        port,
+        endpoint.under_prefix(path),
+        timeout,
+        endpoint.tls,
+        endpoint.headers,
+        method=method,
+        body=None if document is None else json.dumps(document).encode(),
+    )
+    return status, json_body(body)
 
 
 def api_version(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> str | None:

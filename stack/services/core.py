@@ -62,20 +62,25 @@ def tool_server_connections(ctx: EnvContext) -> list[dict[str, Any]]:
     """Open WebUI's TOOL_SERVER_CONNECTIONS: every server behind the proxy, as
     an OpenAPI tool server at <proxy>/<name>/ with the proxy's API key. Open
     WebUI reads it once, to seed its saved setting, on a fresh data volume."""
-    proxy = ctx.container_urls.get(MCP_PROXY_NAME, "").rstrip("/")
+    proxy = ctx.container_urls.get(MCP_PROXY_NAME, "")
     key = ctx.secrets.get("MCPO_API_KEY", "")
     return [
-        {
-            "type": "openapi",
-            "url": f"{proxy}/{name}",
-            "path": "openapi.json",
-            "auth_type": "bearer",
-            "key": key,
-            "config": {"enable": True},
-            "info": {"id": name, "name": name, "description": description},
-        }
+        tool_server_connection(name, description, proxy, key)
         for name, description in proxied_servers(ctx).items()
     ]
+
+
+def tool_server_connection(name: str, description: str, proxy: str, key: str) -> dict[str, Any]:
+    """One entry of Open WebUI's tool-server list: a server behind our proxy."""
+    return {
+        "type": "openapi",
+        "url": f"{proxy.rstrip('/')}/{name}",
+        "path": "openapi.json",
+        "auth_type": "bearer",
+        "key": key,
+        "config": {"enable": True},
+        "info": {"id": name, "name": name, "description": description},
+    }
 
 
 def proxied_servers(ctx: EnvContext) -> dict[str, str]:
@@ -185,6 +190,7 @@ WEBUI = CATALOG.register(
         ),
         depends_on=("ollama",),
         env=webui_env,
+        tool_server_api="/api/v1/configs/tool_servers",
         # Alembic migrates webui.db at start, one way: an older Open WebUI exits
         # on a newer database ("Can't locate revision").
         data_schema=DataSchema(

@@ -110,6 +110,9 @@ class ServiceSpec:
     serves_models: bool = False  # status counts its models
     data_schema: DataSchema | None = None
     extension: bool = False  # added by an enabled extension, not one of the core services
+    # Where an admin changes the tool servers it offers in chats (Open WebUI's
+    # saved list, which wins over TOOL_SERVER_CONNECTIONS once it has started).
+    tool_server_api: str | None = None
     # Stand-in image built by `dev.standins` (a directory under compose/standins).
     standin: str | None = None
 

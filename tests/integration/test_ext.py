@@ -165,3 +165,59 @@ def test_an_extension_on_the_second_host(make_installation, remote_host):
     remote.ok("ext.enable", "time")
     info = json.loads(remote.ok("ext.info", "time", "--json").stdout)
     assert info["enabled"] and info["running"] and "get_current_time" in info["tools"]
+
+
+@pytest.fixture(scope="session")
+def webui_sqlite(standin_images: dict[str, str]) -> str:
+    from .conftest import ROOT
+    from .registry import build_image
+
+    tag = "ollama-stack-standin/webui-sqlite:test"
+    build_image(tag, ROOT / "tests" / "support" / "webui-sqlite")
+    return tag
+
+
+def saved_list(inst: Installation, key: str) -> list[dict]:
+    url = f"http://127.0.0.1:{inst.ports['webui']}/api/v1/configs/tool_servers"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.load(answer)["TOOL_SERVER_CONNECTIONS"]
+
+
+def save_list(inst: Installation, key: str, servers: list[dict]) -> None:
+    url = f"http://127.0.0.1:{inst.ports['webui']}/api/v1/configs/tool_servers"
+    body = json.dumps({"TOOL_SERVER_CONNECTIONS": servers}).encode()
+    request = urllib.request.Request(url, data=body, method="POST")
+    request.add_header("Authorization", f"Bearer {key}")
+    request.add_header("Content-Type", "application/json")
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def test_open_webuis_saved_list_is_edited_only_with_an_admin_key_and_the_users_entries_kept(
+    make_installation, webui_sqlite
+):
+    """Once Open WebUI has started, its saved tool-server list wins over the
+    environment: without an admin key ext.enable says what to add; with one it
+    adds ours and takes them out again, and never touches the user's own."""
+    inst = make_installation(images={"webui": webui_sqlite})
+    inst.ok("stack.start", "--pull", "never")
+    webui = f"{inst.project}-webui-1"
+    docker("exec", webui, "sh", "-c", "echo sk-admin > /app/backend/data/admin_api_key")
+    seeded = saved_list(inst, "sk-admin")
+    assert [c["info"]["id"] for c in seeded] == ["stack"]  # from the env, at its first start
+    users_own = {"type": "openapi", "url": "http://tools.lan:9000", "path": "openapi.json"}
+    save_list(inst, "sk-admin", [*seeded, users_own])
+
+    by_hand = inst.ok("ext.enable", "time")
+    assert "External Tools" in by_hand.stdout + by_hand.stderr
+    assert saved_list(inst, "sk-admin") == [*seeded, users_own]  # the env no longer counts
+
+    secrets_file = Path(inst.env["OLLAMA_STACK_HOME"]) / "secrets.env"
+    secrets_file.write_text(secrets_file.read_text() + "WEBUI_ADMIN_API_KEY=sk-admin\n")
+    inst.ok("ext.disable", "time")
+    inst.ok("ext.enable", "time")
+    listed = saved_list(inst, "sk-admin")
+    assert listed[:2] == [*seeded, users_own]
+    assert listed[2]["url"] == "http://mcp_proxy:8000/time"
+    inst.ok("ext.disable", "time")
+    assert saved_list(inst, "sk-admin") == [*seeded, users_own]

@@ -2,8 +2,10 @@
 
 Like the real Open WebUI it keeps /app/backend/data/webui.db in WAL mode with
 an Alembic version table, answers /health (fixed) and /health/db (pings the
-database), and leaves committed data in webui.db-wal: it never checkpoints,
-not even on SIGTERM. A writer inserts a chat row every few milliseconds while
+database), keeps its tool-server list as Open WebUI does (seeded once from
+TOOL_SERVER_CONNECTIONS, then changed by an admin through
+/api/v1/configs/tool_servers), and leaves committed data in webui.db-wal: it
+never checkpoints, not even on SIGTERM. A writer inserts a chat row every few milliseconds while
 it runs, like users chatting; GET /rows says how many are committed.
 """
 
@@ -19,6 +21,7 @@ DATA = "/app/backend/data"
 DB = os.path.join(DATA, "webui.db")
 REVISION = os.environ.get("ALEMBIC_REVISION", "a1b2c3d4e5f6")
 committed = 0
+TOOL_SERVERS = "/api/v1/configs/tool_servers"
 lock = threading.Lock()
 
 
@@ -33,6 +36,12 @@ def prepare() -> None:
     global committed
     os.makedirs(DATA, exist_ok=True)
     db = connect()
+    # Like Open WebUI's PersistentConfig: the environment seeds the saved
+    # config on the first start only; after that the saved value wins.
+    db.execute("CREATE TABLE IF NOT EXISTS config (id INTEGER PRIMARY KEY, data TEXT)")
+    if db.execute("SELECT count(*) FROM config").fetchone()[0] == 0:
+        seeded = json.loads(os.environ.get("TOOL_SERVER_CONNECTIONS") or "[]")
+        db.execute("INSERT INTO config VALUES (1, ?)", (json.dumps({"tool_servers": seeded}),))
     db.execute("CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
     db.execute("INSERT OR IGNORE INTO alembic_version VALUES (?)", (REVISION,))
     db.execute("CREATE TABLE IF NOT EXISTS chat (id INTEGER PRIMARY KEY, created REAL, body TEXT)")
@@ -52,6 +61,13 @@ def chat_forever() -> None:
         time.sleep(0.005)
 
 
+def saved_tool_servers() -> list:
+    db = connect()
+    row = db.execute("SELECT data FROM config WHERE id = 1").fetchone()
+    db.close()
+    return json.loads(row[0])["tool_servers"] if row else []
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/health":
@@ -64,8 +80,42 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/rows":
             with lock:
                 self.answer({"rows": committed})
+        elif self.path == TOOL_SERVERS:
+            if self.admin():
+                self.answer({"TOOL_SERVER_CONNECTIONS": saved_tool_servers()})
         else:
             self.send_error(404)
+
+    def do_POST(self) -> None:
+        if self.path != TOOL_SERVERS:
+            self.send_error(404)
+            return
+        if not self.admin():
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        servers = body.get("TOOL_SERVER_CONNECTIONS")
+        if not isinstance(servers, list):
+            self.send_error(422)
+            return
+        db = connect()
+        db.execute(
+            "UPDATE config SET data = ? WHERE id = 1", (json.dumps({"tool_servers": servers}),)
+        )
+        db.close()
+        self.answer({"TOOL_SERVER_CONNECTIONS": servers})
+
+    def admin(self) -> bool:
+        """An admin's API key: the one kept in the data folder (as if made in the UI)."""
+        try:
+            with open(os.path.join(DATA, "admin_api_key")) as handle:
+                key = handle.read().strip()
+        except OSError:
+            key = ""
+        if not key or self.headers.get("Authorization") != f"Bearer {key}":
+            self.send_error(401)
+            return False
+        return True
 
     def answer(self, document: dict) -> None:
         body = json.dumps(document).encode()
