@@ -56,6 +56,12 @@ def test_the_wheel_carries_compose_files_and_image_recipes(installed_wheel):
         "ollama_stack/compose/standins/ollama/server.py",
         "ollama_stack/compose/standins/webui/curl",
         "ollama_stack/tasks/program.py",
+        "ollama_stack/extensions/time/extension.yaml",
+        "ollama_stack/extensions/notes/extension.yaml",
+        "ollama_stack/extensions/notes/compose.yml",
+        "ollama_stack/extensions/notes/Dockerfile",
+        "ollama_stack/extensions/notes/server.py",
+        "ollama_stack/extensions/dia_tts/compose.yml",
     ):
         assert needed in names, needed
     assert not [n for n in names if n.startswith(("tests/", "ollama_stack/tests"))]
@@ -65,7 +71,7 @@ def test_the_installed_console_script_runs_the_tasks(installed_wheel, tmp_path):
     _, script = installed_wheel
     listed = run(script, "--list", home=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    for name in ("stack.start", "health.doctor", "update.apply", "dev.standins"):
+    for name in ("stack.start", "health.doctor", "update.apply", "dev.standins", "ext.enable"):
         assert name in listed.stdout
     # the installed package, not the checkout, answers
     installed = run(script, "stack.install", home=tmp_path)

@@ -181,3 +181,10 @@ def test_update_touches_extensions_only_when_asked(local_paths):
     assert "notes" not in update.select(rt, [])
     assert update.select(rt, [], extensions=True)[-1] == "notes"
     assert update.select(rt, ["notes"]) == ["notes"]  # named: always
+
+
+@pytest.mark.parametrize("name", ["../notes", "notes/../../x", "-rf", "Notes", "", "n" * 40, "a b"])
+def test_a_name_that_is_no_extension_name_never_reaches_a_path(name):
+    with pytest.raises(ConfigError) as refused:
+        manage.known(registry.discover(), name)
+    assert refused.value.code == 2 and "available:" in (refused.value.remedy or "")

@@ -19,8 +19,9 @@ PACKAGES = ("common", "compose", "stack", "tasks", "extensions", "backups")
 FORBIDDEN = {
     "common": ["compose", "stack", "tasks", "extensions", "backups"],
     "compose": ["stack", "tasks"],
-    "stack": ["tasks", "backups"],
-    "backups": ["tasks"],
+    "stack": ["tasks", "backups", "extensions"],
+    "backups": ["tasks", "extensions"],
+    "extensions": ["tasks", "backups"],
     "stack/services": [
         "stack.runtime",
         "stack.lifecycle",
