@@ -6,6 +6,7 @@ Prints, for each target, our median time, the baseline's median time and the
 ratio (lower is better):
   * `ollama-stack --list` and `--help` vs `python -c "import invoke"` (goal <= 1.3)
   * `stack.status` on a running stack vs `docker compose ps --format json` (goal <= 1.5)
+  * `ext.list --json` on the same stack vs the same `compose ps` (goal <= 3.0)
   * `stack.start` to healthy vs `docker compose up -d --wait` on the same files (goal <= 1.10)
 Uses stand-in images and a temporary OLLAMA_STACK_HOME; removes what it made.
 Not part of the test run.
@@ -80,11 +81,20 @@ def main() -> None:
     try:
         timed([CLI, "stack.start", "--pull", "never"], env)
         compose = compose_argv(env)
+        compose_ps = median_of(rounds, [*compose, "ps", "--format", "json"], env)
         row(
             "stack.status vs compose ps",
             median_of(rounds, [CLI, "stack.status", "--json"], env),
-            median_of(rounds, [*compose, "ps", "--format", "json"], env),
+            compose_ps,
             1.5,
+        )
+        # ext.list answers from files and one Docker query (asked only when one is enabled).
+        timed([CLI, "ext.enable", "time"], env)
+        row(
+            "ext.list vs compose ps",
+            median_of(rounds, [CLI, "ext.list", "--json"], env),
+            compose_ps,
+            3.0,
         )
         ours, wait, nowait = [], [], []
         for _ in range(max(3, rounds // 2)):
