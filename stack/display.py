@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .doctor import Check
     from .health import ProbeResult
     from .lifecycle import StartResult, StatusReport
+    from .models import Model
     from .uninstall import Plan
     from .update.engine import ServiceCheck, UpdateReport
 
@@ -65,6 +66,8 @@ class Display:
     def __init__(self, json_mode: bool = False, prefix: str = "") -> None:
         self.json_mode = json_mode
         self.prefix = prefix
+        self._bars: Any = None  # rich Progress while items transfer (a model's layers)
+        self._bar_ids: dict[str, Any] = {}
 
     # Consoles are made on first use: `--json` output never needs rich.
     @cached_property
@@ -86,16 +89,53 @@ class Display:
     def progress(self, event: Event) -> None:
         from rich.text import Text
 
+        if event.kind == "transfer":
+            self._transfer(event)
+            return
+        self._end_transfers()
         style = {"step": "bold", "output": "dim", "warn": "yellow", "done": "green"}.get(event.kind)
         if event.kind == "service":
             style = HEALTH_STYLE.get(event.state or "", "")
         marker = "  " if event.kind == "output" else "• "
         self.err.print(Text(f"{self.prefix}{marker}{event.message}", style=style or ""))
 
+    def _transfer(self, event: Event) -> None:
+        """One bar per item (a model's layer): bytes, rate and time left."""
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        if self._bars is None:
+            self._bars = Progress(
+                TextColumn(f"{self.prefix}{{task.description}}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=self.err,
+            )
+            self._bars.start()
+            self._bar_ids = {}
+        if event.message not in self._bar_ids:
+            self._bar_ids[event.message] = self._bars.add_task(event.message, total=event.total)
+        self._bars.update(self._bar_ids[event.message], completed=event.done, total=event.total)
+
+    def _end_transfers(self) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
+
     # -- plain messages -------------------------------------------------------
 
     def info(self, message: str) -> None:
         from rich.text import Text
+
+        self._end_transfers()
 
         target = self.err if self.json_mode else self.out
         target.print(Text(self.prefix + as_run(message)))
@@ -109,11 +149,15 @@ class Display:
     def success(self, message: str) -> None:
         from rich.text import Text
 
+        self._end_transfers()
+
         target = self.err if self.json_mode else self.out
         target.print(Text(self.prefix + message, style="green"))
 
     def error(self, message: str, remedy: str = "") -> None:
         from rich.text import Text
+
+        self._end_transfers()
 
         line = Text(f"{self.prefix}error: ", style="bold red")
         line.append(as_run(message))
@@ -418,6 +462,45 @@ class Display:
             row("volume", volume)
         for tool in document["tools"]:
             row("tool", tool)
+
+    # -- models -------------------------------------------------------------------
+
+    def model_table(self, models: list[Model]) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        if not models:
+            self.info("no models yet: `inv models.pull NAME`")
+            return
+        table = Table()
+        for column in ("name", "size", "digest", "modified", "loaded"):
+            table.add_column(column, overflow="fold")
+        for model in models:
+            table.add_row(
+                Text(printable(model.name)),
+                _size(model.size),
+                model.digest[:12],
+                model.modified[:19],
+                Text("yes", style="green") if model.loaded else "no",
+            )
+        self.out.print(table)
+
+    def model_details(self, document: dict) -> None:
+        from rich.text import Text
+
+        def row(label: str, text: str) -> None:
+            self.out.print(Text(f"  {label:<13} {printable(text)}"))
+
+        self.out.print(Text(printable(str(document.get("name", "")))))
+        details = document.get("details") or {}
+        for key in ("family", "parameter_size", "quantization_level", "format"):
+            if details.get(key):
+                row(key.replace("_", " "), str(details[key]))
+        manifest = document.get("manifest") or {}
+        parts = [manifest.get("config") or {}, *(manifest.get("layers") or [])]
+        for layer in (p for p in parts if isinstance(p, dict) and p.get("digest")):
+            kind = str(layer.get("mediaType", "")).rsplit(".", 1)[-1]
+            row("layer", f"{kind:<10} {_size(int(layer.get('size') or 0)):>10}  {layer['digest']}")
 
 
 def printable(text: str) -> str:

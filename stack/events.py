@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-EventKind = Literal["step", "output", "service", "warn", "done"]
+# "transfer": bytes moved of one item (a model layer): ``total`` and ``done``.
+EventKind = Literal["step", "output", "service", "warn", "done", "transfer"]
 
 
 @dataclass(frozen=True)
@@ -20,11 +21,15 @@ class Event:
     message: str
     service: str | None = None
     state: str | None = None
+    total: int | None = None
+    done: int | None = None
 
 
 Progress = Callable[[Event], None]
 
 
-def emit(progress: Progress | None, kind: EventKind, message: str, **extra: str | None) -> None:
+def emit(
+    progress: Progress | None, kind: EventKind, message: str, **extra: str | int | None
+) -> None:
     if progress is not None:
         progress(Event(kind, message, **extra))

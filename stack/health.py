@@ -12,7 +12,7 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -264,6 +264,37 @@ def send_json(
         body=None if document is None else json.dumps(document).encode(),
     )
     return status, json_body(body)
+
+
+def stream_json_lines(
+    endpoint: Endpoint, path: str, document: Any, dialer: Dialer, timeout: float = 60.0
+) -> Iterator[Any]:
+    """POST a JSON document and yield each line of an NDJSON answer as it
+    arrives (a model pull's progress); ``timeout`` bounds each read, not the
+    whole. A refusal (not 200) is yielded as its JSON body, or {"error": …}."""
+    host, port = endpoint.host_port
+    conn = _DialedHTTPConnection(host, port, timeout, dialer, endpoint.tls)
+    try:
+        sent = {"Accept": "application/x-ndjson", "Content-Type": "application/json"}
+        conn.request(
+            "POST",
+            endpoint.under_prefix(path),
+            body=json.dumps(document).encode(),
+            headers={**sent, **endpoint.headers},
+        )
+        response = conn.getresponse()
+        if response.status != 200:
+            answer = json_body(_read_body(response, time.monotonic() + timeout))
+            yield answer if isinstance(answer, dict) else {"error": f"HTTP {response.status}"}
+            return
+        while line := response.readline(MAX_BODY):
+            if line.strip():
+                yield json_body(line)
+    finally:
+        conn.close()
+        raw = getattr(conn, "raw", None)
+        if raw is not None:
+            raw.close()
 
 
 def api_version(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> str | None:

@@ -2,6 +2,6 @@
 
 from invoke import Collection
 
-from . import backup, dev, ext, health, stack, update
+from . import backup, dev, ext, health, models, stack, update
 
-ns = Collection(stack, health, backup, ext, update, dev)
+ns = Collection(stack, health, backup, ext, models, update, dev)

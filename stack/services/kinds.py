@@ -41,6 +41,9 @@ class ServiceKind:
     restarted_by_update: ClassVar[bool] = False  # its update restarts a running service
     on_host: ClassVar[bool] = False  # runs on the stack's host itself, outside Docker
     only_flag: ClassVar[str]  # the update flag that selects this kind alone
+    # Its data is ours to change (pull or delete a model): false for a server
+    # someone else runs, which the stack only reads.
+    managed: ClassVar[bool] = True
 
     # -- where it is ----------------------------------------------------------
 
@@ -244,6 +247,7 @@ class NativeApiKind(ServiceKind):
 class RemoteApiKind(ServiceKind):
     name = "remote-api"
     only_flag = "remote_only"
+    managed = False
 
 
 KINDS: dict[str, ServiceKind] = {
