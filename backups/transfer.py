@@ -32,7 +32,7 @@ import zstandard
 from pydantic import ValidationError
 
 from ollama_stack.common.errors import ConfigError, StackError
-from ollama_stack.common.files import fsync_dir
+from ollama_stack.common.files import new_file, refuse_existing
 from ollama_stack.stack.events import Progress, emit
 
 from . import check
@@ -75,31 +75,16 @@ class Imported:
 # -- export -----------------------------------------------------------------------------
 
 
-def refuse_existing(path: Path) -> None:
-    if os.path.lexists(path):
-        raise ConfigError(f"{path} already exists", "name a new file; an export never replaces one")
-
-
 @reads_store
 def export_file(
     store: Store, snapshot_id: str, path: Path, progress: Progress | None = None
 ) -> Exported:
     """Verify the backup, then write it to a temporary name next to ``path``
     (0600: it holds secrets), fsync, and give it its name only when whole."""
-    refuse_existing(path)
+    refuse_existing(path)  # before the long verify
     manifest = check.verify(store, snapshot_id, progress)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)  # exactly this, whatever the umask
-            size, blobs = _write(store, manifest, handle, progress)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _name(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    with new_file(path, 0o600) as handle:
+        size, blobs = _write(store, manifest, handle, progress)
     return Exported(manifest.id, str(path), size, blobs)
 
 
@@ -118,18 +103,6 @@ def export_stream(
             "the copy it got is cut short (an import refuses it); run the export again",
         ) from None
     return Exported(manifest.id, "-", size, blobs)
-
-
-def _name(tmp: Path, path: Path) -> None:
-    """A hard link never replaces a file that appeared meanwhile; where the
-    filesystem has none, check and rename."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        refuse_existing(path)
-    except OSError:
-        refuse_existing(path)
-        os.replace(tmp, path)
 
 
 class _Counting:
