@@ -103,7 +103,7 @@ class _DialedHTTPConnection(http.client.HTTPConnection):
     def __init__(
         self, host: str, port: int, timeout: float, dialer: Dialer, tls: bool = False
     ) -> None:
-        super().__init__(host, port, timeout=timeout)
+        super().__init__(host, port, timeout=timeout, blocksize=1 << 20)  # big bodies: 1 MiB sends
         self._dialer = dialer
         self._tls = tls
 
@@ -264,6 +264,30 @@ def send_json(
         body=None if document is None else json.dumps(document).encode(),
     )
     return status, json_body(body)
+
+
+def send_stream(
+    endpoint: Endpoint,
+    path: str,
+    body: Any,
+    length: int,
+    dialer: Dialer,
+    timeout: float = 60.0,
+) -> tuple[int, Any]:
+    """POST ``length`` bytes read from a file-like ``body`` as they come (a model
+    blob: never held in memory); the status and the JSON answer."""
+    host, port = endpoint.host_port
+    conn = _DialedHTTPConnection(host, port, timeout, dialer, endpoint.tls)
+    try:
+        headers = {"Content-Length": str(length), "Connection": "close", **endpoint.headers}
+        conn.request("POST", endpoint.under_prefix(path), body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, json_body(_read_body(response, time.monotonic() + timeout))
+    finally:
+        conn.close()
+        raw = getattr(conn, "raw", None)
+        if raw is not None:
+            raw.close()
 
 
 def stream_json_lines(

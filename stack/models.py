@@ -8,16 +8,21 @@ its models are listed, never pulled or deleted.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import posixpath
+import re
 import tarfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import IO, Any
 
 from ollama_stack.common.errors import ConfigError, ExitCode, StackError, interruption_code
 
 from .events import Progress, emit
-from .health import Endpoint, get_json, json_body, send_json, stream_json_lines
+from .health import Endpoint, get_json, json_body, send_json, send_stream, stream_json_lines
 from .runtime import Runtime
 from .services import CATALOG, ServiceSpec
 
@@ -217,3 +222,228 @@ def _pull_line(
         emit(progress, "transfer", str(digest)[7:19] or str(digest), total=total, done=done)
     elif line.get("status"):
         emit(progress, "step", str(line["status"]))
+
+
+# -- one model in one file ------------------------------------------------------------
+
+HEADER = "ollama-stack-model.json"
+MANIFEST = "manifest.json"
+FORMAT = 1
+BLOB_NAME = re.compile(r"blobs/sha256-([0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class Carried:
+    name: str
+    blobs: int  # blobs the model has
+    moved: int  # blobs sent (an import: ones the server lacked)
+    bytes: int  # bytes of blobs sent
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _digests(manifest: dict[str, Any]) -> list[tuple[str, int]]:
+    """(hex, size) of the config and every layer a model manifest names."""
+    parts = [manifest.get("config"), *(manifest.get("layers") or [])]
+    found = []
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        digest = str(part.get("digest", ""))
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise ConfigError(
+                f"the model's manifest names {digest!r}", "it is not a model manifest"
+            )
+        found.append((digest[7:], int(part.get("size") or 0)))
+    return found
+
+
+def _volume_access(rt: Runtime, spec: ServiceSpec, what: str) -> tuple[str, str]:
+    """(container, models folder in it): exports read a docker Ollama's volume."""
+    volume = next((v for v in spec.volumes if v.blobs), None)
+    container = next((c.name for c in rt.compose.ps() if c.service == spec.name), None)
+    if volume is None or not rt.kind(spec.name).in_compose or container is None:
+        raise ConfigError(
+            f"{what} reads the model's files from {spec.title}'s volume: it needs {spec.title} "
+            "run by this stack in Docker (and its container made)",
+            "`inv stack.start` first",
+        )
+    return container, posixpath.join(volume.mount, posixpath.dirname(volume.blobs or ""))
+
+
+def export_model(
+    rt: Runtime, name: str, sink: IO[bytes], progress: Progress | None = None
+) -> Carried:
+    """A header, every blob the model's manifest names (checked against its
+    hash as it streams), then the manifest: an export cut short has none."""
+    spec, _ = _server(rt)
+    container, models = _volume_access(rt, spec, "models.export")
+    manifest = _manifest(rt, spec, name)
+    if manifest is None:
+        raise _no_model(spec, name)
+    digests = _digests(manifest)
+    sent = 0
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        header = {"format": FORMAT, "name": canonical(name)}
+        _add_bytes(tar, HEADER, json.dumps(header).encode())
+        for digest, _size in digests:
+            emit(progress, "step", f"blob sha256:{digest[:12]}…")
+            path = posixpath.join(models, "blobs", f"sha256-{digest}")
+            with (
+                rt.compose.copy_out(container, path, contents=False) as stream,
+                tarfile.open(fileobj=stream, mode="r|") as source,
+            ):
+                member = next(iter(source), None)
+                content = source.extractfile(member) if member is not None else None
+                if member is None or content is None:
+                    raise _no_model(spec, name)
+                checked = _Hashing(content, digest, f"{spec.title}'s blob sha256:{digest[:12]}…")
+                info = tarfile.TarInfo(f"blobs/sha256-{digest}")
+                info.size, info.mode, info.mtime = member.size, 0o644, int(time.time())
+                tar.addfile(info, checked)
+                checked.finish()
+                sent += member.size
+        _add_bytes(tar, MANIFEST, json.dumps(manifest).encode())
+    return Carried(canonical(name), len(digests), len(digests), sent)
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+class _Hashing:
+    """A reader that hashes what passes; ``finish`` refuses content that does not
+    hash to its name (checked by us, whatever the other side checks)."""
+
+    def __init__(self, source: IO[bytes], digest: str, what: str) -> None:
+        self.source, self.digest, self.what = source, digest, what
+        self.hashed = hashlib.sha256()
+        self.length = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.source.read(size)
+        self.hashed.update(chunk)
+        self.length += len(chunk)
+        return chunk
+
+    def finish(self) -> None:
+        if self.hashed.hexdigest() != self.digest:
+            raise StackError(
+                f"{self.what} does not hash to its name",
+                "the model is damaged: pull it again (nothing was kept of this copy)",
+                code=ExitCode.BAD_BACKUP,
+            )
+
+
+def import_model(rt: Runtime, source: IO[bytes], progress: Progress | None = None) -> Carried:
+    """Take in a models.export file: each blob the server lacks is sent to it
+    (it checks the hash, and so do we), blobs first, the manifest last; then
+    the server must list the model."""
+    spec, endpoint = _server(rt)
+    _managed(rt, spec, "imported")
+    container, models = _volume_access(rt, spec, "models.import")
+    name, manifest, moved, sent, names = "", None, 0, 0, set()
+    try:
+        with tarfile.open(fileobj=source, mode="r|") as tar:
+            for position, member in enumerate(tar):
+                if manifest is not None:
+                    raise _bad_file(f"{member.name!r} after the manifest")
+                if position == 0:
+                    name = _header(tar, member)
+                elif match := BLOB_NAME.fullmatch(member.name):
+                    if not member.isfile():
+                        raise _bad_file(f"{member.name!r} is not a plain file")
+                    names.add(match.group(1))
+                    emit(progress, "step", f"blob sha256:{match.group(1)[:12]}…")
+                    size = _send_blob(rt, endpoint, spec, tar, member, match.group(1))
+                    moved, sent = moved + bool(size), sent + size
+                elif member.name == MANIFEST and member.isfile() and member.size <= MAX_MANIFEST:
+                    manifest = json_body(tar.extractfile(member).read())  # type: ignore[union-attr]
+                    if not isinstance(manifest, dict):
+                        raise _bad_file("its manifest is not JSON")
+                else:
+                    raise _bad_file(f"it holds {member.name!r}")
+    except tarfile.TarError as exc:
+        raise _bad_file(f"it is not a whole tar ({exc})") from None
+    if manifest is None:
+        raise _bad_file("it ends before its manifest (cut short?)")
+    digests = _digests(manifest)
+    lacking = [d for d, _ in digests if d not in names and not _has_blob(rt, endpoint, d)]
+    if lacking:
+        raise _bad_file(f"its manifest names sha256:{lacking[0][:12]}…, which it does not hold")
+    _write_manifest(rt, container, models, name, manifest)
+    if canonical(name) not in {canonical(m.name) for m in list_models(rt)}:
+        raise StackError(
+            f"{spec.title} does not list {name} after the import", "see `inv stack.logs`"
+        )
+    return Carried(canonical(name), len(digests), moved, sent)
+
+
+def _bad_file(why: str) -> StackError:
+    return StackError(
+        f"not a models.export file: {why}; the model was not added",
+        "export it again (`inv models.export NAME FILE`)",
+        code=ExitCode.BAD_BACKUP,
+    )
+
+
+def _header(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
+    if member.name != HEADER or not member.isfile() or member.size > MAX_MANIFEST:
+        raise _bad_file(f"it begins with {member.name!r}, not {HEADER}")
+    header = json_body(tar.extractfile(member).read())  # type: ignore[union-attr]
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise _bad_file("its header is not one this release reads")
+    name = str(header.get("name", ""))
+    canonical(name)  # refused before it names a path
+    return name
+
+
+def _has_blob(rt: Runtime, endpoint: Endpoint, digest: str) -> bool:
+    status, _ = send_json(endpoint, "HEAD", f"/api/blobs/sha256:{digest}", None, rt.target.dial)
+    return status == 200
+
+
+def _send_blob(
+    rt: Runtime,
+    endpoint: Endpoint,
+    spec: ServiceSpec,
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    digest: str,
+) -> int:
+    """Bytes sent (0: the server has it: read past, not sent again)."""
+    if _has_blob(rt, endpoint, digest):
+        return 0
+    content = tar.extractfile(member)
+    assert content is not None
+    checked = _Hashing(content, digest, f"the file's blob sha256:{digest[:12]}…")
+    path = f"/api/blobs/sha256:{digest}"
+    status, answer = send_stream(endpoint, path, checked, member.size, rt.target.dial)
+    checked.finish()
+    if status not in (200, 201):
+        why = answer.get("error") if isinstance(answer, dict) else f"HTTP {status}"
+        raise StackError(
+            f"{spec.title} refused blob sha256:{digest[:12]}…: {why}", "see `inv stack.logs`"
+        )
+    return member.size
+
+
+def _write_manifest(
+    rt: Runtime, container: str, models: str, name: str, manifest: dict[str, Any]
+) -> None:
+    """The manifest, last, into the models folder (docker cp, nothing in the image needed)."""
+    data = json.dumps(manifest).encode()
+    relative = manifest_path(name)  # manifests/<registry>/<namespace>/<model>/<tag>
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        parts = relative.split("/")
+        for end in range(1, len(parts)):
+            info = tarfile.TarInfo("/".join(parts[:end]))
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+            tar.addfile(info)
+        _add_bytes(tar, relative, data)
+    with rt.compose.copy_in(container, models) as stream:
+        stream.write(buffer.getvalue())

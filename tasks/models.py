@@ -1,4 +1,4 @@
-"""`models.*`: list, show, pull, rm."""
+"""`models.*`: list, show, pull, rm, export, import."""
 
 from __future__ import annotations
 
@@ -66,3 +66,69 @@ def rm(c: Context, name: str | None = None, yes: bool = False) -> None:
     chosen = _name(name, "models.rm")
     models.remove(runtime(c), chosen, confirmer(yes, out))
     out.success(f"deleted {chosen}")
+
+
+def _file(given: str | None, task: str) -> str:
+    return positional(given, task, "a FILE (- for stdin/stdout)", f"`inv --help {task}`", "there")
+
+
+@stack_task(
+    positional=["name", "file"],
+    help={"name": NAME_HELP, "file": "where to write it (- for stdout)", "json": JSON_HELP},
+)
+@guarded
+def export(
+    c: Context, name: str | None = None, file: str | None = None, json: bool = False
+) -> None:
+    """One model in one file: its manifest and exactly the blobs it names, checked."""
+    import sys
+    from pathlib import Path
+
+    from ollama_stack.common.errors import ConfigError
+    from ollama_stack.common.files import new_file
+    from ollama_stack.stack import models
+
+    chosen, target = _name(name, "models.export"), _file(file, "models.export")
+    out = display(json_mode=json or target == "-")
+    rt = runtime(c)
+    if target == "-":
+        if json or sys.stdout.isatty():
+            raise ConfigError(
+                "models.export - writes the file to stdout", "pipe it, without --json"
+            )
+        done = models.export_model(rt, chosen, sys.stdout.buffer, out.progress)
+    else:
+        with new_file(Path(target), 0o644) as handle:
+            done = models.export_model(rt, chosen, handle, out.progress)
+    if json:
+        out.json(done.to_json())
+    else:
+        out.success(f"exported {done.name}: {done.blobs} blobs, {done.bytes} bytes, to {target}")
+
+
+@stack_task(
+    name="import",
+    positional=["file"],
+    help={"file": "a models.export file (- for stdin)", "json": JSON_HELP},
+)
+@guarded
+def import_(c: Context, file: str | None = None, json: bool = False) -> None:
+    """Take in a models.export file: blobs checked and sent, the manifest last, then listed."""
+    import sys
+
+    from ollama_stack.stack import models
+
+    source = _file(file, "models.import")
+    out = display(json_mode=json)
+    rt = runtime(c)
+    if source == "-":
+        done = models.import_model(rt, sys.stdin.buffer, out.progress)
+    else:
+        with open(source, "rb") as handle:
+            done = models.import_model(rt, handle, out.progress)
+    if json:
+        out.json(done.to_json())
+    else:
+        out.success(
+            f"imported {done.name}: {done.moved} of {done.blobs} blobs sent ({done.bytes} bytes)"
+        )
