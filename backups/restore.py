@@ -303,6 +303,13 @@ def refuse_unsafe(volume: VolumeRecord) -> None:
     owned = (
         {v.name for v in CATALOG[volume.service].volumes} if volume.service in CATALOG else set()
     )
+    disabled = {spec.name for spec in CATALOG.dormant()}
+    if volume.service in disabled:
+        raise ConfigError(
+            f"the backup holds {volume.service}:{volume.name}, and extension {volume.service} "
+            "is disabled here; nothing was changed",
+            f"`inv ext.enable {volume.service}` first, or leave it out with --services",
+        )
     if volume.name not in owned:
         raise BadBackup(
             f"the backup names volume {volume.service}:{volume.name}, "

@@ -93,6 +93,11 @@ def create(
                 not_covered,
                 progress,
             )
+        for spec in CATALOG.dormant():  # disabled extensions: their data is still the user's
+            if not options.services or spec.name in options.services:
+                volumes += _dormant(
+                    rt, store, spec, options, tally, excluded, not_covered, progress
+                )
         files = _installation_files(rt, store, tally)
         facts = _data_facts(rt, store, containers, volumes)
         manifest = Manifest(
@@ -152,6 +157,41 @@ def _service(
             if quiet:
                 _unpause(rt, container.name, progress)
     return records
+
+
+def _dormant(
+    rt: Runtime,
+    store: Store,
+    spec: ServiceSpec,
+    options: Options,
+    tally: _Tally,
+    excluded: list[str],
+    not_covered: list[str],
+    progress: Progress | None,
+) -> list[VolumeRecord]:
+    """A disabled extension's volumes that still exist, read through a container
+    made for it and never started (its own was removed when it was disabled)."""
+    records = []
+    for volume in spec.volumes:
+        name = f"{rt.settings.project}_{volume.name}"
+        if not rt.compose.volume_exists(name):
+            continue
+        image = _reader_image(rt, spec)
+        if image is None:
+            not_covered.append(f"{spec.name}:{volume.name}: no image on the engine to read it with")
+            continue
+        skip = _left_out(spec, volume, options)
+        excluded += [f"{spec.name}:{pattern}" for pattern in skip]
+        emit(progress, "step", f"copying disabled extension {spec.name}'s {volume.name}")
+        with rt.compose.volume_reader(image, name, volume.mount) as container:
+            records.append(_volume(rt, store, spec, volume, container, skip, tally, not_covered))
+    return records
+
+
+def _reader_image(rt: Runtime, spec: ServiceSpec) -> str | None:
+    """Any image the engine has (nothing in it runs): the extension's, else the stack's."""
+    candidates = [rt.settings.images.get(spec.name, spec.image), *rt.settings.images.values()]
+    return next((image for image in candidates if rt.compose.image_exists(image)), None)
 
 
 def _unpause(rt: Runtime, name: str, progress: Progress | None) -> None:
@@ -308,6 +348,8 @@ def _data_facts(
     so a restore can refuse data newer than the image it will run."""
     facts = {}
     for record in volumes:
+        if record.service not in CATALOG:
+            continue  # a disabled extension's volume
         spec = CATALOG[record.service]
         if spec.data_schema is None or spec.data_schema.volume != record.name:
             continue

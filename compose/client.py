@@ -346,6 +346,28 @@ class ComposeProject:
         finally:
             self._run([*self._docker_argv(), "rm", "--force", name])
 
+    @contextmanager
+    def volume_reader(self, image: str, volume: str, mount: str) -> Iterator[str]:
+        """A container made (never started) with an existing volume mounted
+        read-only, to `copy_out` through when the volume's own container is
+        gone (a disabled extension's data); removed afterwards."""
+        import secrets
+
+        name = f"{self.project}-scratch-{secrets.token_hex(4)}"
+        self._run(
+            [
+                *self._docker_argv(),
+                *("create", "--pull", "never", "--name", name, "--network", "none"),
+                *("--label", f"io.ollama-stack.scratch={self.project}"),
+                *("--volume", f"{volume}:{mount}:ro"),
+                *("--entrypoint", "/ollama-stack-never-started", "--", image),
+            ]
+        )
+        try:
+            yield name
+        finally:
+            self._run([*self._docker_argv(), "rm", "--force", name])
+
     def copy_in(self, container: str, path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
         """Write a tar stream into ``path`` of a (stopped) container, extracted as
         it arrives, with numeric owners kept (`docker cp --archive`)."""

@@ -20,7 +20,7 @@ from ollama_stack.common.errors import ConfigError, StackError
 from ollama_stack.stack import config
 from ollama_stack.stack.events import Progress, emit
 from ollama_stack.stack.health import get_json, send_json
-from ollama_stack.stack.lifecycle import prepare, start, wait_healthy
+from ollama_stack.stack.lifecycle import build_missing, prepare, start, wait_healthy
 from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.services import CATALOG
 from ollama_stack.stack.services.core import MCP_PROXY_NAME, tool_server_connection
@@ -166,8 +166,11 @@ def enable(
             f"`inv ext.enable {name} --with-deps`, or enable {', '.join(missing_deps)} first",
         )
     new = [n for n in wanted if n not in enabled]
-    if not new:
-        return Changed(notes=[f"extension {name} is already enabled"])
+    if not new:  # enabled before: bring the stack up to date again (a failed start, say)
+        result = Changed(notes=[f"extension {name} is already enabled"])
+        _applied(rt, reopen, result, progress, [found.extensions[name]], name)
+        return result
+    rt = rt.resolve() if not rt.resolved else rt  # the platform decides what can run
     secrets: dict[str, str] = {}
     for ext in (found.extensions[n] for n in new):
         _refuse_unrunnable(rt, ext, tokens)
@@ -177,8 +180,24 @@ def enable(
     config.update_user_config(rt.paths, {"extensions": {"enabled": enabled + new}})
     emit(progress, "step", f"enabled {', '.join(new)} in {rt.paths.config_file}")
     result = Changed(changed=new)
-    _apply(rt, reopen, result, progress, [found.extensions[n] for n in new])
+    _applied(rt, reopen, result, progress, [found.extensions[n] for n in new], name)
     return result
+
+
+def _applied(
+    rt: Runtime,
+    reopen: Reopen,
+    result: Changed,
+    progress: Progress | None,
+    added: list[Extension],
+    name: str,
+) -> None:
+    """Apply; if that fails, the one line says the extension stays enabled."""
+    try:
+        _apply(rt, reopen, result, progress, added)
+    except StackError as failure:
+        failure.message += f" (extension {name} stays enabled: `inv ext.disable {name}` undoes it)"
+        raise
 
 
 def _with_dependencies(found: Found, name: str, enabled: list[str]) -> list[str]:
@@ -272,28 +291,16 @@ def _apply(
     """Bring a running stack up to date; a stopped one picks it up at its next start."""
     states = {c.service: c.state for c in rt.compose.ps()}
     if states.get(MCP_PROXY_NAME) != "running":
-        result.notes.append("the stack is not running: `inv stack.start` starts it with this")
+        result.notes.append(
+            "the stack is not running: `inv stack.start` starts it with this; an Open WebUI "
+            "that has run before keeps its own tool-server list (`inv ext.enable` again, once "
+            "the stack runs, offers it there)"
+        )
         return
     fresh = reopen()
-    for ext in added:
-        _build_if_missing(fresh, ext, progress)
-    start(fresh, pull="never", progress=progress)
+    start(fresh, pull="never", progress=progress)  # builds an image built here first
     result.applied = True
     result.notes.append(_offer_to_chat(fresh, found_servers(added), result.changed, progress))
-
-
-def _build_if_missing(rt: Runtime, ext: Extension, progress: Progress | None) -> None:
-    server = ext.container
-    if server is None or not server.build:
-        return
-    image = rt.settings.images[ext.name]
-    if rt.compose.image_exists(image):
-        return
-    emit(progress, "step", f"building {image} from {ext.folder} on {rt.target.label}")
-    base = rt.settings.images[MCP_PROXY_NAME]  # Python and the mcp SDK are in it
-    rt.compose.build_image(
-        ext.folder, image, {"BASE": base}, sink=lambda line: emit(progress, "output", line)
-    )
 
 
 def found_servers(added: list[Extension]) -> dict[str, str]:
@@ -350,8 +357,11 @@ def _edit_saved_list(
             f"check {ADMIN_KEY} in secrets.env (an admin's API key)",
         )
     urls = {c["url"] for c in ours}
-    kept = [c for c in saved if not (isinstance(c, dict) and c.get("url") in urls)]
-    wanted = kept + ours if add else kept
+    listed = {c.get("url") for c in saved if isinstance(c, dict)}
+    if add:  # an entry the user made for the same URL stays as they set it
+        wanted = saved + [c for c in ours if c["url"] not in listed]
+    else:
+        wanted = [c for c in saved if not (isinstance(c, dict) and c.get("url") in urls)]
     if wanted == saved:
         return f"{title} already {'lists' if add else 'does not list'} {', '.join(sorted(urls))}"
     status, _ = send_json(
@@ -381,7 +391,7 @@ def container_extension(rt: Runtime, found: Found, name: str, task: str) -> Exte
 
 def start_container(rt: Runtime, ext: Extension, progress: Progress | None = None) -> None:
     rt = prepare(rt, progress)
-    _build_if_missing(rt, ext, progress)
+    build_missing(rt, [ext.name], progress)
     rt.compose.up([ext.name], pull="never", no_deps=True, sink=_output(progress))
     wait_healthy(rt, rt.settings.start_timeout, progress, [ext.name])
 

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ollama_stack.common.errors import ConfigError
+from ollama_stack.stack.config import Settings
 from ollama_stack.stack.health import ProbeSpec
 from ollama_stack.stack.services import CATALOG, ServiceSpec, Volume
-from ollama_stack.stack.services.core import BUILTIN_MCP_SERVER
-from ollama_stack.stack.services.spec import EnvContext, ToolServer
+from ollama_stack.stack.services.core import BUILTIN_MCP_SERVER, MCP_PROXY_NAME
+from ollama_stack.stack.services.spec import EnvContext, ImageBuild, ToolServer
 
 from .manifest import MANIFEST, NAME, ContainerServer, ExtensionManifest, read_manifest
 
@@ -60,6 +61,8 @@ class Extension:
             entry = {"command": server.command, "args": list(server.args)}
             if server.env:
                 entry["env"] = dict(server.env)
+            secrets = tuple(self.manifest.requires.secrets)
+            return ToolServer(self.name, self.manifest.description, entry, secrets)
         return ToolServer(self.name, self.manifest.description, entry)
 
     def service_spec(self) -> ServiceSpec | None:
@@ -80,7 +83,14 @@ class Extension:
             depends_on=tuple(d for d in self.manifest.depends_on if _is_core(d)),
             env=_secrets_env(self.manifest.requires.secrets),
             extension=True,
+            build=ImageBuild(self.folder, _on_the_proxy_image) if server.build else None,
         )
+
+
+def _on_the_proxy_image(settings: Settings) -> dict[str, str]:
+    """An extension's own server is built on the proxy's image: Python and the
+    mcp SDK are in it, and the stack has it already (nothing to pull)."""
+    return {"BASE": settings.images[MCP_PROXY_NAME]}
 
 
 def _answers_ok(status: int, body: bytes) -> str | None:
@@ -152,7 +162,12 @@ def activate(found: Found, enabled: Sequence[str]) -> list[str]:
         if spec is not None:
             specs.append(spec)
         servers.append(extension.tool_server())
-    CATALOG.set_extensions(specs, servers, frozenset(found.extensions))
+    dormant = [
+        spec
+        for ext in found.extensions.values()
+        if ext.name not in enabled and (spec := ext.service_spec()) is not None and spec.volumes
+    ]
+    CATALOG.set_extensions(specs, servers, frozenset(found.extensions), dormant)
     return problems
 
 

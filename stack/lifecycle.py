@@ -86,6 +86,7 @@ def start(
     )
     try:
         if services:
+            build_missing(rt, services, progress)
             rt.compose.up(services, pull=pull, sink=lambda line: emit(progress, "output", line))
         health = wait_healthy(rt, timeout or rt.settings.start_timeout, progress)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM during `up`
@@ -100,6 +101,22 @@ def start(
         failure.message += f"; {what_runs(rt, services)}"
         raise
     return _result(rt, False, health, began)
+
+
+def build_missing(rt: Runtime, services: list[str], progress: Progress | None = None) -> None:
+    """Images built here (an extension's own server) are built when the engine
+    lacks them: on a new box, after a tag changed, or one removed by hand."""
+    for name in services:
+        build, image = CATALOG[name].build, rt.settings.images[name]
+        if build is None or rt.compose.image_exists(image):
+            continue
+        emit(progress, "step", f"building {image} from {build.context} on {rt.target.label}")
+        rt.compose.build_image(
+            build.context,
+            image,
+            build.args(rt.settings),
+            sink=lambda line: emit(progress, "output", line),
+        )
 
 
 def what_runs(rt: Runtime, services: list[str]) -> str:

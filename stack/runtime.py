@@ -88,7 +88,10 @@ class Runtime:
             config.validate([("--platform", {"platform": platform_override})])
         paths = InstallPaths.for_target(remote, environ)
         layered = config.stack_config(paths, base, flags, environ, older_ok=older_schema)
-        problems = tuple(extend(layered.raw())) if extend else ()
+        problems: tuple[str, ...] = ()
+        if extend:
+            problems = tuple(extend(layered.raw()))
+            layered.load_stack_env(environ)  # OLLAMA_STACK_PORTS_<NAME> of the services added
         settings = layered.settings()
         state = config.read_state(paths, older_ok=older_schema)
         platform = PlatformChoice(settings.platform, NOT_DETECTED)

@@ -236,13 +236,16 @@ def runtime(c: Context, *, older_schema: bool = False, **flags: Any) -> Runtime:
     from ollama_stack.extensions.registry import activate_from_config
     from ollama_stack.stack.runtime import Runtime
 
-    return Runtime.open(
+    rt = Runtime.open(
         remote=current_remote() or None,
         base=c.config,
         flags=flags,
         older_schema=older_schema,
         extend=lambda raw: activate_from_config(raw)[1],
     )
+    for problem in rt.extension_problems:  # skipped, never fatal to the core stack
+        display().note(f"extension skipped: {problem}")
+    return rt
 
 
 def backup_taker(out: Display, description: str) -> Callable[[Runtime], str]:

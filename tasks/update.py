@@ -47,11 +47,17 @@ def _selection(
     return rt, chosen
 
 
-@stack_task(help={**FILTER_HELP, "json": "print one JSON document on stdout"})
+EXTENSIONS_HELP = "also the enabled extensions' containers"
+
+
+@stack_task(
+    help={**FILTER_HELP, "extensions": EXTENSIONS_HELP, "json": "print one JSON document on stdout"}
+)
 @guarded
 def check(
     c: Context,
     services: str = "",
+    extensions: bool = False,
     docker_only: bool = False,
     native_only: bool = False,
     remote_only: bool = False,
@@ -60,7 +66,7 @@ def check(
     """Show what each service runs and whether a newer version exists."""
     from ollama_stack.stack.update import engine as update
 
-    rt, chosen = _selection(c, services, docker_only, native_only, remote_only)
+    rt, chosen = _selection(c, services, docker_only, native_only, remote_only, extensions)
     checks = update.check(rt, chosen)
     out = display(json_mode=json)
     if json:
@@ -73,7 +79,7 @@ def check(
     default=True,
     help={
         **FILTER_HELP,
-        "extensions": "also update the enabled extensions' containers",
+        "extensions": EXTENSIONS_HELP,
         "yes": "do not ask before touching a running stack",
         "no_backup": "skip the backup taken before updating",
         "timeout": "seconds to wait for health before rolling back (default: start_timeout)",

@@ -244,7 +244,12 @@ def add_secrets(paths: InstallPaths, values: Mapping[str, str]) -> None:
     there; private (0600) and replaced whole, as at install."""
     current = read_secrets(paths)
     for key, value in values.items():
-        if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", key) or "\n" in value or not value:
+        if (
+            not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", key)
+            or not value
+            or "\n" in value
+            or "\r" in value
+        ):
             raise ConfigError(
                 f"{key!r} cannot be kept in secrets.env", "give KEY=value on one line"
             )

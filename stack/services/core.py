@@ -59,7 +59,7 @@ def webui_env(ctx: EnvContext) -> dict[str, str]:
 
 
 def tool_server_connections(ctx: EnvContext) -> list[dict[str, Any]]:
-    """Open WebUI's TOOL_SERVER_CONNECTIONS: every server behind the proxy, as
+    """Open WebUI's TOOL_SERVER_CONNECTIONS: our servers behind the proxy, as
     an OpenAPI tool server at <proxy>/<name>/ with the proxy's API key. Open
     WebUI reads it once, to seed its saved setting, on a fresh data volume."""
     proxy = ctx.container_urls.get(MCP_PROXY_NAME, "")
@@ -84,11 +84,11 @@ def tool_server_connection(name: str, description: str, proxy: str, key: str) ->
 
 
 def proxied_servers(ctx: EnvContext) -> dict[str, str]:
-    """name → description of every MCP server the proxy serves."""
+    """name → description of the servers we put behind the proxy (built-in, extensions)."""
+    # The user's own mcp_servers are theirs to offer: changing one must not
+    # recreate Open WebUI for a variable it reads only once.
     served = {BUILTIN_MCP_SERVER: "ollama-stack: the models this stack's Ollama holds"}
     served |= {server.name: server.description for server in CATALOG.tool_servers()}
-    for name in ctx.settings.mcp_servers:
-        served[name] = f"MCP server {name} (mcp_servers setting)"
     return served
 
 
@@ -113,7 +113,11 @@ def mcpo_config_json(ctx: EnvContext) -> str:
         BUILTIN_MCP_SERVER: {"command": "python3", "args": [MCPO_STACK_TOOLS]}
     }
     for server in CATALOG.tool_servers():  # enabled extensions
-        servers[server.name] = dict(server.proxy_entry)
+        entry = dict(server.proxy_entry)
+        if server.secrets:  # its tokens: in the proxy's config, never in an argv
+            given = {key: ctx.secrets.get(key, "") for key in server.secrets}
+            entry["env"] = {**entry.get("env", {}), **given}
+        servers[server.name] = entry
     for name, server in ctx.settings.mcp_servers.items():
         servers[name] = server.model_dump(exclude_defaults=True)  # `type` has no default
     return env_safe_json({"mcpServers": servers})

@@ -63,6 +63,15 @@ class DataSchema:
 
 
 @dataclass(frozen=True)
+class ImageBuild:
+    """An image built here, from a folder, when it is not on the engine (an
+    extension's own server): nothing to pull, no registry to ask."""
+
+    context: Path
+    args: Callable[[Settings], Mapping[str, str]]  # build args from the settings (its base)
+
+
+@dataclass(frozen=True)
 class EnvContext:
     """What a service's environment hook may read: resolved values, no commands."""
 
@@ -110,6 +119,7 @@ class ServiceSpec:
     serves_models: bool = False  # status counts its models
     data_schema: DataSchema | None = None
     extension: bool = False  # added by an enabled extension, not one of the core services
+    build: ImageBuild | None = None  # its image is built here when missing
     # Where an admin changes the tool servers it offers in chats (Open WebUI's
     # saved list, which wins over TOOL_SERVER_CONNECTIONS once it has started).
     tool_server_api: str | None = None
@@ -130,6 +140,8 @@ class ToolServer:
     name: str
     description: str
     proxy_entry: Mapping[str, Any]  # its entry in mcpo's mcpServers
+    # Secrets (from secrets.env) a stdio server gets in its environment.
+    secrets: tuple[str, ...] = ()
 
 
 class Catalog:
@@ -142,6 +154,8 @@ class Catalog:
         # Every extension found, enabled or not: settings may name one that is
         # disabled now (images.notes), which must not break every command.
         self._extension_names: frozenset[str] = frozenset()
+        # Disabled extensions whose volumes may still hold data: backups take them.
+        self._dormant: dict[str, ServiceSpec] = {}
 
     def register(self, spec: ServiceSpec) -> ServiceSpec:
         if spec.name in self._specs:
@@ -184,14 +198,22 @@ class Catalog:
         """May a setting keyed by service name this one (a service, or an extension)?"""
         return name in self._specs or name in self._extension_names
 
+    def dormant(self) -> list[ServiceSpec]:
+        """Extensions found but not enabled that own volumes: not run, not
+        shown, but their data is still the user's."""
+        return list(self._dormant.values())
+
     def set_extensions(
         self,
         specs: list[ServiceSpec],
         tool_servers: list[ToolServer],
         found: frozenset[str] = frozenset(),
+        dormant: list[ServiceSpec] | None = None,
     ) -> None:
         """Replace what extensions added (the enabled ones change between calls);
-        ``found``: the names of every extension there is."""
+        ``found``: the names of every extension there is; ``dormant``: the
+        disabled ones that own volumes."""
+        self._dormant = {spec.name: spec for spec in dormant or []}
         for spec in list(self._specs.values()):
             if spec.extension:
                 del self._specs[spec.name]

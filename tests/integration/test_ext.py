@@ -87,7 +87,12 @@ def test_a_stdio_extension_reaches_the_proxy_and_open_webui_then_goes(running):
 
 def test_a_container_extension_keeps_its_data_through_disable_and_backup(running):
     inst, key = running, secrets(running)["MCPO_API_KEY"]
-    inst.ok("ext.enable", "notes")  # built here on the proxy's image, then started
+    # Enabled while the stack is stopped, on an engine without its image: the
+    # next stack.start builds it (on the proxy's image) instead of pulling it.
+    docker("rmi", "--force", "ollama-stack-ext/notes:1.0.0", check=False)
+    inst.ok("stack.stop")
+    inst.ok("ext.enable", "notes")
+    inst.ok("stack.start", "--pull", "never")
     status, _ = call(inst, "/notes/add_note", {"title": "plan", "text": "ship it"}, key)
     assert status == 200
     status, listed = call(inst, "/notes/list_notes", {}, key)
@@ -101,7 +106,12 @@ def test_a_container_extension_keeps_its_data_through_disable_and_backup(running
 
     inst.ok("ext.disable", "notes")
     assert not [c for c in inst.containers() if "-notes-" in c]
-    assert volume in inst.volumes()  # its data stays
+    assert volume in inst.volumes()  # its data stays, and backups still take it
+    disabled = json.loads(inst.ok("backup.create", "--json").stdout)
+    assert "notes:notes_data" in disabled["volumes"]
+    assert not [c for c in inst.containers() if "-scratch-" in c]
+    refused = inst.cli("backup.restore", disabled["id"], "--yes")
+    assert refused.returncode == 2 and "ext.enable notes" in refused.stderr
     inst.ok("ext.enable", "notes")
     status, answer = call(inst, "/notes/read_note", {"title": "plan"}, key)
     assert status == 200 and "ship it" in json.dumps(answer)
@@ -153,8 +163,11 @@ def test_what_cannot_run_here_is_refused_in_one_line_and_changes_nothing(running
     inst.ok("ext.enable", "tokened")
     assert secrets(inst)["TOKENED_KEY"] == "s3cret-token"
     assert "s3cret-token" not in inst.ok("stack.config").stdout
-    # A broken folder never breaks the core stack.
-    inst.ok("stack.start", "--pull", "never")
+    # An enabled extension whose folder breaks later is skipped, said, and never
+    # stops the core stack.
+    (mine / "tokened" / "extension.yaml").write_text("name: tokened\nkind: [broken\n")
+    started = inst.ok("stack.start", "--pull", "never")
+    assert "extension skipped" in started.stderr and "tokened" in started.stderr
     assert {s["health"] for s in inst.status()["services"]} == {"healthy"}
 
 

@@ -188,3 +188,17 @@ def test_a_name_that_is_no_extension_name_never_reaches_a_path(name):
     with pytest.raises(ConfigError) as refused:
         manage.known(registry.discover(), name)
     assert refused.value.code == 2 and "available:" in (refused.value.remedy or "")
+
+
+def test_a_stdio_servers_token_reaches_it_through_the_proxys_config(local_paths, tmp_path):
+    mine = tmp_path / "mine"
+    folder(mine, "tokened", "kind: stdio\nrequires: {secrets: [TOKENED_KEY]}\n" + STDIO)
+    registry.activate(registry.discover([mine]), ["tokened"])
+    rt = runtime(local_paths)
+    context = EnvContext(rt.settings, {**SECRETS, "TOKENED_KEY": "t0k"}, {}, "")
+    entry = json.loads(mcpo_config_json(context))["mcpServers"]["tokened"]
+    assert entry["env"] == {"TOKENED_KEY": "t0k"} and "t0k" not in json.dumps(entry["args"])
+    # Open WebUI is offered ours, not the user's own mcp_servers (theirs to offer).
+    user = runtime(local_paths, mcp_servers={"mine": {"command": "x"}})
+    offered = tool_server_connections(EnvContext(user.settings, SECRETS, {}, ""))
+    assert [c["info"]["id"] for c in offered] == ["stack", "tokened"]
