@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Literal
+from typing import IO, Literal
 
 from ollama_stack.common.errors import ConfigError, StackError
 from ollama_stack.compose.client import ContainerState
@@ -95,7 +95,7 @@ def create(
             )
         for spec in CATALOG.dormant():  # disabled extensions: their data is still the user's
             if not options.services or spec.name in options.services:
-                volumes += _dormant(
+                volumes += _without_container(
                     rt, store, spec, options, tally, excluded, not_covered, progress
                 )
         files = _installation_files(rt, store, tally)
@@ -131,10 +131,8 @@ def _service(
     not_covered: list[str],
     progress: Progress | None,
 ) -> list[VolumeRecord]:
-    if container is None:
-        names = ", ".join(v.name for v in spec.volumes)
-        not_covered.append(f"{spec.name}: no container to read {names} through (start it once)")
-        return []
+    if container is None:  # removed (uninstall kept the volumes): read them without it
+        return _without_container(rt, store, spec, options, tally, excluded, not_covered, progress)
     if spec.serves_models and options.models == "exclude":
         excluded.append(f"{spec.name}: every volume (--models exclude)")
         return []
@@ -159,7 +157,7 @@ def _service(
     return records
 
 
-def _dormant(
+def _without_container(
     rt: Runtime,
     store: Store,
     spec: ServiceSpec,
@@ -169,8 +167,9 @@ def _dormant(
     not_covered: list[str],
     progress: Progress | None,
 ) -> list[VolumeRecord]:
-    """A disabled extension's volumes that still exist, read through a container
-    made for it and never started (its own was removed when it was disabled)."""
+    """The service's volumes that exist, read through a container made for it
+    and never started: its own is gone (a disabled extension, or a stack
+    uninstalled with its volumes kept)."""
     records = []
     for volume in spec.volumes:
         name = f"{rt.settings.project}_{volume.name}"
@@ -182,7 +181,7 @@ def _dormant(
             continue
         skip = _left_out(spec, volume, options)
         excluded += [f"{spec.name}:{pattern}" for pattern in skip]
-        emit(progress, "step", f"copying disabled extension {spec.name}'s {volume.name}")
+        emit(progress, "step", f"copying {spec.name}'s {volume.name} (no container of its own)")
         with rt.compose.volume_reader(image, name, volume.mount) as container:
             records.append(_volume(rt, store, spec, volume, container, skip, tally, not_covered))
     return records
@@ -228,7 +227,7 @@ def _volume(
     try:
         with (
             rt.compose.copy_out(container, volume.mount) as stream,
-            tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as archive,
+            tarfile.open(fileobj=(pipe := _Forward(stream)), mode="r:") as archive,
         ):
             for member in archive:
                 path = _relative(member.name)
@@ -238,7 +237,7 @@ def _volume(
                 if why:
                     not_covered.append(f"{spec.name}:{volume.name}/{path!r}: {why}")
                     continue
-                entry = _entry(store, archive, member, path, volume, tally)
+                entry = _entry(store, pipe, member, path, volume, tally)
                 if entry is not None:
                     entries.append(entry)
                     kept[path] = entry
@@ -268,7 +267,7 @@ def _not_restorable(member: tarfile.TarInfo, path: str, kept: dict[str, Entry]) 
 
 def _entry(
     store: Store,
-    archive: tarfile.TarFile,
+    pipe: _Forward,
     member: tarfile.TarInfo,
     path: str,
     volume: Volume,
@@ -291,11 +290,62 @@ def _entry(
     known = _content_name(path, volume)
     if known and store.has_blob(known):
         return Entry(type="file", size=member.size, sha256=known, **common)  # not read again
-    source = archive.extractfile(member)
-    assert source is not None
-    digest, size, written = store.put(source, known)
+    digest, size, written = store.put(pipe.content(member), known)
     tally.written += written
     return Entry(type="file", size=size, sha256=digest, **common)
+
+
+class _Forward:
+    """The docker cp pipe as the seekable file tarfile reads headers from,
+    read strictly forward (a seek skips ahead). A file's content goes from
+    the pipe straight into the store's buffers: tarfile's own stream mode
+    copies every byte over and over, which cost a third of a backup's time."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self._pipe, self._at = pipe, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._pipe.read(size)
+        self._at += len(data)
+        return data
+
+    def readinto(self, buffer: memoryview) -> int:
+        done = self._pipe.readinto(buffer)  # type: ignore[attr-defined]
+        self._at += done
+        return done
+
+    def tell(self) -> int:
+        return self._at
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET or offset < self._at:
+            raise io.UnsupportedOperation("a pipe is only read forward")
+        scratch = memoryview(bytearray(min(CHUNK, offset - self._at)))
+        while self._at < offset and self.readinto(scratch[: offset - self._at]):
+            pass
+        return self._at
+
+    def content(self, member: tarfile.TarInfo) -> _Content:
+        """The member's content, which must be what the pipe holds next."""
+        if self._at != member.offset_data:
+            raise tarfile.ReadError(f"{member.name}: its content is not next in the stream")
+        return _Content(self, member.size)
+
+
+class _Content:
+    """Exactly ``size`` bytes of the pipe; a stream that ends sooner is an error."""
+
+    def __init__(self, pipe: _Forward, size: int) -> None:
+        self._pipe, self._left = pipe, size
+
+    def readinto(self, buffer: memoryview) -> int:
+        if not self._left:
+            return 0
+        done = self._pipe.readinto(buffer[: self._left])
+        if not done:
+            raise tarfile.ReadError("unexpected end of data")
+        self._left -= done
+        return done
 
 
 def _content_name(path: str, volume: Volume) -> str | None:

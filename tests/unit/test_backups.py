@@ -6,10 +6,12 @@ these check the pieces that must hold whatever the engine does.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import stat
+import tarfile
 import time
 from pathlib import Path
 
@@ -44,6 +46,99 @@ def test_put_refuses_content_that_does_not_match_its_name(store):
         store.put(io.BytesIO(b"damaged model"), known="0" * 64)
     assert not store.blob_path("0" * 64).exists()
     assert list((store.root / "tmp").iterdir()) == []
+
+
+class Pipe:
+    """A non-seekable stream that hands out at most ``piece`` bytes a read, as a
+    pipe does, and can break after ``fail_after`` bytes."""
+
+    def __init__(self, data: bytes, piece: int = 300_000, fail_after: int | None = None) -> None:
+        self.data, self.at, self.piece, self.fail_after = data, 0, piece, fail_after
+
+    def readinto(self, buffer) -> int:
+        if self.fail_after is not None and self.at >= self.fail_after:
+            raise OSError("the copy broke")
+        part = self.data[self.at : self.at + min(len(buffer), self.piece)]
+        buffer[: len(part)] = part
+        self.at += len(part)
+        return len(part)
+
+    def read(self, size: int = -1) -> bytes:
+        buffer = bytearray(len(self.data) if size < 0 else size)
+        done = 0
+        while done < len(buffer) and (got := self.readinto(memoryview(buffer)[done:])):
+            done += got
+        return bytes(buffer[:done])
+
+
+def test_put_keeps_every_chunk_in_order_through_its_threads(store):
+    content = os.urandom(13 << 20 | 12345)  # many chunks, more than are ever in flight
+    digest, size, _ = store.put(Pipe(content), known=hashlib.sha256(content).hexdigest())
+    assert (digest, size) == (hashlib.sha256(content).hexdigest(), len(content))
+    assert store.open_blob(digest).read() == content
+
+
+def test_a_stream_that_breaks_half_way_leaves_nothing_behind(store):
+    with pytest.raises(OSError, match="the copy broke"):
+        store.put(Pipe(os.urandom(6 << 20), fail_after=3 << 20))
+    assert list((store.root / "tmp").iterdir()) == []
+    assert not any(store.blobs.iterdir())
+
+
+def tar_of(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            info.size = len(data or b"")
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
+
+
+def read_all(content) -> bytes:
+    out, buffer = bytearray(), memoryview(bytearray(1 << 20))
+    while done := content.readinto(buffer):
+        out += buffer[:done]
+    return bytes(out)
+
+
+def test_the_volume_reader_takes_contents_straight_from_the_pipe():
+    def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, link
+        return info
+
+    big, small = os.urandom((3 << 20) + 7), b"chat"
+    archive = tar_of(
+        (member(".", tarfile.DIRTYPE), None),
+        (member("./" + "ü" * 150), big),  # a PAX header first: the long unicode name
+        (member("./skipped"), os.urandom(70_000)),  # not read: the reader seeks past it
+        (member("./hard", tarfile.LNKTYPE, "./skipped"), None),
+        (member("./empty"), b""),
+        (member("./small"), small),
+    )
+    pipe = snapshot._Forward(Pipe(archive))
+    read = {}
+    with tarfile.open(fileobj=pipe, mode="r:") as tar:
+        for info in tar:
+            if info.isreg() and info.name != "./skipped":
+                read[info.name] = read_all(pipe.content(info))
+            else:
+                read[info.name] = info.type
+    assert read == {
+        ".": tarfile.DIRTYPE,
+        "./" + "ü" * 150: big,
+        "./skipped": tarfile.REGTYPE,
+        "./hard": tarfile.LNKTYPE,
+        "./empty": b"",
+        "./small": small,
+    }
+
+
+def test_a_file_cut_short_in_the_pipe_is_an_error_not_a_short_file():
+    archive = tar_of((tarfile.TarInfo("./model"), os.urandom(100_000)))
+    pipe = snapshot._Forward(Pipe(archive[:60_000]))
+    with tarfile.open(fileobj=pipe, mode="r:") as tar, pytest.raises(tarfile.ReadError):
+        read_all(pipe.content(tar.next()))
 
 
 def test_a_dead_writers_half_blob_is_cleared_by_the_next_writer(store):
