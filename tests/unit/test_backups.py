@@ -377,6 +377,45 @@ def test_the_tar_written_for_a_restore_holds_each_entry_as_recorded(store):
         assert members["./l"].issym() and members["./l"].linkname == "ü/f"
 
 
+def test_the_restore_tar_is_the_one_tarfile_writes_whatever_the_sizes(store):
+    from ollama_stack.backups.restore import write_tar
+
+    def stored(path: str, content: bytes) -> Entry:
+        digest, size, _ = store.put(io.BytesIO(content))
+        return Entry(path=path, type="file", mode=0o640, uid=70, gid=7, size=size, sha256=digest)
+
+    entries = [
+        Entry(path=".", type="dir", mode=0o755, uid=0, gid=0, mtime=1_700_000_000),
+        stored("ü" * 120, os.urandom((2 << 20) + 1)),  # a PAX name; content past one chunk
+        stored("empty", b""),
+        stored("n" * 200, b"q" * 512),
+    ]
+    ours = io.BytesIO()
+    write_tar(store, volume_of(*entries), ours)
+    theirs = io.BytesIO()  # what tarfile's own stream writer made of the same entries
+    with tarfile.open(fileobj=theirs, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for e in entries:
+            info = tarfile.TarInfo("." if e.path == "." else f"./{e.path}")
+            info.mode, info.uid, info.gid, info.mtime = e.mode, e.uid, e.gid, e.mtime
+            info.type = tarfile.DIRTYPE if e.type == "dir" else tarfile.REGTYPE
+            info.size = e.size
+            tar.addfile(info, store.open_blob(e.sha256) if e.sha256 else None)
+    assert ours.getvalue() == theirs.getvalue()
+
+
+def test_a_blob_shorter_than_its_entry_stops_the_restore_tar(store):
+    from ollama_stack.backups.restore import write_tar
+
+    digest, size, _ = store.put(io.BytesIO(b"short"))
+    entry = Entry(path="f", type="file", mode=0o600, uid=0, gid=0, size=size + 1, sha256=digest)
+    with pytest.raises(BadBackup, match="shorter than the manifest says"):
+        write_tar(
+            store,
+            volume_of(Entry(path=".", type="dir", mode=0o755, uid=0, gid=0), entry),
+            io.BytesIO(),
+        )
+
+
 def test_a_restore_keeps_what_the_backup_left_out_from_the_safety_copy():
     from ollama_stack.backups.restore import with_left_out
 
