@@ -107,6 +107,19 @@ def prune(
     return report
 
 
+def _choose_per_installation(manifests: dict[str, Manifest], rules: Rules) -> dict[str, list[str]]:
+    """One store holds the backups of every box (this machine and each
+    --remote host): the rules apply to each installation's own backups, as
+    restic groups by host, so one box's backups never push out another's."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for sid, manifest in manifests.items():
+        groups.setdefault((manifest.target, manifest.project), []).append(sid)
+    keep: dict[str, list[str]] = {}
+    for ids in groups.values():
+        keep |= choose(((sid, _created(sid, manifests[sid])) for sid in ids), rules)
+    return keep
+
+
 def _busy(store: Store) -> StackError:
     return StackError(
         f"another backup task is writing to {store.root}", "wait for it to finish, then try again"
@@ -115,7 +128,7 @@ def _busy(store: Store) -> StackError:
 
 def _prune(store: Store, rules: Rules, report: Report, progress: Progress | None) -> None:
     manifests, incomplete = _read(store, report)
-    keep = choose(((sid, _created(sid, m)) for sid, m in manifests.items()), rules)
+    keep = _choose_per_installation(manifests, rules)
     for sid in sorted([*manifests, *report.damaged]):
         if sid in keep or sid in report.damaged:
             report.kept[sid] = keep.get(sid, ["damaged"])

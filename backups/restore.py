@@ -68,6 +68,7 @@ def _checked_restore(
     for volume in volumes:  # the structure first: cheap, and refuses before any reading
         refuse_unsafe(volume)
     names = sorted({v.service for v in volumes})
+    _refuse_missing_images(rt, names)
     if not force:
         _refuse_newer_config(manifest)
         _refuse_newer_data(rt, manifest, names)
@@ -163,6 +164,22 @@ def _containers_for(rt: Runtime, names: list[str], progress: Progress | None) ->
     missing = [name for name in names if name not in have]
     if missing:
         rt.compose.create(missing, _output(progress))
+
+
+def _refuse_missing_images(rt: Runtime, names: list[str]) -> None:
+    """The containers are removed and made again from the configured images
+    without pulling: an image the engine lacks would stop it half-way."""
+    missing = [
+        rt.settings.images[n]
+        for n in names
+        if rt.kind(n).in_compose and not rt.compose.image_exists(rt.settings.images[n])
+    ]
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on the engine "
+            f"of {rt.target.label}; nothing was changed",
+            "`inv stack.start` pulls (or builds) what is missing; then restore",
+        )
 
 
 def _refuse_newer_config(manifest: Manifest) -> None:

@@ -105,7 +105,7 @@ def create(
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(began)),
             description=options.description,
             tool_version=_version(),
-            config_schema=config.CONFIG_SCHEMA,
+            config_schema=config.installed_schema(rt.paths),  # as on disk (a migration's backup)
             target=rt.target.label,
             project=rt.settings.project,
             services=_service_records(rt, containers, facts),

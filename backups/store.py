@@ -16,6 +16,7 @@ a blob a crash could lose.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
@@ -199,7 +200,12 @@ class Store:
         busy = StackError(
             f"a prune is removing backups from {self.root}", "wait for it to finish, then try again"
         )
-        with shared(self.root / "readers.lock", busy):
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(shared(self.root / "readers.lock", busy))
+            except OSError as exc:  # a store we cannot write to: no prune changes it either
+                if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                    raise
             yield
 
     @contextlib.contextmanager
@@ -326,7 +332,7 @@ class Store:
             True,
             manifest.size,
             manifest.description,
-            [s.name for s in manifest.services],
+            sorted({v.service for v in manifest.volumes}),  # what it holds, not what there was
         )
 
     # -- removing and adopting snapshots (prune, import) ------------------------

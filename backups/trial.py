@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ollama_stack.common.errors import StackError
+from ollama_stack.common.errors import ConfigError, StackError
 from ollama_stack.stack import config
 from ollama_stack.stack.events import Progress, emit
 from ollama_stack.stack.health import get_json
@@ -78,6 +78,7 @@ def _trial(
         resolved = rt.resolve()
         with config.private_env_file(_trial_env(resolved, report.project, started)) as env_file:
             trial = resolved.throwaway(report.project, env_file, dict.fromkeys(started, 0))
+            _refuse_foreign(trial)  # the trial's project name must be ours alone
             _clear(trial, progress)  # a trial killed outright left these
             try:
                 trial = _run(trial, store, volumes, started, progress)
@@ -89,6 +90,17 @@ def _trial(
             _clear(trial, progress)
     report.seconds = round(time.monotonic() - began, 1)
     return report
+
+
+def _refuse_foreign(trial: Runtime) -> None:
+    others = trial.compose.foreign_installations()
+    if others:
+        raise ConfigError(
+            f"compose project {trial.compose.project!r} belongs to another installation "
+            f"(id {', '.join(sorted(others))}): a test restore there would act on it; "
+            "nothing was changed",
+            "give this installation another project name, or remove that one",
+        )
 
 
 def _with_dependencies(rt: Runtime, names: list[str]) -> list[str]:

@@ -332,19 +332,18 @@ class ComposeProject:
         import secrets
 
         name = f"{self.project}-scratch-{secrets.token_hex(4)}"
-        self._run(
-            [
-                *self._docker_argv(),
-                *("create", "--pull", "never", "--name", name, "--network", "none"),
-                *("--label", f"io.ollama-stack.scratch={self.project}"),
-                *("--entrypoint", "/ollama-stack-never-started", "--", image),
-            ]
-        )
+        create = [
+            *self._docker_argv(),
+            *("create", "--pull", "never", "--name", name, "--network", "none"),
+            *("--label", f"io.ollama-stack.scratch={self.project}"),
+            *("--entrypoint", "/ollama-stack-never-started", "--", image),
+        ]
         try:
+            self._run(create)
             with self.copy_out(name, path, contents=False) as stream:
                 yield stream
         finally:
-            self._run([*self._docker_argv(), "rm", "--force", name])
+            self._remove_scratch(name)
 
     @contextmanager
     def volume_reader(self, image: str, volume: str, mount: str) -> Iterator[str]:
@@ -354,18 +353,23 @@ class ComposeProject:
         import secrets
 
         name = f"{self.project}-scratch-{secrets.token_hex(4)}"
-        self._run(
-            [
-                *self._docker_argv(),
-                *("create", "--pull", "never", "--name", name, "--network", "none"),
-                *("--label", f"io.ollama-stack.scratch={self.project}"),
-                *("--volume", f"{volume}:{mount}:ro"),
-                *("--entrypoint", "/ollama-stack-never-started", "--", image),
-            ]
-        )
+        create = [
+            *self._docker_argv(),
+            *("create", "--pull", "never", "--name", name, "--network", "none"),
+            *("--label", f"io.ollama-stack.scratch={self.project}"),
+            *("--volume", f"{volume}:{mount}:ro"),
+            *("--entrypoint", "/ollama-stack-never-started", "--", image),
+        ]
         try:
+            self._run(create)
             yield name
         finally:
+            self._remove_scratch(name)
+
+    def _remove_scratch(self, name: str) -> None:
+        """Removed on the way out, whatever happened; a failure here never hides
+        the one that got us here (`stack.uninstall` clears what is left)."""
+        with contextlib.suppress(StackError):
             self._run([*self._docker_argv(), "rm", "--force", name])
 
     def copy_in(self, container: str, path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
@@ -546,11 +550,14 @@ class ComposeProject:
 
     # -- resources by label -----------------------------------------------------
 
-    def labelled(self, kind: Literal["container", "volume", "network"]) -> list[str]:
-        """Names of this project's containers, volumes or networks, found by label."""
+    def labelled(
+        self, kind: Literal["container", "volume", "network"], project: str | None = None
+    ) -> list[str]:
+        """Names of this project's containers, volumes or networks, found by label
+        (``project``: another compose project of this installation's, a trial's)."""
         # Both labels (filters AND together): another compose project, or
         # another installation, that happens to share the name is not ours.
-        ours = ["--filter", f"label=com.docker.compose.project={self.project}"]
+        ours = ["--filter", f"label=com.docker.compose.project={project or self.project}"]
         if self.installation:
             ours += ["--filter", f"label=io.ollama-stack.installation={self.installation}"]
         listing = {
@@ -558,6 +565,13 @@ class ComposeProject:
             "volume": ["volume", "ls", *ours, "--format", "{{.Name}}"],
             "network": ["network", "ls", *ours, "--format", "{{.Name}}"],
         }[kind]
+        return sorted(self._run([*self._docker_argv(), *listing]).split())
+
+    def scratch_containers(self) -> list[str]:
+        """Never-started containers this project made to read an image or a
+        volume (copy_out_of_image, volume_reader), left by a run that was killed."""
+        label = f"label=io.ollama-stack.scratch={self.project}"
+        listing = ["ps", "--all", "--filter", label, "--format", "{{.Names}}"]
         return sorted(self._run([*self._docker_argv(), *listing]).split())
 
     def foreign_installations(self) -> set[str]:

@@ -41,11 +41,23 @@ class Plan:
 
 def plan(rt: Runtime, *, remove_volumes: bool, remove_images: bool, remove_config: bool) -> Plan:
     compose = rt.compose
-    result = Plan(containers=compose.labelled("container"), networks=compose.labelled("network"))
+    # A test restore's throwaway copy (`<project>-trial`, this installation's
+    # label) and never-started scratch containers go with the stack: a killed
+    # run may have left them, and they are copies, not the user's data.
+    trial = f"{rt.settings.project}-trial"
+    result = Plan(
+        containers=[
+            *compose.labelled("container"),
+            *compose.scratch_containers(),
+            *compose.labelled("container", trial),
+        ],
+        networks=[*compose.labelled("network"), *compose.labelled("network", trial)],
+    )
+    result.volumes = compose.labelled("volume", trial)
     volumes = compose.labelled("volume")
     images = _images(rt)
     if remove_volumes:
-        result.volumes = volumes
+        result.volumes += volumes
     elif volumes:
         result.kept.append(f"volumes {', '.join(volumes)} (add --remove-volumes to delete data)")
     if remove_images:

@@ -82,7 +82,13 @@ def _summary(manifest, store) -> dict:
         "created": manifest.created,
         "size": manifest.size,
         "written": manifest.written,
-        "services": [s.name for s in manifest.services],
+        "description": manifest.description,
+        "tool_version": manifest.tool_version,
+        "config_schema": manifest.config_schema,
+        "target": manifest.target,
+        "project": manifest.project,
+        "services": sorted({v.service for v in manifest.volumes}),
+        "images": {s.name: {"image": s.image, "image_id": s.image_id} for s in manifest.services},
         "versions": {
             s.name: {"version": s.version, "schema_revision": s.schema_revision}
             for s in manifest.services
@@ -155,7 +161,7 @@ RESTORE_TIMEOUT = seconds("--timeout", 0.0, zero_means="the start_timeout settin
         "to": TO_HELP,
         "yes": "do not ask before replacing data",
         "timeout": "seconds to wait for health after the restore (default: start_timeout)",
-        "force": "restore data or config from a newer release than the one here",
+        "force": "restore data from a newer Open WebUI or a newer ollama-stack anyway",
         "json": JSON_HELP,
     },
 )

@@ -438,6 +438,19 @@ def test_a_restore_onto_kept_volumes_without_containers_copies_them_first(make_i
     docker("exec", webui, "sh", "-c", "echo 'newer chat' > /app/backend/data/chats.txt")
     inst.ok("stack.uninstall", "--yes")  # keeps the volumes
     assert inst.containers() == [] and len(inst.volumes()) == 2
+    # A backup now reads the kept volumes without their containers (and makes none).
+    kept = backup(inst)
+    assert kept["volumes"] == ["ollama:ollama_data", "webui:webui_data"]
+    assert inst.containers() == []
+    # An image the engine lacks: refused before anything is removed.
+    image, inst.env["OLLAMA_STACK_IMAGES_WEBUI"] = (
+        inst.env["OLLAMA_STACK_IMAGES_WEBUI"],
+        "x/nosuch:1",
+    )
+    missing = inst.cli("backup.restore", made["id"], "--yes")
+    assert missing.returncode == 2 and "not on the engine" in missing.stderr
+    assert len(inst.volumes()) == 2 and len(listing(inst)) == 2
+    inst.env["OLLAMA_STACK_IMAGES_WEBUI"] = image
     done = json.loads(inst.ok("backup.restore", made["id"], "--yes", "--json").stdout)
     safety = manifest_of(inst, done["safety_backup"])
     files = {

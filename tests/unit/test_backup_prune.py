@@ -299,3 +299,17 @@ def test_a_prune_waits_for_readers_and_readers_wait_for_a_prune(store):
         check.verify(store, old)
     prune(store, Rules(last=1))
     assert old not in {info.id for info in store.list()}
+
+
+def test_the_rules_apply_to_each_installations_own_backups(store):
+    """One store holds this machine's backups and a remote box's: --keep-last 1
+    keeps the newest of each, never one box's only backup."""
+    here = take(store, "2026-11-01T00:00:00Z", b"here")
+    there = take(store, "2026-11-02T00:00:00Z", b"there")
+    path = store.snapshot_dir(there) / "manifest.json"
+    path.write_text(path.read_text().replace('"target": "local"', '"target": "gpu-box"'))
+    newer_there = take(store, "2026-11-03T00:00:00Z", b"there again")
+    path = store.snapshot_dir(newer_there) / "manifest.json"
+    path.write_text(path.read_text().replace('"target": "local"', '"target": "gpu-box"'))
+    report = prune(store, Rules(last=1))
+    assert set(report.kept) == {here, newer_there} and report.removed == [there]

@@ -58,9 +58,12 @@ class FakeCompose:
 
     # -- ComposeProject's methods --
 
-    def labelled(self, kind: Kind) -> list[str]:
+    def labelled(self, kind: Kind, project: str | None = None) -> list[str]:
         self.calls.append(("labelled", kind))
-        return sorted(n for n, p in self.resources[kind].items() if p == self.project)
+        return sorted(n for n, p in self.resources[kind].items() if p == (project or self.project))
+
+    def scratch_containers(self) -> list[str]:
+        return []
 
     def remove(self, kind: Kind, names: Sequence[str]) -> None:
         self.calls.append(("remove", kind, list(names)))
