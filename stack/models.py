@@ -8,6 +8,7 @@ its models are listed, never pulled or deleted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -15,7 +16,7 @@ import posixpath
 import re
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
@@ -379,7 +380,7 @@ def import_model(rt: Runtime, source: IO[bytes], progress: Progress | None = Non
         raise StackError(
             f"{spec.title} does not list {name} after the import", "see `inv stack.logs`"
         )
-    return Carried(canonical(name), len(digests), moved, sent)
+    return Carried(canonical(name), len(digests), len(lacking), sent)
 
 
 def _bad_file(why: str) -> StackError:
@@ -419,16 +420,29 @@ def _send_blob(
         return 0
     content = tar.extractfile(member)
     assert content is not None
-    checked = _Hashing(content, digest, f"the file's blob sha256:{digest[:12]}…")
+    _upload(rt, endpoint, spec, content, member.size, digest, "the file's")
+    return member.size
+
+
+def _upload(
+    rt: Runtime,
+    endpoint: Endpoint,
+    spec: ServiceSpec,
+    content: IO[bytes],
+    size: int,
+    digest: str,
+    whose: str,
+) -> None:
+    """Stream a blob to the server; it checks the hash, and so do we."""
+    checked = _Hashing(content, digest, f"{whose} blob sha256:{digest[:12]}…")
     path = f"/api/blobs/sha256:{digest}"
-    status, answer = send_stream(endpoint, path, checked, member.size, rt.target.dial)
+    status, answer = send_stream(endpoint, path, checked, size, rt.target.dial)
     checked.finish()
     if status not in (200, 201):
         why = answer.get("error") if isinstance(answer, dict) else f"HTTP {status}"
         raise StackError(
             f"{spec.title} refused blob sha256:{digest[:12]}…: {why}", "see `inv stack.logs`"
         )
-    return member.size
 
 
 def _write_manifest(
@@ -447,3 +461,68 @@ def _write_manifest(
         _add_bytes(tar, relative, data)
     with rt.compose.copy_in(container, models) as stream:
         stream.write(buffer.getvalue())
+
+
+@contextlib.contextmanager
+def _blob(
+    rt: Runtime, container: str, models: str, spec: ServiceSpec, name: str, digest: str
+) -> Iterator[tuple[IO[bytes], int]]:
+    """One blob of a docker Ollama's volume as it streams out, and its size."""
+    path = posixpath.join(models, "blobs", f"sha256-{digest}")
+    with (
+        rt.compose.copy_out(container, path, contents=False) as stream,
+        tarfile.open(fileobj=stream, mode="r|") as tar,
+    ):
+        member = next(iter(tar), None)
+        content = tar.extractfile(member) if member is not None else None
+        if member is None or content is None:
+            raise _no_model(spec, name)
+        yield content, member.size
+
+
+def _drain(checked: _Hashing) -> None:
+    while checked.read(1 << 20):
+        pass
+    checked.finish()
+
+
+def push(source: Runtime, target: Runtime, name: str, progress: Progress | None = None) -> Carried:
+    """A model from this stack's Ollama to a box's: only the blobs the box
+    lacks travel (each checked against its hash here first), in one `docker
+    cp` stream into its volume; the manifest goes last, and the box's Ollama
+    must then list the model."""
+    spec, _ = _server(source)
+    container, models = _volume_access(source, spec, "models.push")
+    manifest = _manifest(source, spec, name)
+    if manifest is None:
+        raise _no_model(spec, name)
+    target_spec, endpoint = _server(target)
+    _managed(target, target_spec, "pushed to")
+    target_container, target_models = _volume_access(target, target_spec, "models.push")
+    digests = _digests(manifest)
+    lacking = [d for d, _ in digests if not _has_blob(target, endpoint, d)]
+    for digest in lacking:  # checked here first: a damaged blob never leaves this box
+        with _blob(source, container, models, spec, name, digest) as (content, _):
+            _drain(_Hashing(content, digest, f"this box's blob sha256:{digest[:12]}…"))
+    sent = 0
+    if lacking:
+        emit(progress, "step", f"sending {len(lacking)} blobs to {target.target.label}")
+        # One `docker cp` tar stream into the box's volume: OpenSSH carries it
+        # (docker's ssh://), far faster than an HTTP body through our own channel.
+        with (
+            target.compose.copy_in(target_container, target_models) as sink,
+            tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as out,
+        ):
+            for digest in lacking:
+                with _blob(source, container, models, spec, name, digest) as (content, size):
+                    info = tarfile.TarInfo(f"blobs/sha256-{digest}")
+                    info.size, info.mode, info.mtime = size, 0o644, int(time.time())
+                    out.addfile(info, content)
+                    sent += size
+    _write_manifest(target, target_container, target_models, name, manifest)
+    if canonical(name) not in {canonical(m.name) for m in list_models(target)}:
+        raise StackError(
+            f"{target_spec.title} on {target.target.label} does not list {name} after the push",
+            "see `inv stack.logs --remote …`",
+        )
+    return Carried(canonical(name), len(digests), len(lacking), sent)

@@ -229,7 +229,9 @@ def positional(
     return given
 
 
-def runtime(c: Context, *, older_schema: bool = False, **flags: Any) -> Runtime:
+def runtime(
+    c: Context, *, older_schema: bool = False, local: bool = False, **flags: Any
+) -> Runtime:
     """The installation this task acts on: invoke's configuration (``c.config``)
     with the installation's levels and these flags on top. Files of an older
     schema are refused unless ``older_schema`` (stack.migrate, stack.uninstall)."""
@@ -237,7 +239,9 @@ def runtime(c: Context, *, older_schema: bool = False, **flags: Any) -> Runtime:
     from ollama_stack.stack.runtime import Runtime
 
     rt = Runtime.open(
-        remote=current_remote() or None,
+        remote=None
+        if local
+        else current_remote() or None,  # local: this machine's, whatever --remote says
         base=c.config,
         flags=flags,
         older_schema=older_schema,

@@ -132,3 +132,28 @@ def import_(c: Context, file: str | None = None, json: bool = False) -> None:
         out.success(
             f"imported {done.name}: {done.moved} of {done.blobs} blobs sent ({done.bytes} bytes)"
         )
+
+
+@stack_task(positional=["name"], help={"name": NAME_HELP, "json": JSON_HELP})
+@guarded
+def push(c: Context, name: str | None = None, json: bool = False) -> None:
+    """Send a model to the box named by --remote: only the blobs it lacks travel."""
+    from ollama_stack.common.errors import ConfigError
+    from ollama_stack.stack import models
+
+    from ._base import current_remote
+
+    chosen = _name(name, "models.push")
+    if not current_remote():
+        raise ConfigError(
+            "models.push sends a model to a box", f"`inv models.push {chosen} --remote HOST`"
+        )
+    out = display(json_mode=json)
+    here = runtime(c, local=True)
+    done = models.push(here, runtime(c), chosen, out.progress)
+    if json:
+        out.json(done.to_json())
+    else:
+        out.success(
+            f"pushed {done.name}: {done.moved} of {done.blobs} blobs sent ({done.bytes} bytes)"
+        )

@@ -5,8 +5,12 @@ Ollama's on-disk layout; exports and imports go through its API and volume."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from pathlib import Path
+
+import pytest
 
 from ..unit.test_ollama_standin import tiny_model, write_model
 from .conftest import CLI, Installation, docker
@@ -18,13 +22,13 @@ def models(inst: Installation) -> dict[str, dict]:
     return {m["name"]: m for m in json.loads(inst.ok("models.list", "--json").stdout)["models"]}
 
 
-def seed_source(inst: Installation, tmp_path: Path) -> dict:
-    """A small GGUF model (a few MB) as a registry would serve it."""
+def seed_source(inst: Installation, tmp_path: Path, size: int = 6 << 20) -> dict:
+    """A GGUF model of about ``size`` bytes as a registry would serve it."""
     root = tmp_path / "source"
     manifest = write_model(
         root,
         "registry.ollama.ai/library/tiny/latest",
-        [("model", tiny_model(pad=6 << 20)), ("template", b"{{ .Prompt }}")],
+        [("model", tiny_model(pad=1 << 20) + os.urandom(size)), ("template", b"{{ .Prompt }}")],
         {"model_format": "gguf", "model_family": "llama", "file_type": "Q4_K_M"},
     )
     container = f"{inst.project}-ollama-1"
@@ -103,3 +107,31 @@ def test_refusals_are_one_line(make_installation):
     assert bad.returncode == 2 and "not a model name" in bad.stderr
     missing = inst.cli("models.rm", "nosuch", "--yes")
     assert missing.returncode == 2 and "no model nosuch" in missing.stderr
+
+
+@pytest.mark.remote
+def test_a_model_is_pushed_to_a_box_with_no_registry(make_installation, remote_host, tmp_path):
+    """Only the blobs the box lacks travel, over SSH, and it lists the model."""
+    here = make_installation()
+    here.ok("stack.start", "--pull", "never")
+    seed_source(here, tmp_path, size=300 << 20)
+    here.ok("models.pull", "tiny")
+    # The same installation settings on the box (its own engine, its own files).
+    there = Installation(
+        here.project, here.ports, dict(here.env), remote_host.name, remote_host.docker_host
+    )
+    try:
+        there.ok("stack.install")
+        there.ok("stack.start", "--pull", "never")
+        began = time.monotonic()
+        done = json.loads(there.ok("models.push", "tiny", "--json").stdout)
+        took = time.monotonic() - began
+        assert (done["blobs"], done["moved"]) == (3, 3) and done["bytes"] > 300 << 20
+        assert "tiny:latest" in models(there)
+        print(f"pushed {done['bytes'] >> 20} MiB in {took:.1f} s")
+        again = json.loads(there.ok("models.push", "tiny", "--json").stdout)
+        assert again["moved"] == 0 and again["bytes"] == 0  # nothing sent twice
+        here_only = here.cli("models.push", "tiny")
+        assert here_only.returncode == 2 and "--remote" in here_only.stderr
+    finally:
+        there.teardown()
