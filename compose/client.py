@@ -493,6 +493,17 @@ class ComposeProject:
             image = self.docker.image.inspect(reference)
         return ImageInfo(image.id, tuple(image.repo_digests or ()), tuple(image.repo_tags or ()))
 
+    def save_images(
+        self, references: Sequence[str]
+    ) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """`docker save` of these images as a tar stream, read as it comes."""
+        return self._piped([*self._docker_argv(), "save", "--", *references], writing=False)
+
+    def load_images(self) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """`docker load`: write a `docker save` stream into it (the engine checks
+        every layer against its digest)."""
+        return self._piped([*self._docker_argv(), "load", "--quiet"], writing=True)
+
     def container_image_ids(self) -> dict[str, str]:
         """service → image ID its container runs now (stopped containers too)."""
         names = {c.name: c.service for c in self.ps()}

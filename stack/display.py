@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .config.migrate import Migration
     from .doctor import Check
     from .health import ProbeResult
+    from .images import ImageRow
     from .lifecycle import StartResult, StatusReport
     from .models import Model
     from .uninstall import Plan
@@ -501,6 +502,18 @@ class Display:
         for layer in (p for p in parts if isinstance(p, dict) and p.get("digest")):
             kind = str(layer.get("mediaType", "")).rsplit(".", 1)[-1]
             row("layer", f"{kind:<10} {_size(int(layer.get('size') or 0)):>10}  {layer['digest']}")
+
+    def image_rows(self, rows: list[ImageRow]) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table()
+        for column in ("service", "image", "id", "from"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            missing = Text("missing", style="yellow")
+            table.add_row(row.service, row.image, row.id[7:19] or missing, row.origin)
+        self.out.print(table)
 
 
 def printable(text: str) -> str:

@@ -2,6 +2,6 @@
 
 from invoke import Collection
 
-from . import backup, dev, ext, health, models, stack, update
+from . import backup, dev, ext, health, images, models, stack, update
 
-ns = Collection(stack, health, backup, ext, models, update, dev)
+ns = Collection(stack, health, backup, ext, models, images, update, dev)
