@@ -47,10 +47,13 @@ def restore(
     confirm: Callable[[str], bool],
     timeout: float | None = None,
     force: bool = False,
+    secrets: bool = False,
     progress: Progress | None = None,
 ) -> Restored:
     with store.reading():  # a prune waits: the backup and its blobs stay until this ends
-        return _checked_restore(rt, store, snapshot_id, services, confirm, timeout, force, progress)
+        return _checked_restore(
+            rt, store, snapshot_id, services, confirm, timeout, force, secrets, progress
+        )
 
 
 def _checked_restore(
@@ -61,9 +64,11 @@ def _checked_restore(
     confirm: Callable[[str], bool],
     timeout: float | None,
     force: bool,
+    secrets: bool,
     progress: Progress | None,
 ) -> Restored:
     manifest = store.manifest(snapshot_id)
+    keys = _secrets_document(store, manifest) if secrets else None
     volumes = chosen(manifest, services)
     for volume in volumes:  # the structure first: cheap, and refuses before any reading
         refuse_unsafe(volume)
@@ -75,13 +80,14 @@ def _checked_restore(
     check.verify(store, snapshot_id, progress)  # whole, or nothing is touched
     refuse_foreign(rt)  # `compose rm` acts on the project name: another home's too
     _refuse_volumes_not_ours(rt, volumes)
+    also = " and the installation's secrets" if keys else ""
     if not confirm(
-        f"replace the data of {', '.join(names)} on {rt.target.label} with backup {snapshot_id}? "
-        "(a safety backup of what is there now is taken first)"
+        f"replace the data of {', '.join(names)}{also} on {rt.target.label} with backup "
+        f"{snapshot_id}? (a safety backup of what is there now is taken first)"
     ):
         raise StackError("cancelled; nothing was changed", code=ExitCode.FAILED)
     with config.installation_lock(rt.paths, "the restore"):
-        return _restore(rt, store, manifest, volumes, names, timeout, progress)
+        return _restore(rt, store, manifest, volumes, names, timeout, keys, progress)
 
 
 def _restore(
@@ -91,6 +97,7 @@ def _restore(
     volumes: list[VolumeRecord],
     names: list[str],
     timeout: float | None,
+    keys: bytes | None,
     progress: Progress | None,
 ) -> Restored:
     snapshot_id = manifest.id
@@ -98,12 +105,19 @@ def _restore(
     _containers_for(rt, names, progress)
     safety = _safety_copy(rt, store, snapshot_id, volumes, names, progress)
     running = {c.service for c in rt.compose.ps() if c.state == "running"}
-    again = f"`inv backup.restore {safety.id} --yes --services {','.join(names)}" + (
-        f" --to {store.root}`" if store.root != _default_store(rt) else "`"
+    again = (
+        f"`inv backup.restore {safety.id} --yes --services {','.join(names)}"
+        + (" --secrets" if keys else "")
+        + (f" --to {store.root}`" if store.root != _default_store(rt) else "`")
     )
     try:
+        if keys:  # the safety copy holds the ones there now
+            emit(progress, "step", f"putting back secrets.env from backup {snapshot_id}")
+            config.replace_secrets(rt.paths, keys)
+            rt = prepare(rt, progress)  # the compose env carries them
         _replace(rt, store, manifest, safety, volumes, names, progress)
-        started = sorted(running & set(names))
+        # New keys reach every running service (the proxy's key, too).
+        started = sorted(running if keys else running & set(names))
         if started:
             rt.compose.up(started, pull="never", no_deps=True, sink=_output(progress))
             wait_healthy(rt, timeout or rt.settings.start_timeout, progress, services=started)
@@ -120,6 +134,14 @@ def _restore(
             code=interruption_code(stop) if isinstance(stop, KeyboardInterrupt) else None,
         ) from None
     return Restored(snapshot_id, safety.id, [f"{v.service}:{v.name}" for v in volumes], started)
+
+
+def _secrets_document(store: Store, manifest: Manifest) -> bytes:
+    record = next((f for f in manifest.files if f.name == "secrets.env"), None)
+    if record is None:
+        raise ConfigError(f"backup {manifest.id} holds no secrets.env", "restore without --secrets")
+    with store.open_blob(record.sha256) as content:
+        return content.read(1 << 20)
 
 
 def _default_store(rt: Runtime):

@@ -162,6 +162,7 @@ RESTORE_TIMEOUT = seconds("--timeout", 0.0, zero_means="the start_timeout settin
         "yes": "do not ask before replacing data",
         "timeout": "seconds to wait for health after the restore (default: start_timeout)",
         "force": "restore data from a newer Open WebUI or a newer ollama-stack anyway",
+        "secrets": "also put back the backup's secrets.env (moving to a new box: same keys)",
         "json": JSON_HELP,
     },
 )
@@ -174,6 +175,7 @@ def restore(
     yes: bool = False,
     timeout: float = RESTORE_TIMEOUT,
     force: bool = False,
+    secrets: bool = False,
     json: bool = False,
 ) -> None:
     """Replace the volumes with a backup's (verified first; a safety backup is taken)."""
@@ -190,6 +192,7 @@ def restore(
         confirm=confirmer(yes, out),
         timeout=timeout or None,
         force=force,
+        secrets=secrets,
         progress=out.progress,
     )
     if json:

@@ -261,6 +261,20 @@ def add_secrets(paths: InstallPaths, values: Mapping[str, str]) -> None:
     )
 
 
+def replace_secrets(paths: InstallPaths, document: bytes) -> None:
+    """secrets.env as a backup holds it (a restore that moves the stack to a new
+    box brings its keys along); refused unless it holds every key we need."""
+    text = document.decode("utf-8", errors="replace")
+    keys = {line.partition("=")[0].strip() for line in text.splitlines() if "=" in line}
+    missing = [k for k in SECRET_KEYS if k not in keys]
+    if missing:
+        raise ConfigError(
+            f"the backup's secrets.env lacks {', '.join(missing)}; nothing was changed",
+            "restore without --secrets",
+        )
+    _write_private(paths.secrets_file, text)
+
+
 def installation_id(paths: InstallPaths) -> str:
     """Labels this installation's containers and volumes.
 

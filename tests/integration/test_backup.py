@@ -507,8 +507,13 @@ def test_a_backup_of_this_machine_restores_on_the_second_host(make_installation,
     there.env["OLLAMA_STACK_HOME"] = here.env["OLLAMA_STACK_HOME"]
     there.ok("stack.install", "--force")
     there.ok("stack.start", "--pull", "never")
-    done = json.loads(there.ok("backup.restore", made["id"], "--yes", "--json").stdout)
-    assert sorted(done["started"]) == ["ollama", "webui"]
+    done = json.loads(there.ok("backup.restore", made["id"], "--yes", "--secrets", "--json").stdout)
+    # --secrets: the box now has this machine's keys (logins and the proxy's key
+    # move with the data), and every running service took them up.
+    assert sorted(done["started"]) == ["mcp_proxy", "ollama", "webui"]
+    home = Path(here.env["OLLAMA_STACK_HOME"])
+    keys_there = next((home / "remotes").glob("*/secrets.env")).read_text()
+    assert keys_there == (home / "secrets.env").read_text()
     ollama = next(c for c in there.containers() if "-ollama-" in c)
     webui = next(c for c in there.containers() if "-webui-" in c)
     moved = json.loads(docker("exec", ollama, "python3", "-c", WALK, host=remote_host.docker_host))
