@@ -290,21 +290,13 @@ def export_model(
         _add_bytes(tar, HEADER, json.dumps(header).encode())
         for digest, _size in digests:
             emit(progress, "step", f"blob sha256:{digest[:12]}…")
-            path = posixpath.join(models, "blobs", f"sha256-{digest}")
-            with (
-                rt.compose.copy_out(container, path, contents=False) as stream,
-                tarfile.open(fileobj=stream, mode="r|") as source,
-            ):
-                member = next(iter(source), None)
-                content = source.extractfile(member) if member is not None else None
-                if member is None or content is None:
-                    raise _no_model(spec, name)
+            with _blob(rt, container, models, spec, name, digest) as (content, size):
                 checked = _Hashing(content, digest, f"{spec.title}'s blob sha256:{digest[:12]}…")
                 info = tarfile.TarInfo(f"blobs/sha256-{digest}")
-                info.size, info.mode, info.mtime = member.size, 0o644, int(time.time())
+                info.size, info.mode, info.mtime = size, 0o644, int(time.time())
                 tar.addfile(info, checked)
                 checked.finish()
-                sent += member.size
+                sent += size
         _add_bytes(tar, MANIFEST, json.dumps(manifest).encode())
     return Carried(canonical(name), len(digests), len(digests), sent)
 
@@ -380,7 +372,7 @@ def import_model(rt: Runtime, source: IO[bytes], progress: Progress | None = Non
         raise StackError(
             f"{spec.title} does not list {name} after the import", "see `inv stack.logs`"
         )
-    return Carried(canonical(name), len(digests), len(lacking), sent)
+    return Carried(canonical(name), len(digests), moved, sent)
 
 
 def _bad_file(why: str) -> StackError:
