@@ -111,6 +111,9 @@ def unsupported(rt: Runtime, ext: Extension) -> str:
         return f"it runs on {', '.join(manifest.platforms)}; this host is {platform}"
     if manifest.requires.gpu == "nvidia" and platform and platform != "nvidia":
         return f"it needs an NVIDIA GPU; this host is {platform}"
+    memory = rt.facts.memory if rt.facts else 0  # known once the host was asked (enable)
+    if memory and manifest.requires.memory_mb << 20 > memory:
+        return f"it needs {manifest.requires.memory_mb} MiB of memory; this host has {memory >> 20}"
     return ""
 
 

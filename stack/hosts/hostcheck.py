@@ -29,22 +29,37 @@ class HostFacts:
     machine: str  # x86_64, arm64
     cpus: int
     kernel: str = ""  # `uname -r`: "…-microsoft-standard-WSL2" under WSL2
+    memory: int = 0  # bytes of RAM; 0 when the host did not say
 
     @property
     def wsl(self) -> bool:
         return self.system == "Linux" and "microsoft" in self.kernel.lower()
 
 
+FACTS = (
+    "uname -s -m; nproc 2>/dev/null || sysctl -n hw.ncpu; uname -r; "
+    "awk '/^MemTotal:/ {print $2 \"k\"}' /proc/meminfo 2>/dev/null || sysctl -n hw.memsize"
+)
+
+
 def host_facts(shell: Shell) -> HostFacts:
-    code, out = run_quiet(shell, "uname -s -m; nproc 2>/dev/null || sysctl -n hw.ncpu; uname -r")
+    code, out = run_quiet(shell, FACTS)
     lines = out.split("\n") if code == 0 else []
     system, _, machine = (lines[0] if lines else "unknown unknown").partition(" ")
-    try:
-        cpus = int(lines[1].strip()) if len(lines) > 1 else 1
-    except ValueError:
-        cpus = 1
+    cpus = _number(lines, 1) or 1
     kernel = lines[2].strip() if len(lines) > 2 else ""
-    return HostFacts(system.strip(), machine.strip(), max(cpus, 1), kernel)
+    memory = lines[3].strip() if len(lines) > 3 else ""  # Linux: "<n>k"; macOS: bytes
+    kib = memory.endswith("k")
+    memory_bytes = _number([memory.removesuffix("k")], 0) * (1024 if kib else 1)
+    return HostFacts(system.strip(), machine.strip(), max(cpus, 1), kernel, memory_bytes)
+
+
+def _number(lines: list[str], index: int) -> int:
+    """An integer line of the answer; 0 when it is missing or not a number (unknown)."""
+    try:
+        return int(lines[index].strip()) if len(lines) > index else 0
+    except ValueError:
+        return 0
 
 
 _SS_LINE = re.compile(

@@ -3,6 +3,7 @@ the enabled ones in the catalog, and the checks `ext.enable` makes first."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -202,3 +203,15 @@ def test_a_stdio_servers_token_reaches_it_through_the_proxys_config(local_paths,
     user = runtime(local_paths, mcp_servers={"mine": {"command": "x"}})
     offered = tool_server_connections(EnvContext(user.settings, SECRETS, {}, ""))
     assert [c["info"]["id"] for c in offered] == ["stack", "tokened"]
+
+
+def test_an_extension_needing_more_memory_than_the_host_has_is_refused(local_paths, tmp_path):
+    mine = tmp_path / "mine"
+    folder(mine, "big", "kind: stdio\nrequires: {memory_mb: 8192}\n" + STDIO)
+    big = registry.discover([mine]).extensions["big"]
+    rt = runtime(local_paths)
+    small = dataclasses.replace(rt, facts=hostcheck.HostFacts("Linux", "x86_64", 2, "", 4 << 30))
+    assert manage.unsupported(small, big) == "it needs 8192 MiB of memory; this host has 4096"
+    large = dataclasses.replace(rt, facts=hostcheck.HostFacts("Linux", "x86_64", 2, "", 16 << 30))
+    assert manage.unsupported(large, big) == ""
+    assert manage.unsupported(rt, big) == ""  # memory not known (0): never a refusal

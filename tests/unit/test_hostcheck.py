@@ -180,3 +180,12 @@ def test_nvidia_cdi_spec_is_found_with_a_single_dir(tmp_path):
 
 def test_nvidia_cdi_absent_in_empty_dirs(tmp_path):
     assert not hostcheck.nvidia_cdi_present(invoke.Context(), (str(tmp_path),))
+
+
+def test_host_facts_read_the_memory_linux_and_macos_say():
+    linux = FakeShell({"uname -s -m": (0, "Linux x86_64\n8\n6.1.0\n16318256k\n")})
+    assert hostcheck.host_facts(linux).memory == 16318256 * 1024
+    mac = FakeShell({"uname -s -m": (0, "Darwin arm64\n10\n23.1.0\n17179869184\n")})
+    assert hostcheck.host_facts(mac).memory == 17179869184
+    silent = FakeShell({"uname -s -m": (0, "Linux x86_64\n2\n6.1.0\n")})
+    assert hostcheck.host_facts(silent).memory == 0  # unknown, never a refusal
