@@ -84,7 +84,10 @@ def push(c: Context, json: bool = False) -> None:
             "images.push sends the images to a box", "`inv images.push --remote HOST`"
         )
     out = display(json_mode=json)
-    done = images.push(runtime(c, local=True), runtime(c), out.progress)
+    # The box's installation first: the catalog then holds this machine's
+    # extensions, whose images are the ones sent.
+    box = runtime(c)
+    done = images.push(runtime(c, local=True), box, out.progress)
     if json:
         out.json(done.to_json())
     elif done.images:
