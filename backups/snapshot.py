@@ -9,6 +9,8 @@ volumes are copied and unpaused in a ``finally``; a stopped one stays stopped.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import fnmatch
 import io
 import stat
@@ -303,6 +305,11 @@ class _Forward:
 
     def __init__(self, pipe: IO[bytes]) -> None:
         self._pipe, self._at = pipe, 0
+        # Linux pipes hold 64 KiB: a fraction of a millisecond of docker cp's
+        # output, so docker stalls whenever our reader waits for a core. A
+        # chunk's worth keeps it streaming (refused or elsewhere: as it was).
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
 
     def read(self, size: int = -1) -> bytes:
         data = self._pipe.read(size)
