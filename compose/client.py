@@ -329,27 +329,21 @@ class ComposeProject:
         """A tar stream of ``path`` (itself, not its contents) in an image, read
         through a container made for it and never started (so nothing in the
         image runs, and nothing is needed in it), removed afterwards."""
-        import secrets
+        with self._scratch(image) as name, self.copy_out(name, path, contents=False) as stream:
+            yield stream
 
-        name = f"{self.project}-scratch-{secrets.token_hex(4)}"
-        create = [
-            *self._docker_argv(),
-            *("create", "--pull", "never", "--name", name, "--network", "none"),
-            *("--label", f"io.ollama-stack.scratch={self.project}"),
-            *("--entrypoint", "/ollama-stack-never-started", "--", image),
-        ]
-        try:
-            self._run(create)
-            with self.copy_out(name, path, contents=False) as stream:
-                yield stream
-        finally:
-            self._remove_scratch(name)
-
-    @contextmanager
-    def volume_reader(self, image: str, volume: str, mount: str) -> Iterator[str]:
+    def volume_reader(
+        self, image: str, volume: str, mount: str
+    ) -> contextlib.AbstractContextManager[str]:
         """A container made (never started) with an existing volume mounted
         read-only, to `copy_out` through when the volume's own container is
         gone (a disabled extension's data); removed afterwards."""
+        return self._scratch(image, ["--volume", f"{volume}:{mount}:ro"])
+
+    @contextmanager
+    def _scratch(self, image: str, mounts: Sequence[str] = ()) -> Iterator[str]:
+        """A container of ``image`` that is never started, labelled so that
+        `stack.uninstall` finds one a killed run left; its name."""
         import secrets
 
         name = f"{self.project}-scratch-{secrets.token_hex(4)}"
@@ -357,7 +351,7 @@ class ComposeProject:
             *self._docker_argv(),
             *("create", "--pull", "never", "--name", name, "--network", "none"),
             *("--label", f"io.ollama-stack.scratch={self.project}"),
-            *("--volume", f"{volume}:{mount}:ro"),
+            *mounts,
             *("--entrypoint", "/ollama-stack-never-started", "--", image),
         ]
         try:
