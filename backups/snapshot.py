@@ -143,8 +143,7 @@ def _service(
         rt.compose.unpause([container.name])
     records = []
     for volume in spec.volumes:
-        skip = _left_out(spec, volume, options)
-        excluded += [f"{spec.name}:{pattern}" for pattern in skip]
+        skip = _left_out(spec, volume, options, excluded)
         quiet = volume.quiesce and container.state in ("running", "paused")
         try:
             if quiet:
@@ -173,16 +172,16 @@ def _without_container(
     and never started: its own is gone (a disabled extension, or a stack
     uninstalled with its volumes kept)."""
     records = []
+    image = None
     for volume in spec.volumes:
         name = f"{rt.settings.project}_{volume.name}"
         if not rt.compose.volume_exists(name):
             continue
-        image = _reader_image(rt, spec)
+        image = image or _reader_image(rt, spec)  # asked once per service, when needed
         if image is None:
             not_covered.append(f"{spec.name}:{volume.name}: no image on the engine to read it with")
             continue
-        skip = _left_out(spec, volume, options)
-        excluded += [f"{spec.name}:{pattern}" for pattern in skip]
+        skip = _left_out(spec, volume, options, excluded)
         emit(progress, "step", f"copying {spec.name}'s {volume.name} (no container of its own)")
         with rt.compose.volume_reader(image, name, volume.mount) as container:
             records.append(_volume(rt, store, spec, volume, container, skip, tally, not_covered))
@@ -205,12 +204,17 @@ def _unpause(rt: Runtime, name: str, progress: Progress | None) -> None:
         )
 
 
-def _left_out(spec: ServiceSpec, volume: Volume, options: Options) -> list[str]:
+def _left_out(
+    spec: ServiceSpec, volume: Volume, options: Options, excluded: list[str]
+) -> list[str]:
+    """What of the volume this backup leaves out, also noted in ``excluded``
+    (a restore keeps those parts from its safety copy)."""
     skip = list(options.exclude)
     if not options.include_cache:
         skip += list(volume.cache)
     if spec.serves_models and options.models == "manifests-only" and volume.blobs:
         skip.append(volume.blobs)
+    excluded += [f"{spec.name}:{pattern}" for pattern in skip]
     return skip
 
 
