@@ -133,11 +133,11 @@ def _service(
     not_covered: list[str],
     progress: Progress | None,
 ) -> list[VolumeRecord]:
-    if container is None:  # removed (uninstall kept the volumes): read them without it
-        return _without_container(rt, store, spec, options, tally, excluded, not_covered, progress)
     if spec.serves_models and options.models == "exclude":
         excluded.append(f"{spec.name}: every volume (--models exclude)")
         return []
+    if container is None:  # removed (uninstall kept the volumes): read them without it
+        return _without_container(rt, store, spec, options, tally, excluded, not_covered, progress)
     if container.state == "paused":  # left so by a backup that was killed
         emit(progress, "warn", f"{container.name} was paused; unpausing it")
         rt.compose.unpause([container.name])
