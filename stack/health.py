@@ -109,13 +109,24 @@ class _DialedHTTPConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         raw = self._dialer(self.host, self.port, self.timeout)
-        if self._tls:
-            if not isinstance(raw, socket.socket):
-                raw.close()
-                raise OSError("https through an SSH tunnel is not supported yet")
-            raw = ssl.create_default_context().wrap_socket(raw, server_hostname=self.host)
-        self.raw = raw
-        self.sock = _CloseLater(raw)
+        try:
+            self.raw = _tls_over(raw, self.host) if self._tls else raw
+        except BaseException:
+            raw.close()
+            raise
+        self.sock = _CloseLater(self.raw)
+
+
+def _tls_over(raw: Any, host: str) -> Any:
+    """TLS as a local https client does it: the system's CAs (and SSL_CERT_FILE),
+    the URL's host as the name the certificate must carry. Over an SSH channel
+    (a remote box) as well as over a socket, so the probe sees what the box sees."""
+    context = ssl.create_default_context()
+    if isinstance(raw, socket.socket):
+        return context.wrap_socket(raw, server_hostname=host)
+    from .hosts.tls import TLSChannel
+
+    return TLSChannel(raw, context, host)
 
 
 class _CloseLater:
@@ -204,9 +215,7 @@ def probe(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> ProbeResu
         raise  # e.g. SSH to the target failed: that is not the service's health
     except Exception as exc:  # refused, reset, timeout, SSH channel refused …
         if _tcp_open(dialer, host, port, timeout):
-            return ProbeResult(
-                endpoint.service, "reachable", f"port open, HTTP failed: {exc}", elapsed()
-            )
+            return ProbeResult(endpoint.service, "reachable", f"port open, {_why(exc)}", elapsed())
         return ProbeResult(
             endpoint.service, "unhealthy", f"nothing answers on {host}:{port}", elapsed()
         )
@@ -217,6 +226,12 @@ def probe(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> ProbeResu
     if version is None and endpoint.version_path:
         version = _version_in(get_json(endpoint, endpoint.version_path, dialer, timeout))
     return ProbeResult(endpoint.service, "healthy", f"{path} OK", elapsed(), version)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):  # the reason alone, without OpenSSL's codes
+        return f"TLS certificate verify failed: {exc.verify_message}"
+    return f"HTTP failed: {exc}"
 
 
 def _version_in(data: Any) -> str | None:

@@ -96,6 +96,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(route.body)
 
+    def do_POST(self) -> None:
+        """Keeps the body it was sent (a blob upload) and answers 201, as Ollama's /api/blobs."""
+        self.server.requests.append(f"POST {self.path}")
+        self.server.bodies.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        self.send_response(201)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -108,6 +116,7 @@ class ServiceServer(ThreadingHTTPServer):
         self.routes = routes
         self.requests: list[str] = []
         self.headers: list[dict[str, str]] = []
+        self.bodies: list[bytes] = []
         self.api_key = ""  # when set, every request needs it as a bearer token (mcpo --strict-auth)
 
     @property
@@ -121,6 +130,38 @@ class ServiceServer(ThreadingHTTPServer):
 
 def dial(host: str, port: int, timeout: float) -> socket.socket:
     return socket.create_connection((host, port), timeout=timeout)
+
+
+class SocketChannel:
+    """Stands in for the paramiko Channel Target.dial returns for a remote box:
+    the calls a Channel has, over a real socket, but not a ``socket.socket``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.closed = False
+
+    def recv(self, size: int) -> bytes:
+        return self._sock.recv(size)
+
+    def sendall(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._sock.settimeout(timeout)
+
+    def close(self) -> None:
+        self.closed = True
+        self._sock.close()
+
+
+def channel_dialer(channels: list[SocketChannel]) -> Callable[[str, int, float], SocketChannel]:
+    """A dialer like a remote Target's: each call a new channel, kept in ``channels``."""
+
+    def dial_channel(host: str, port: int, timeout: float) -> SocketChannel:
+        channels.append(SocketChannel(dial(host, port, timeout)))
+        return channels[-1]
+
+    return dial_channel
 
 
 # -- python-on-whales' process runners --------------------------------------------

@@ -9,10 +9,19 @@ import time
 
 import pytest
 
-from ollama_stack.stack.health import Endpoint, endpoint_for, probe, probe_all
+from ollama_stack.stack.health import Endpoint, endpoint_for, probe, probe_all, send_stream
 from ollama_stack.stack.services import core
 
-from .helpers import Route, dial, json_route, mcpo_routes, ollama_routes, webui_routes
+from .helpers import (
+    Route,
+    SocketChannel,
+    channel_dialer,
+    dial,
+    json_route,
+    mcpo_routes,
+    ollama_routes,
+    webui_routes,
+)
 
 # -- healthy --------------------------------------------------------------------------
 
@@ -358,44 +367,37 @@ def test_an_endless_body_does_not_hold_the_probe():
 # -- https ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tls_server(tmp_path, monkeypatch):
-    """An https Ollama on 127.0.0.1 with a certificate for `localhost` that we trust."""
+def _serve_tls(directory, name: str):
     import ssl
-    import subprocess
-    import threading
+
+    from tests.support.tls import self_signed
 
     from .helpers import ServiceServer, ollama_routes
 
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed(directory, name)
     server = ServiceServer(ollama_routes())
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, cert
+
+
+@pytest.fixture
+def tls_server(tmp_path, monkeypatch):
+    """An https Ollama on 127.0.0.1 with a certificate for `localhost` that we trust."""
+    server, cert = _serve_tls(tmp_path, "localhost")
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted like a real CA would be
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def wrong_name_server(tmp_path, monkeypatch):
+    """An https Ollama whose trusted certificate names another host."""
+    server, cert = _serve_tls(tmp_path, "elsewhere.example")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     yield server
     server.shutdown()
     server.server_close()
@@ -412,23 +414,46 @@ def test_https_endpoint_is_probed_over_tls(tls_server):
 def test_https_certificate_is_verified(tls_server, monkeypatch):
     monkeypatch.delenv("SSL_CERT_FILE")
     result = probe(endpoint_for("ollama", f"https://localhost:{tls_server.port}"), dial, timeout=3)
-    assert result.health == "reachable" and "CERTIFICATE_VERIFY_FAILED" in result.detail
+    assert result.health == "reachable"
+    assert result.detail.startswith("port open, TLS certificate verify failed: ")
+    assert "\n" not in result.detail
 
 
-def test_https_through_an_ssh_channel_says_it_is_unsupported(tls_server):
-    class Channel:  # what Target.dial returns for a remote box: not a socket
-        def __init__(self) -> None:
-            self.closed = False
+def test_https_through_an_ssh_channel_is_probed_over_tls(tls_server):
+    channels: list[SocketChannel] = []
+    url = f"https://localhost:{tls_server.port}"
+    result = probe(endpoint_for("ollama", url), channel_dialer(channels), timeout=3)
+    assert result.health == "healthy" and result.version == "0.5.7", result.detail
+    assert tls_server.requests == ["/api/version"]  # one request, and it arrived in TLS
+    assert channels and all(c.closed for c in channels)
 
-        def close(self) -> None:
-            self.closed = True
 
-    channels: list[Channel] = []
+def test_https_through_an_ssh_channel_checks_the_name(wrong_name_server):
+    channels: list[SocketChannel] = []
+    url = f"https://localhost:{wrong_name_server.port}"
+    result = probe(endpoint_for("ollama", url), channel_dialer(channels), timeout=3)
+    assert result.health == "reachable"
+    assert result.detail == (
+        "port open, TLS certificate verify failed: "
+        "Hostname mismatch, certificate is not valid for 'localhost'."
+    )
+    assert wrong_name_server.requests == []  # nothing was sent to a server we do not trust
+    assert channels and all(c.closed for c in channels)
 
-    def ssh_dial(host: str, port: int, timeout: float) -> Channel:
-        channels.append(Channel())
-        return channels[-1]
 
-    result = probe(endpoint_for("ollama", f"https://localhost:{tls_server.port}"), ssh_dial)
-    assert "not supported" in result.detail
+def test_https_through_an_ssh_channel_sends_a_body(tls_server):
+    """A model blob's POST travels through TLS over the channel in full."""
+    channels: list[SocketChannel] = []
+    endpoint = endpoint_for("ollama", f"https://localhost:{tls_server.port}")
+    blob = bytes(range(256)) * 4096  # 1 MiB: many TLS records
+    status, _ = send_stream(
+        endpoint,
+        "/api/blobs/sha256:x",
+        io.BytesIO(blob),
+        len(blob),
+        channel_dialer(channels),
+        timeout=5,
+    )
+    assert status == 201
+    assert tls_server.bodies[-1] == blob
     assert channels and all(c.closed for c in channels)
