@@ -2,8 +2,10 @@
 
 ``update.check`` compares the digest a tag has in its registry now with the
 digest the local image was pulled by (its RepoDigests). Asking costs one
-``HEAD`` on the manifest (plus an anonymous token round trip on Docker Hub and
-ghcr.io); no layer is downloaded.
+``HEAD`` on the manifest (plus a token round trip on Docker Hub and ghcr.io);
+no layer is downloaded. A registry that asks for a login gets the one
+``docker login`` stored (``config.docker_auth``): HTTP Basic, or a Bearer token
+asked for with the user's password or identity token, as the docker CLI does.
 
 Stdlib only: one HTTP exchange does not justify a client library, and this
 runs on the operator's machine, not on the boxes.
@@ -11,6 +13,7 @@ runs on the operator's machine, not on the boxes.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import json
@@ -21,9 +24,13 @@ import urllib.request
 from dataclasses import dataclass
 from email.message import Message
 from http.client import HTTPException, HTTPResponse
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 from ollama_stack.common.errors import ConfigError, ExitCode, StackError
+
+if TYPE_CHECKING:
+    from ..config.docker_auth import Login
 
 DOCKER_HUB = "registry-1.docker.io"
 # Names Docker itself rewrites to the Hub (`docker.io/busybox` is `busybox`).
@@ -173,37 +180,73 @@ def _fetch_digest(ref: Reference, timeout: float) -> str:
     url = manifest_url(ref)
     headers = {"Accept": ACCEPT}
     answer = _request("HEAD", url, headers, timeout)
+    authorization = None
     if answer.status == 401:
+        from ..config.docker_auth import login_for  # read only when a registry asks
+
+        login = login_for(ref.registry)
         challenge = answer.headers.get("WWW-Authenticate", "")
-        headers["Authorization"] = f"Bearer {_anonymous_token(ref, challenge, timeout)}"
-        answer = _request("HEAD", url, headers, timeout)
+        authorization = _authorization(ref, challenge, login, timeout)
+        answer = _request("HEAD", url, headers, timeout, authorization=authorization)
+        if answer.status in (401, 403):
+            raise _auth_required(ref, login)
     _check(ref, answer)
     digest = _digest_header(answer)
     if digest:
         return digest
     # Some registries (and proxies in front of them) drop the header on HEAD;
     # the digest is by definition the sha256 of the manifest bytes.
-    answer = _request("GET", url, headers, timeout, read_body=True)
+    answer = _request("GET", url, headers, timeout, read_body=True, authorization=authorization)
     _check(ref, answer)
     return "sha256:" + hashlib.sha256(answer.body).hexdigest()
 
 
-def _anonymous_token(ref: Reference, challenge: str, timeout: float) -> str:
-    """A pull token from the challenge's realm, as ``docker pull`` gets without login."""
+def _authorization(ref: Reference, challenge: str, login: Login | None, timeout: float) -> str:
+    """The Authorization header that answers the registry's challenge, as docker would.
+
+    Basic: the login's user and password (a registry:2 with htpasswd). Bearer:
+    a token from the challenge's realm, asked for with the login, or
+    anonymously without one (a public image on Docker Hub or ghcr.io).
+    """
     scheme, _, params = challenge.strip().partition(" ")
     fields = dict(_CHALLENGE_PARAM.findall(params))
-    realm = fields.get("realm", "")
-    if scheme.lower() != "bearer" or not _acceptable_realm(realm):
-        raise _auth_required(ref)
+    if scheme.lower() == "basic" and login is not None and login.password:
+        return _basic(login)
+    if scheme.lower() == "bearer" and _acceptable_realm(fields.get("realm", "")):
+        return f"Bearer {_token(ref, fields, login, timeout)}"
+    raise _auth_required(ref, login)
+
+
+def _token(ref: Reference, fields: dict[str, str], login: Login | None, timeout: float) -> str:
+    """A pull token from the realm: docker's OAuth2 refresh-token grant for an
+    identity token, else a GET with the user's password, else anonymous."""
     query = {"scope": fields.get("scope") or f"repository:{ref.repository}:pull"}
     if fields.get("service"):
         query["service"] = fields["service"]
-    separator = "&" if "?" in realm else "?"
-    answer = _request("GET", realm + separator + urlencode(query), {}, timeout, read_body=True)
+    realm = fields["realm"]
+    if login is not None and login.identity_token:
+        grant = {
+            "grant_type": "refresh_token",
+            "refresh_token": login.identity_token,
+            "client_id": "ollama-stack",
+            **query,
+        }
+        form = urlencode(grant).encode()
+        answer = _request("POST", realm, {}, timeout, read_body=True, data=form)
+    else:
+        separator = "&" if "?" in realm else "?"
+        url = realm + separator + urlencode(query)
+        basic = _basic(login) if login is not None and login.password else None
+        answer = _request("GET", url, {}, timeout, read_body=True, authorization=basic)
     token = _token_from(answer) if answer.status == 200 else None
     if not token:
-        raise _auth_required(ref)
+        raise _auth_required(ref, login)
     return token
+
+
+def _basic(login: Login) -> str:
+    pair = f"{login.username}:{login.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
 
 
 def _acceptable_realm(realm: str) -> bool:
@@ -241,13 +284,23 @@ def _check(ref: Reference, answer: _Answer) -> None:
     )
 
 
-def _auth_required(ref: Reference) -> RegistryUnreachable:
-    # Docker Hub answers 401, not 404, for a repository that does not exist.
-    return RegistryUnreachable(
-        f"registry {ref.registry} requires authentication for {ref.repository}"
-        " (private, or it does not exist)",
-        "private registries are not supported yet; `--pull never` to skip updates",
-    )
+def _auth_required(ref: Reference, login: Login | None = None) -> RegistryUnreachable:
+    """One line naming the registry and the login that would help; never a credential."""
+    from ..config.docker_auth import login_command
+
+    command = login_command(ref.registry)
+    if login is None:
+        # Docker Hub answers 401, not 404, for a repository that does not exist.
+        message = (
+            f"registry {ref.registry} requires authentication for {ref.repository}"
+            f" (private, or it does not exist) and docker has no login for it: `{command}`"
+        )
+    else:
+        message = (
+            f"registry {ref.registry} refused the login from {login.where}"
+            f" for {ref.repository} (wrong or expired, or no access): `{command}` again"
+        )
+    return RegistryUnreachable(message, "or `--pull never` to skip updates")
 
 
 def _digest_header(answer: _Answer) -> str | None:
@@ -279,10 +332,22 @@ class _Answer:
 
 
 def _request(
-    method: str, url: str, headers: dict[str, str], timeout: float, *, read_body: bool = False
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    timeout: float,
+    *,
+    read_body: bool = False,
+    authorization: str | None = None,
+    data: bytes | None = None,
 ) -> _Answer:
-    """One exchange; an HTTP error status is an answer here, not an exception."""
-    request = urllib.request.Request(url, headers=headers, method=method)
+    """One exchange; an HTTP error status is an answer here, not an exception.
+
+    ``authorization`` is never carried along a redirect (to a CDN, another host).
+    """
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    if authorization:
+        request.add_unredirected_header("Authorization", authorization)
     try:
         with _opener(url).open(request, timeout=timeout) as response:
             body = _read_limited(response) if read_body else b""

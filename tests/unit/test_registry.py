@@ -7,8 +7,10 @@ is its own /token endpoint, 404s, and a mode that drops Docker-Content-Digest.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import os
 import socket
 import threading
 import time
@@ -50,6 +52,11 @@ class Seen:
     method: str
     path: str
     headers: dict[str, str]
+    body: str = ""
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 @dataclass
@@ -59,6 +66,10 @@ class Behaviour:
     challenge: dict[str, str] = field(default_factory=dict)  # repo → WWW-Authenticate
     accepted_token: str = TOKEN
     status: int | None = None  # force this status on every manifest request
+    accepted_basic: str | None = None  # "user:password" a Basic challenge accepts
+    token_basic: str | None = None  # "user:password" GET /token requires, when set
+    refresh_token: str | None = None  # what POST /token accepts (docker's OAuth2 grant)
+    redirect: str | None = None  # an accepted manifest request is sent on to this base URL
 
 
 class FakeRegistry(ThreadingHTTPServer):
@@ -93,14 +104,24 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, with_body: bool) -> None:
         server = self.server
         server.seen.append(Seen(self.command, self.path, dict(self.headers.items())))
+        behaviour = server.behaviour
         if self.path.startswith("/token"):
+            wanted = behaviour.token_basic and f"Basic {_b64(behaviour.token_basic)}"
+            if wanted and self.headers.get("Authorization") != wanted:
+                self._send(401, b'{"details":"incorrect username or password"}', {}, with_body)
+                return
             self._send(200, json.dumps({"token": TOKEN}).encode(), {}, with_body)
             return
         repo, _, ref = self.path.removeprefix("/v2/").partition("/manifests/")
-        behaviour = server.behaviour
         challenge = behaviour.challenge.get(repo)
-        if challenge and self.headers.get("Authorization") != f"Bearer {behaviour.accepted_token}":
+        accepted = {f"Bearer {behaviour.accepted_token}"}
+        if behaviour.accepted_basic:
+            accepted.add(f"Basic {_b64(behaviour.accepted_basic)}")
+        if challenge and self.headers.get("Authorization") not in accepted:
             self._send(401, b"{}", {"WWW-Authenticate": challenge}, with_body)
+            return
+        if behaviour.redirect:
+            self._send(307, b"", {"Location": behaviour.redirect + self.path}, with_body)
             return
         body = behaviour.manifests.get(f"{repo}/manifests/{ref}")
         if behaviour.status or body is None:
@@ -110,6 +131,17 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour.digest_header:
             headers["Docker-Content-Digest"] = behaviour.digest_header
         self._send(200, body, headers, with_body)
+
+    def do_POST(self) -> None:
+        """The token endpoint's OAuth2 refresh-token grant."""
+        form = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        self.server.seen.append(Seen("POST", self.path, dict(self.headers.items()), form))
+        fields = {k: v[0] for k, v in parse_qs(form).items()}
+        good = fields.get("grant_type") == "refresh_token" and fields.get("refresh_token") == (
+            self.server.behaviour.refresh_token or object()
+        )
+        body = json.dumps({"access_token": TOKEN}).encode() if good else b"{}"
+        self._send(200 if good else 401, body, {}, True)
 
     def _send(self, status: int, body: bytes, headers: dict[str, str], with_body: bool) -> None:
         self.send_response(status)
@@ -299,14 +331,147 @@ def test_token_that_is_refused_means_authentication_required(fake: FakeRegistry)
     assert fake.methods() == ["HEAD", "HEAD"]  # one retry with the token, no loop
 
 
-def test_basic_challenge_is_not_answered(fake: FakeRegistry) -> None:
+def test_basic_challenge_without_a_login_names_docker_login(fake: FakeRegistry) -> None:
     fake.behaviour.manifests["ost/app/manifests/v1"] = MANIFEST
     # a realm that would hand out a working token: Basic must still not be tried
     fake.behaviour.challenge["ost/app"] = f'Basic realm="{fake.realm}"'
 
-    with pytest.raises(RegistryUnreachable, match="requires authentication"):
+    with pytest.raises(RegistryUnreachable) as caught:
         remote_digest(f"{fake.address}/ost/app:v1")
+    assert caught.value.message == (
+        f"registry {fake.address} requires authentication for ost/app (private, or it does"
+        f" not exist) and docker has no login for it: `docker login {fake.address}`"
+    )
     assert [s.method for s in fake.seen] == ["HEAD"]
+
+
+# -- logins from docker's config ---------------------------------------------------------
+
+
+def docker_login(registry: str, **entry: str) -> None:
+    """What `docker login` leaves in the (temporary) home's ~/.docker/config.json."""
+    path = Path(os.environ["HOME"]) / ".docker" / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"auths": {registry: entry}}))
+
+
+def test_basic_challenge_is_answered_with_the_login(fake: FakeRegistry) -> None:
+    fake.behaviour.manifests["ost/app/manifests/v1"] = MANIFEST
+    fake.behaviour.challenge["ost/app"] = 'Basic realm="Registry Realm"'
+    fake.behaviour.accepted_basic = "alice:s3cret"
+    docker_login(fake.address, auth=_b64("alice:s3cret"))
+
+    assert remote_digest(f"{fake.address}/ost/app:v1") == DIGEST
+    assert fake.methods() == ["HEAD", "HEAD"]
+    assert fake.seen[1].headers["Authorization"] == f"Basic {_b64('alice:s3cret')}"
+
+
+def test_a_wrong_password_is_one_line_without_it(fake: FakeRegistry) -> None:
+    fake.behaviour.manifests["ost/app/manifests/v1"] = MANIFEST
+    fake.behaviour.challenge["ost/app"] = 'Basic realm="Registry Realm"'
+    fake.behaviour.accepted_basic = "alice:s3cret"
+    docker_login(fake.address, auth=_b64("alice:wrong-pass"))
+
+    with pytest.raises(RegistryUnreachable) as caught:
+        remote_digest(f"{fake.address}/ost/app:v1")
+    error = str(caught.value)
+    assert f"registry {fake.address} refused the login from docker's config" in error
+    assert f"`docker login {fake.address}` again" in error
+    assert "wrong-pass" not in error and _b64("alice:wrong-pass") not in error
+    assert "\n" not in error
+    assert fake.methods() == ["HEAD", "HEAD"]  # one try with the login, no loop
+
+
+def test_bearer_token_is_asked_for_with_the_password(fake: FakeRegistry) -> None:
+    fake.behaviour.manifests["ost/app/manifests/v1"] = MANIFEST
+    fake.behaviour.challenge["ost/app"] = f'Bearer realm="{fake.realm}",service="fake"'
+    fake.behaviour.token_basic = "bob:pat-1"
+    docker_login(fake.address, auth=_b64("bob:pat-1"))
+
+    assert remote_digest(f"{fake.address}/ost/app:v1") == DIGEST
+    token_request = fake.seen[1]
+    assert (token_request.method, urlsplit(token_request.path).path) == ("GET", "/token")
+    assert token_request.headers["Authorization"] == f"Basic {_b64('bob:pat-1')}"
+    assert fake.seen[2].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_bearer_token_refused_for_the_password_is_a_refused_login(fake: FakeRegistry) -> None:
+    fake.behaviour.manifests["ost/app/manifests/v1"] = MANIFEST
+    fake.behaviour.challenge["ost/app"] = f'Bearer realm="{fake.realm}",service="fake"'
+    fake.behaviour.token_basic = "bob:pat-1"
+    docker_login(fake.address, auth=_b64("bob:expired"))
+
+    with pytest.raises(RegistryUnreachable, match="refused the login") as caught:
+        remote_digest(f"{fake.address}/ost/app:v1")
+    assert "expired" not in str(caught.value).replace("or expired", "")
+    assert fake.methods() == ["HEAD"]  # the token was refused: the manifest is not asked again
+
+
+def test_identity_token_is_traded_for_a_token_with_a_refresh_grant(fake: FakeRegistry) -> None:
+    fake.behaviour.manifests["ost/app/manifests/v1"] = MANIFEST
+    fake.behaviour.challenge["ost/app"] = (
+        f'Bearer realm="{fake.realm}",service="fake",scope="repository:ost/app:pull"'
+    )
+    fake.behaviour.refresh_token = "idtoken-7"
+    docker_login(fake.address, auth=_b64("alice:"), identitytoken="idtoken-7")
+
+    assert remote_digest(f"{fake.address}/ost/app:v1") == DIGEST
+    grant = next(s for s in fake.seen if s.method == "POST")
+    assert parse_qs(grant.body) == {
+        "grant_type": ["refresh_token"],
+        "refresh_token": ["idtoken-7"],
+        "client_id": ["ollama-stack"],
+        "service": ["fake"],
+        "scope": ["repository:ost/app:pull"],
+    }
+    assert fake.seen[-1].headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_login_from_a_credential_helper(
+    fake: FakeRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.behaviour.manifests["ost/app/manifests/v1"] = MANIFEST
+    fake.behaviour.challenge["ost/app"] = 'Basic realm="Registry Realm"'
+    fake.behaviour.accepted_basic = "carol:from-keyring"
+    answer = json.dumps({"ServerURL": fake.address, "Username": "carol", "Secret": "from-keyring"})
+    script = tmp_path / "bin" / "docker-credential-test"
+    script.parent.mkdir()
+    script.write_text(f"#!/bin/sh\necho '{answer}'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    config = Path(os.environ["HOME"]) / ".docker" / "config.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps({"credHelpers": {fake.address: "test"}}))
+
+    assert remote_digest(f"{fake.address}/ost/app:v1") == DIGEST
+
+
+def test_a_public_image_never_reads_docker_config(fake: FakeRegistry) -> None:
+    """No challenge, no login asked for: a damaged config.json does not matter."""
+    fake.behaviour.manifests["ost/app/manifests/v1"] = MANIFEST
+    config = Path(os.environ["HOME"]) / ".docker" / "config.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("{damaged")
+
+    assert remote_digest(f"{fake.address}/ost/app:v1") == DIGEST
+    assert "Authorization" not in fake.seen[0].headers
+
+
+def test_the_login_does_not_follow_a_redirect(fake: FakeRegistry) -> None:
+    other = FakeRegistry()
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        other.behaviour.manifests["ost/app/manifests/v1"] = MANIFEST
+        fake.behaviour.challenge["ost/app"] = 'Basic realm="Registry Realm"'
+        fake.behaviour.accepted_basic = "alice:s3cret"
+        fake.behaviour.redirect = f"http://{other.address}"
+        docker_login(fake.address, auth=_b64("alice:s3cret"))
+
+        assert remote_digest(f"{fake.address}/ost/app:v1") == DIGEST
+        assert other.seen and all("Authorization" not in s.headers for s in other.seen)
+    finally:
+        other.shutdown()
+        other.server_close()
 
 
 def test_realm_outside_http_or_https_is_not_followed(fake: FakeRegistry, tmp_path: Path) -> None:
