@@ -68,6 +68,9 @@ _IMAGE = (
     "is not available locally",
     ' error get "http',  # compose: `Image X Error Get "https://registry/v2/": …`
 )
+# A registry that wants a login (the docker CLI on this machine sends it, also to a remote engine).
+_LOGIN = ("no basic auth credentials", "unauthorized", "incorrect username or password")
+_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _PORT = ("port is already allocated", "address already in use", "bind: cannot assign")
 
 
@@ -84,14 +87,41 @@ def _repository(image: str) -> str:
 
 
 def _image_in(stderr: str, images: Mapping[str, str]) -> str | None:
+    found = _culprit(stderr, images)
+    return f"{found[0]} ({found[1]})" if found else None
+
+
+def _culprit(stderr: str, images: Mapping[str, str]) -> tuple[str, str] | None:
+    """(service, image) the error is about."""
     # Most specific first: a full reference beats a bare repository name.
     for service, image in images.items():
         if image.split("@")[0] in stderr:
-            return f"{service} ({image})"
+            return service, image
     for service, image in images.items():
         if re.search(re.escape(_repository(image)) + r"(?![\w./-])", stderr):
-            return f"{service} ({image})"
+            return service, image
     return None
+
+
+def _login_command(image: str) -> str:
+    """`docker login` for the image's registry. Docker's rule: the first part of
+    the name is a registry only with a dot, a port or "localhost"; else it is
+    Docker Hub, the CLI's default (stack.update.registry parses names in full;
+    compose/ imports nothing from stack/)."""
+    first, slash, _ = image.partition("/")
+    hub = not slash or not ("." in first or ":" in first or first == "localhost")
+    return "docker login" if hub or first in _HUB else f"docker login {first}"
+
+
+def _login_refused(stderr: str, images: Mapping[str, str], where: str) -> ImageUnavailable:
+    found = _culprit(stderr, images)
+    culprit = f"{found[0]} ({found[1]})" if found else "an image"
+    command = _login_command(found[1]) if found else "docker login REGISTRY"
+    return ImageUnavailable(
+        f"cannot get {culprit}{where}: its registry wants a login docker lacks or refuses"
+        f" ({_last_line(stderr)})",
+        f"`{command}` on this machine (its docker CLI holds the logins), then again",
+    )
 
 
 def _docker_down(stderr: str, where: str) -> DockerUnavailable:
@@ -132,7 +162,10 @@ def translate(
             f"port{which} is already in use{where}: {_last_line(stderr)}",
             "free it or choose another with OLLAMA_STACK_PORTS_<SERVICE> / ports.<service>",
         )
-    if any(s in text for s in _IMAGE) and ("pull" in argv or "up" in argv or "pull" in text):
+    pulling = "pull" in argv or "up" in argv or "pull" in text
+    if pulling and any(s in text for s in _LOGIN):
+        return _login_refused(stderr, images or {}, where)
+    if pulling and any(s in text for s in _IMAGE):
         culprit = _image_in(stderr, images or {}) or "an image"
         return ImageUnavailable(
             f"cannot get {culprit}{where}: {_last_line(stderr)}",

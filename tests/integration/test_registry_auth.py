@@ -120,6 +120,16 @@ def test_update_check_and_pulls_use_the_docker_login(
     docker("rmi", ref)  # the start below must really pull it, with the login
     try:
         inst = make_installation(images={"webui": ref})
+        wrong = {"auths": {auth_registry: {"auth": auth(USER, "not-" + PASSWORD)}}}
+        for name, document in (("none", {}), ("wrong", wrong)):
+            inst.env["DOCKER_CONFIG"] = docker_config(tmp_path, isolated_home, name, document)
+            failed = inst.cli("stack.start", "--pull", "missing")
+            assert failed.returncode == 6, failed.stderr
+            error = failed.stderr.strip().splitlines()[-1]
+            assert error.startswith(f"error: cannot get webui ({ref}): its registry wants a login")
+            assert f"`docker login {auth_registry}` on this machine" in error
+            assert "not-" + PASSWORD not in failed.stdout + failed.stderr
+
         inst.env["DOCKER_CONFIG"] = logged_in
         started = inst.cli("stack.start", "--pull", "missing")
         assert started.returncode == 0, started.stderr
@@ -128,15 +138,14 @@ def test_update_check_and_pulls_use_the_docker_login(
         found = webui_check(inst, logged_in)
         assert (found["status"], found["registry_digest"]) == ("up-to-date", digest), found
 
-        anonymous = webui_check(inst, docker_config(tmp_path, isolated_home, "none", {}))
+        anonymous = webui_check(inst, str(tmp_path / "none"))
         assert anonymous["detail"] == (
             f"registry {auth_registry} requires authentication for {repository}"
             f" (private, or it does not exist) and docker has no login for it:"
             f" `docker login {auth_registry}`"
         )
 
-        wrong = {"auths": {auth_registry: {"auth": auth(USER, "not-" + PASSWORD)}}}
-        refused = webui_check(inst, docker_config(tmp_path, isolated_home, "wrong", wrong))
+        refused = webui_check(inst, str(tmp_path / "wrong"))
         assert refused["detail"].startswith(
             f"registry {auth_registry} refused the login from docker's config"
         )

@@ -114,6 +114,38 @@ def test_image_unavailable_names_the_service():
     assert "--pull never" in err.remedy
 
 
+@pytest.mark.parametrize(
+    ("stderr", "culprit", "command"),
+    [
+        (
+            ' Image 127.0.0.1:5000/team/webui:stable Error Head "http://127.0.0.1:5000/v2/team/'
+            'webui/manifests/stable": no basic auth credentials\nError response from daemon: Head'
+            ' "http://127.0.0.1:5000/v2/team/webui/manifests/stable": no basic auth credentials',
+            "webui (127.0.0.1:5000/team/webui:stable)",
+            "docker login 127.0.0.1:5000",
+        ),
+        (
+            " Image 127.0.0.1:5000/team/webui:stable Error unauthorized: authentication required\n"
+            "Error response from daemon: unauthorized: authentication required",
+            "webui (127.0.0.1:5000/team/webui:stable)",
+            "docker login 127.0.0.1:5000",
+        ),
+        (
+            " Image me/private:1 Error unauthorized: incorrect username or password\n"
+            'Error response from daemon: Head "https://registry-1.docker.io/v2/me/private/'
+            'manifests/1": unauthorized: incorrect username or password',
+            "ollama (me/private:1)",
+            "docker login",
+        ),
+    ],
+)
+def test_a_registry_login_missing_or_refused_names_docker_login(stderr, culprit, command):
+    images = {"ollama": "me/private:1", "webui": "127.0.0.1:5000/team/webui:stable"}
+    err = check(translate(stderr, UP, images=images), ImageUnavailable, ExitCode.IMAGE_UNAVAILABLE)
+    assert err.message.startswith(f"cannot get {culprit}: its registry wants a login")
+    assert err.remedy.startswith(f"`{command}` on this machine")
+
+
 def test_image_unavailable_for_the_second_service():
     stderr = (
         " webui Error manifest for ghcr.io/open-webui/open-webui:main not found: "
