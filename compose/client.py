@@ -17,8 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from ollama_stack.common.errors import DockerUnavailable, StackError
 
 from .errors import translate
@@ -33,25 +31,49 @@ EXEC_TIMEOUT = 15.0  # seconds for a question asked inside a container
 STANDINS_DIR = Path(__file__).parent / "standins"
 
 
-class Publisher(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-    url: str = Field(default="", alias="URL")
-    target_port: int = Field(default=0, alias="TargetPort")
-    published_port: int = Field(default=0, alias="PublishedPort")
+@dataclass(frozen=True)
+class Publisher:
+    url: str = ""
+    target_port: int = 0
+    published_port: int = 0
 
 
-class ContainerState(BaseModel):
-    """One row of ``docker compose ps --format json``."""
+@dataclass(frozen=True)
+class ContainerState:
+    """One row of ``docker compose ps --format json`` (a plain record: a pydantic
+    model costs `stack.status` its build at import)."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-    name: str = Field(alias="Name")
-    service: str = Field(alias="Service")
-    state: str = Field(alias="State")
-    health: str = Field(default="", alias="Health")
-    image: str = Field(default="", alias="Image")
-    status: str = Field(default="", alias="Status")
-    publishers: list[Publisher] | None = Field(default=None, alias="Publishers")
-    labels: str = Field(default="", alias="Labels")  # "k=v,k=v" as compose prints them
+    name: str
+    service: str
+    state: str
+    health: str = ""
+    image: str = ""
+    status: str = ""
+    publishers: tuple[Publisher, ...] | None = None
+    labels: str = ""  # "k=v,k=v" as compose prints them
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ContainerState:
+        publishers = row.get("Publishers")
+        return cls(
+            name=str(row["Name"]),
+            service=str(row["Service"]),
+            state=str(row["State"]),
+            health=str(row.get("Health") or ""),
+            image=str(row.get("Image") or ""),
+            status=str(row.get("Status") or ""),
+            publishers=None
+            if publishers is None
+            else tuple(
+                Publisher(
+                    url=str(p.get("URL") or ""),
+                    target_port=int(p.get("TargetPort") or 0),
+                    published_port=int(p.get("PublishedPort") or 0),
+                )
+                for p in publishers
+            ),
+            labels=str(row.get("Labels") or ""),
+        )
 
     @property
     def published_ports(self) -> set[int]:
@@ -113,7 +135,7 @@ def parse_ps_output(text: str) -> list[ContainerState]:
         rows = json.loads(text)
     else:
         rows = [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
-    return [ContainerState.model_validate(row) for row in rows]
+    return [ContainerState.from_row(row) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -238,8 +260,17 @@ class ComposeProject:
 
     def ps(self) -> list[ContainerState]:
         """This installation's containers: another home's, under the same project
-        name, are never shown as ours (nor made by hand without our label)."""
-        rows = parse_ps_output(self._run(self.compose_argv("ps", "--all", "--format", "json")))
+        name, are never shown as ours (nor made by hand without our label).
+
+        Asked of the Engine API (a millisecond); the CLI's `compose ps` only
+        where that cannot answer, and then it also says why."""
+        from . import engine
+
+        try:
+            listed = engine.project_containers(engine.locate(self.docker_host), self.project)
+            rows = [ContainerState.from_row(row) for row in listed]
+        except engine.EngineUnreachable:
+            rows = parse_ps_output(self._run(self.compose_argv("ps", "--all", "--format", "json")))
         if not self.installation:
             return rows
         return [row for row in rows if row.installation in ("", self.installation)]
@@ -271,9 +302,16 @@ class ComposeProject:
 
         A non-zero exit is an answer here, not an error: the caller asked a
         question from inside the container and reads the reply. Bounded in
-        time, so a stalled engine or SSH link cannot hold up a wait.
+        time, so a stalled engine or SSH link cannot hold up a wait. Asked
+        through the Engine API, as `compose exec` would, where that can answer.
         """
-        return bounded_run(self.compose_argv("exec", "-T", service, *argv), timeout)
+        from . import engine
+
+        try:
+            where = engine.locate(self.docker_host)
+            return engine.exec_in(where, self.project, service, list(argv), timeout)
+        except engine.EngineUnreachable:
+            return bounded_run(self.compose_argv("exec", "-T", service, *argv), timeout)
 
     def up(
         self,
