@@ -271,9 +271,10 @@ class ComposeProject:
             rows = [ContainerState.from_row(row) for row in listed]
         except engine.EngineUnreachable:
             rows = parse_ps_output(self._run(self.compose_argv("ps", "--all", "--format", "json")))
-        if not self.installation:
-            return rows
-        return [row for row in rows if row.installation in ("", self.installation)]
+        return [row for row in rows if self._ours(row)]
+
+    def _ours(self, row: ContainerState) -> bool:
+        return not self.installation or row.installation in ("", self.installation)
 
     def container_runs(self) -> dict[str, ContainerRun]:
         """service → exit code and restart count of its container (two engine calls).
@@ -514,11 +515,28 @@ class ComposeProject:
         self._run([*argv, str(tarball), tag])
 
     def image_exists(self, reference: str) -> bool:
-        with self._translated():
-            return self.docker.image.exists(reference)
+        from . import engine
+
+        try:
+            return engine.image(engine.locate(self.docker_host), reference) is not None
+        except engine.EngineUnreachable:
+            with self._translated():
+                return self.docker.image.exists(reference)
 
     def image_info(self, reference: str) -> ImageInfo | None:
         """Local image facts, or None when the engine does not have it."""
+        from . import engine
+
+        try:
+            found = engine.image(engine.locate(self.docker_host), reference)
+        except engine.EngineUnreachable:
+            return self._image_info_by_cli(reference)
+        if found is None:
+            return None
+        digests, tags = found.get("RepoDigests") or (), found.get("RepoTags") or ()
+        return ImageInfo(str(found["Id"]), tuple(digests), tuple(tags))
+
+    def _image_info_by_cli(self, reference: str) -> ImageInfo | None:
         with self._translated():
             if not self.docker.image.exists(reference):
                 return None
@@ -538,6 +556,16 @@ class ComposeProject:
 
     def container_image_ids(self) -> dict[str, str]:
         """service → image ID its container runs now (stopped containers too)."""
+        from . import engine
+
+        try:
+            listed = engine.project_summaries(engine.locate(self.docker_host), self.project)
+        except engine.EngineUnreachable:
+            return self._container_image_ids_by_cli()
+        rows = [(ContainerState.from_row(engine.compose_row(c)), c["ImageID"]) for c in listed]
+        return {row.service: image_id for row, image_id in rows if self._ours(row)}
+
+    def _container_image_ids_by_cli(self) -> dict[str, str]:
         names = {c.name: c.service for c in self.ps()}
         if not names:
             return {}

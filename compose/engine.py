@@ -200,10 +200,26 @@ def project_containers(engine: Engine, project: str) -> list[dict[str, Any]]:
     (one-off and orphaned ones too, with --all), and gives health only for
     a running container: the engine's status line carries it.
     """
+    return [compose_row(c) for c in project_summaries(engine, project)]
+
+
+def project_summaries(engine: Engine, project: str) -> list[dict[str, Any]]:
+    """The engine's own summaries of those containers (with ImageID), by name."""
     labels = [f"{PROJECT_LABEL}={project}", CONFIG_HASH_LABEL]
     query = urlencode({"all": "1", "filters": json.dumps({"label": labels})})
     listed = engine.get_json(f"/containers/json?{query}") or []
-    return sorted((compose_row(c) for c in listed), key=lambda row: row["Name"])
+    return sorted(listed, key=lambda c: _canonical_name(c.get("Names") or []))
+
+
+def image(engine: Engine, reference: str) -> dict[str, Any] | None:
+    """`docker image inspect REFERENCE`'s answer; None when the engine has no such image."""
+    try:
+        with engine.connection() as conn:
+            return _answer(conn, "GET", f"/images/{quote(reference, safe='/:@')}/json")
+    except HTTPError as exc:
+        if exc.status == 404:
+            return None
+        raise EngineUnreachable(str(exc)) from None
 
 
 def compose_row(container: Mapping[str, Any]) -> dict[str, Any]:

@@ -69,6 +69,12 @@ def assert_exec_answers_as_compose(where: engine.Engine, project: str, docker_ho
     )
 
 
+def assert_images_as_inspect(where: engine.Engine, image: str, docker_host: str | None) -> None:
+    inspected = docker("image", "inspect", "--format", "{{.Id}}", image, host=docker_host)
+    assert engine.image(where, image)["Id"] == inspected.strip()
+    assert engine.image(where, "ollama-stack-no-such-image:0") is None
+
+
 def test_engine_reads_match_compose_on_this_machine(make_installation, standin_images):
     inst = make_installation()
     inst.ok("stack.start", "--pull", "never")
@@ -79,6 +85,7 @@ def test_engine_reads_match_compose_on_this_machine(make_installation, standin_i
     assert local.socket_path  # this machine's engine is asked over its socket
     assert_same_as_compose(local, inst.project, None)
     assert_exec_answers_as_compose(local, inst.project, None)
+    assert_images_as_inspect(local, standin_images["ollama"], None)
 
 
 def test_engine_reads_match_compose_on_the_second_host(
@@ -93,5 +100,6 @@ def test_engine_reads_match_compose_on_the_second_host(
     assert through_ssh.ssh_argv[-3:] == ("docker", "system", "dial-stdio")
     assert_same_as_compose(through_ssh, inst.project, remote_host.docker_host)
     assert_exec_answers_as_compose(through_ssh, inst.project, remote_host.docker_host)
+    assert_images_as_inspect(through_ssh, standin_images["ollama"], remote_host.docker_host)
     status = inst.status()  # through dial-stdio: the stopped service is seen as stopped
     assert {s["name"]: s["state"] for s in status["services"]}["ollama"] != "running"

@@ -365,3 +365,50 @@ def test_compose_exec_in_falls_back_to_compose_exec(pow_calls, tmp_path):
         patch.setattr(engine, "locate", locate)
         assert project.exec_in("webui", ["true"], timeout=3) == (0, "ok")
     assert pow_calls.argv[-4:] == ["exec", "-T", "webui", "true"]
+
+
+# -- images -----------------------------------------------------------------------
+
+
+def test_image_facts_come_from_image_inspect_and_a_missing_one_is_none(fake_engine, tmp_path):
+    def answer(path: str, body: Any) -> tuple[int, Any]:
+        if path == "/images/registry.local:5000/ns/webui:1/json":
+            return 200, {"Id": "sha256:1", "RepoDigests": ["ns/webui@sha256:9"], "RepoTags": None}
+        return 404, {"message": "No such image"}
+
+    server = fake_engine(answer)
+    project = ComposeProject(
+        "p", [tmp_path / "b.yml"], docker_host=f"unix://{server.server_address}"
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "locate", locate)
+        info = project.image_info("registry.local:5000/ns/webui:1")
+        assert (info.id, info.repo_digests, info.repo_tags) == (
+            "sha256:1",
+            ("ns/webui@sha256:9",),
+            (),
+        )
+        assert project.image_info("nosuch:1") is None
+        assert project.image_exists("registry.local:5000/ns/webui:1")
+        assert not project.image_exists("nosuch:1")
+
+
+def test_container_image_ids_are_read_from_one_listing(fake_engine, tmp_path):
+    listed = [
+        summary("p-webui-1", "webui", ImageID="sha256:w"),
+        summary("p-ollama-1", "ollama", "exited", ImageID="sha256:o"),
+        summary(
+            "p-other-1", "other", ImageID="sha256:x", Labels={"io.ollama-stack.installation": "2"}
+        ),
+    ]
+    server = fake_engine(lambda path, body: (200, listed))
+    project = ComposeProject(
+        "p",
+        [tmp_path / "b.yml"],
+        docker_host=f"unix://{server.server_address}",
+        installation="inst1",
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "locate", locate)
+        assert project.container_image_ids() == {"webui": "sha256:w", "ollama": "sha256:o"}
+    assert len(server.requests) == 1
