@@ -4,11 +4,17 @@
 
 Prints, for each target, our median time, the baseline's median time and the
 ratio (lower is better):
-  * `ollama-stack --list` and `--help` vs `python -c "import invoke"` (goal <= 1.3)
-  * `stack.status` on a running stack vs `docker compose ps --format json` (goal <= 1.5)
-  * `ext.list --json` on the same stack vs the same `compose ps` (goal <= 3.0)
+  * `ollama-stack --list` and `--help` vs `python -c "import invoke"` (goal <= 1.2)
+  * `stack.status --json` on a running stack vs `docker compose ps --format json` (goal <= 3.0)
+  * `health.check`, `update.check` and `backup.list` (one backup), `--json`, vs the same
+    `compose ps` (reported)
+  * `ext.list --json` on the same stack, one extension enabled, vs the same `compose ps`
+    (goal <= 3.0)
   * `stack.start` to healthy vs `docker compose up -d --wait` on the same files (goal <= 1.10)
 Uses stand-in images and a temporary OLLAMA_STACK_HOME; removes what it made.
+Python may write bytecode (PYTHONDONTWRITEBYTECODE is dropped): an installed
+package has its .pyc files, as invoke, the baseline, has. The load average is
+printed before and after: other work on the machine skews every figure.
 Not part of the test run.
 """
 
@@ -53,11 +59,15 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def row(name: str, ours: float, base: float, goal: float) -> None:
+def row(name: str, ours: float, base: float, goal: float | None) -> None:
     ratio = ours / base
-    verdict = "meets" if ratio <= goal else "misses"
+    verdict = "reported" if goal is None else f"{'meets' if ratio <= goal else 'misses'} <= {goal}"
     times = f"{ours * 1000:8.0f} ms {base * 1000:8.0f} ms"
-    print(f"{name:<34} {times} {ratio:6.2f}  ({verdict} <= {goal})")
+    print(f"{name:<34} {times} {ratio:6.2f}  ({verdict})")
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -70,10 +80,11 @@ def main() -> None:
     project = f"bench{uuid.uuid4().hex[:6]}"
     env = installation_env(home, project)
 
+    print(load())
     print(f"{'target':<34} {'ours':>11} {'baseline':>11} {'ratio':>6}")
     invoke_import = median_of(rounds, [sys.executable, "-c", "import invoke"], env)
-    row("--list vs import invoke", median_of(rounds, [CLI, "--list"], env), invoke_import, 1.3)
-    row("--help vs import invoke", median_of(rounds, [CLI, "--help"], env), invoke_import, 1.3)
+    row("--list vs import invoke", median_of(rounds, [CLI, "--list"], env), invoke_import, 1.2)
+    row("--help vs import invoke", median_of(rounds, [CLI, "--help"], env), invoke_import, 1.2)
 
     timed([CLI, "dev.standins", "--version", "bench"], env)
     timed([CLI, "stack.install"], env)
@@ -86,8 +97,12 @@ def main() -> None:
             "stack.status vs compose ps",
             median_of(rounds, [CLI, "stack.status", "--json"], env),
             compose_ps,
-            1.5,
+            3.0,
         )
+        timed([CLI, "backup.create"], env)
+        for query in ("health.check", "update.check", "backup.list"):
+            ours = median_of(rounds, [CLI, query, "--json"], env)
+            row(f"{query} vs compose ps", ours, compose_ps, None)
         # ext.list answers from files and one Docker query (asked only when one is enabled).
         timed([CLI, "ext.enable", "time"], env)
         row(
@@ -113,6 +128,7 @@ def main() -> None:
             statistics.median(nowait),
             1.10,
         )
+        print(load())
     finally:
         if compose:
             subprocess.run([*compose, "down", "--volumes"], env=env, capture_output=True)
@@ -122,6 +138,7 @@ def main() -> None:
 def installation_env(home: Path, project: str) -> dict[str, str]:
     """The environment of a throwaway installation: its own home, project and free ports."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_STACK_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env |= {"OLLAMA_STACK_HOME": str(home), "OLLAMA_STACK_PROJECT": project}
     for service, port in zip(("OLLAMA", "WEBUI", "MCP_PROXY"), free_ports(3), strict=True):
         env[f"OLLAMA_STACK_PORTS_{service}"] = str(port)
