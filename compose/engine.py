@@ -54,7 +54,7 @@ class Engine:
     def connection(self, timeout: float = TIMEOUT) -> Iterator[http.client.HTTPConnection]:
         """One HTTP connection to the engine, closed (and its ssh ended) afterwards."""
         sock, process = self._dial(timeout)
-        conn = http.client.HTTPConnection("docker", timeout=timeout)
+        conn = _Dialled("docker", timeout=timeout)
         conn.sock = sock
         try:
             yield conn
@@ -98,6 +98,14 @@ class Engine:
                 return _answer(conn, "GET", path)
         except HTTPError as exc:
             raise EngineUnreachable(str(exc)) from None
+
+
+class _Dialled(http.client.HTTPConnection):
+    """HTTP over the connection we dialled. http.client would open a TCP one to
+    "docker:80" when the engine closes ours; there is none to open."""
+
+    def connect(self) -> None:
+        raise ConnectionError("the engine closed the connection")
 
 
 def _answer(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None) -> Any:
@@ -274,12 +282,14 @@ def exec_in(
 ) -> tuple[int, str]:
     """`docker compose exec -T SERVICE ARGV` through the Engine API: (exit code,
     stdout, or stderr and stdout on failure), as `bounded_run` answers."""
-    container = _service_container(engine, project, service)
-    if container is None:
-        return 1, f'service "{service}" is not running'
     create = {"AttachStdout": True, "AttachStderr": True, "Cmd": list(argv)}
     try:
+        # One connection up to the start, which the engine hands over to the
+        # output; the exit code is asked on a second one.
         with engine.connection(timeout) as conn:
+            container = _service_container(conn, project, service)
+            if container is None:
+                return 1, f'service "{service}" is not running'
             made = _answer(conn, "POST", f"/containers/{quote(container)}/exec", create)
             out, err = _run_exec(conn, made["Id"])
         exit_code = _exit_code(engine, made["Id"], timeout)
@@ -292,11 +302,11 @@ def exec_in(
     return exit_code, out if exit_code == 0 else err + out
 
 
-def _service_container(engine: Engine, project: str, service: str) -> str | None:
+def _service_container(conn: http.client.HTTPConnection, project: str, service: str) -> str | None:
     """The running container `compose exec` picks: the service's number 1 (or its first)."""
     labels = [f"{PROJECT_LABEL}={project}", f"{SERVICE_LABEL}={service}", f"{ONEOFF_LABEL}=False"]
     query = urlencode({"filters": json.dumps({"label": labels, "status": ["running"]})})
-    listed = engine.get_json(f"/containers/json?{query}") or []
+    listed = _answer(conn, "GET", f"/containers/json?{query}") or []
     listed.sort(key=lambda c: (c.get("Labels") or {}).get(NUMBER_LABEL) != "1")
     return str(listed[0]["Id"]) if listed else None
 

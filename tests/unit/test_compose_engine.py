@@ -412,3 +412,18 @@ def test_container_image_ids_are_read_from_one_listing(fake_engine, tmp_path):
         patch.setattr(engine, "locate", locate)
         assert project.container_image_ids() == {"webui": "sha256:w", "ollama": "sha256:o"}
     assert len(server.requests) == 1
+
+
+def test_an_engine_that_closes_the_connection_is_never_dialled_anew(fake_engine, monkeypatch):
+    server = fake_engine(lambda path, body: (200, []))
+    monkeypatch.setattr(_EngineHandler, "protocol_version", "HTTP/1.0")  # closes after each answer
+    dialled: list[Any] = []
+    monkeypatch.setattr(
+        "socket.create_connection", lambda *args, **kwargs: dialled.append(args) or 1 / 0
+    )
+    where = Engine(socket_path=server.server_address)
+    assert engine.exec_in(where, "p", "webui", ["true"], 5) == (1, 'service "webui" is not running')
+    with pytest.raises(EngineUnreachable, match="closed"), where.connection() as conn:
+        engine._answer(conn, "GET", "/containers/json")
+        engine._answer(conn, "GET", "/containers/json")
+    assert dialled == []
