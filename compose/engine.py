@@ -160,7 +160,9 @@ def engine_at(host: str) -> Engine:
     if parts.scheme == "unix" and parts.path:
         return Engine(socket_path=parts.path)
     if parts.scheme == "ssh" and parts.hostname:
-        return Engine(ssh_argv=_ssh_argv(parts.username, parts.hostname, parts.port))
+        # urlsplit lowercases the host; an ~/.ssh/config alias is passed as written
+        host = parts.netloc.rpartition("@")[2].removesuffix(f":{parts.port}").strip("[]")
+        return Engine(ssh_argv=_ssh_argv(parts.username, host, parts.port))
     raise EngineUnreachable(f"{parts.scheme or host}:// engines are asked through the CLI")
 
 
