@@ -244,7 +244,7 @@ def test_what_this_path_does_not_speak_is_left_to_the_cli(tmp_path):
 
 def test_ssh_engines_are_dialled_like_the_docker_cli_but_never_prompt():
     assert engine_at("ssh://GPU-Box").ssh_argv[-4:] == ("GPU-Box", "docker", "system", "dial-stdio")
-    assert engine_at("ssh://[fe80::1]:22").ssh_argv[-7:-4] == ("22", "--", "fe80::1")
+    assert engine_at("ssh://[fe80::1]:22").ssh_argv[-6:-3] == ("22", "--", "fe80::1")
     assert engine_at("ssh://ops@box:2222").ssh_argv == (
         *("ssh", "-o", "ConnectTimeout=30", "-o", "BatchMode=yes", "-T"),
         *("-l", "ops", "-p", "2222", "--", "box", "docker", "system", "dial-stdio"),
