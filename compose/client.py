@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from ollama_stack.common.errors import DockerUnavailable, StackError
 
+from . import engine
 from .errors import translate
 
 if TYPE_CHECKING:
@@ -264,8 +265,6 @@ class ComposeProject:
 
         Asked of the Engine API (a millisecond); the CLI's `compose ps` only
         where that cannot answer, and then it also says why."""
-        from . import engine
-
         try:
             listed = engine.project_containers(engine.locate(self.docker_host), self.project)
             rows = [ContainerState.from_row(row) for row in listed]
@@ -306,8 +305,6 @@ class ComposeProject:
         time, so a stalled engine or SSH link cannot hold up a wait. Asked
         through the Engine API, as `compose exec` would, where that can answer.
         """
-        from . import engine
-
         try:
             where = engine.locate(self.docker_host)
             return engine.exec_in(where, self.project, service, list(argv), timeout)
@@ -515,8 +512,6 @@ class ComposeProject:
         self._run([*argv, str(tarball), tag])
 
     def image_exists(self, reference: str) -> bool:
-        from . import engine
-
         try:
             return engine.image(engine.locate(self.docker_host), reference) is not None
         except engine.EngineUnreachable:
@@ -525,8 +520,6 @@ class ComposeProject:
 
     def image_info(self, reference: str) -> ImageInfo | None:
         """Local image facts, or None when the engine does not have it."""
-        from . import engine
-
         try:
             found = engine.image(engine.locate(self.docker_host), reference)
         except engine.EngineUnreachable:
@@ -556,8 +549,6 @@ class ComposeProject:
 
     def container_image_ids(self) -> dict[str, str]:
         """service → image ID its container runs now (stopped containers too)."""
-        from . import engine
-
         try:
             listed = engine.project_summaries(engine.locate(self.docker_host), self.project)
         except engine.EngineUnreachable:
