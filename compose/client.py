@@ -17,10 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from ollama_stack.common.errors import DockerUnavailable, StackError
 
+from . import engine
 from .errors import translate
 
 if TYPE_CHECKING:
@@ -33,25 +32,49 @@ EXEC_TIMEOUT = 15.0  # seconds for a question asked inside a container
 STANDINS_DIR = Path(__file__).parent / "standins"
 
 
-class Publisher(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-    url: str = Field(default="", alias="URL")
-    target_port: int = Field(default=0, alias="TargetPort")
-    published_port: int = Field(default=0, alias="PublishedPort")
+@dataclass(frozen=True)
+class Publisher:
+    url: str = ""
+    target_port: int = 0
+    published_port: int = 0
 
 
-class ContainerState(BaseModel):
-    """One row of ``docker compose ps --format json``."""
+@dataclass(frozen=True)
+class ContainerState:
+    """One row of ``docker compose ps --format json`` (a plain record: a pydantic
+    model costs `stack.status` its build at import)."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-    name: str = Field(alias="Name")
-    service: str = Field(alias="Service")
-    state: str = Field(alias="State")
-    health: str = Field(default="", alias="Health")
-    image: str = Field(default="", alias="Image")
-    status: str = Field(default="", alias="Status")
-    publishers: list[Publisher] | None = Field(default=None, alias="Publishers")
-    labels: str = Field(default="", alias="Labels")  # "k=v,k=v" as compose prints them
+    name: str
+    service: str
+    state: str
+    health: str = ""
+    image: str = ""
+    status: str = ""
+    publishers: tuple[Publisher, ...] | None = None
+    labels: str = ""  # "k=v,k=v" as compose prints them
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ContainerState:
+        publishers = row.get("Publishers")
+        return cls(
+            name=str(row["Name"]),
+            service=str(row["Service"]),
+            state=str(row["State"]),
+            health=str(row.get("Health") or ""),
+            image=str(row.get("Image") or ""),
+            status=str(row.get("Status") or ""),
+            publishers=None
+            if publishers is None
+            else tuple(
+                Publisher(
+                    url=str(p.get("URL") or ""),
+                    target_port=int(p.get("TargetPort") or 0),
+                    published_port=int(p.get("PublishedPort") or 0),
+                )
+                for p in publishers
+            ),
+            labels=str(row.get("Labels") or ""),
+        )
 
     @property
     def published_ports(self) -> set[int]:
@@ -113,7 +136,7 @@ def parse_ps_output(text: str) -> list[ContainerState]:
         rows = json.loads(text)
     else:
         rows = [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
-    return [ContainerState.model_validate(row) for row in rows]
+    return [ContainerState.from_row(row) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -238,11 +261,19 @@ class ComposeProject:
 
     def ps(self) -> list[ContainerState]:
         """This installation's containers: another home's, under the same project
-        name, are never shown as ours (nor made by hand without our label)."""
-        rows = parse_ps_output(self._run(self.compose_argv("ps", "--all", "--format", "json")))
-        if not self.installation:
-            return rows
-        return [row for row in rows if row.installation in ("", self.installation)]
+        name, are never shown as ours (nor made by hand without our label).
+
+        Asked of the Engine API (a millisecond); the CLI's `compose ps` only
+        where that cannot answer, and then it also says why."""
+        try:
+            listed = engine.project_containers(engine.locate(self.docker_host), self.project)
+            rows = [ContainerState.from_row(row) for row in listed]
+        except engine.EngineUnreachable:
+            rows = parse_ps_output(self._run(self.compose_argv("ps", "--all", "--format", "json")))
+        return [row for row in rows if self._ours(row)]
+
+    def _ours(self, row: ContainerState) -> bool:
+        return not self.installation or row.installation in ("", self.installation)
 
     def container_runs(self) -> dict[str, ContainerRun]:
         """service → exit code and restart count of its container (two engine calls).
@@ -271,9 +302,14 @@ class ComposeProject:
 
         A non-zero exit is an answer here, not an error: the caller asked a
         question from inside the container and reads the reply. Bounded in
-        time, so a stalled engine or SSH link cannot hold up a wait.
+        time, so a stalled engine or SSH link cannot hold up a wait. Asked
+        through the Engine API, as `compose exec` would, where that can answer.
         """
-        return bounded_run(self.compose_argv("exec", "-T", service, *argv), timeout)
+        try:
+            where = engine.locate(self.docker_host)
+            return engine.exec_in(where, self.project, service, list(argv), timeout)
+        except engine.EngineUnreachable:
+            return bounded_run(self.compose_argv("exec", "-T", service, *argv), timeout)
 
     def up(
         self,
@@ -476,11 +512,24 @@ class ComposeProject:
         self._run([*argv, str(tarball), tag])
 
     def image_exists(self, reference: str) -> bool:
-        with self._translated():
-            return self.docker.image.exists(reference)
+        try:
+            return engine.image(engine.locate(self.docker_host), reference) is not None
+        except engine.EngineUnreachable:
+            with self._translated():
+                return self.docker.image.exists(reference)
 
     def image_info(self, reference: str) -> ImageInfo | None:
         """Local image facts, or None when the engine does not have it."""
+        try:
+            found = engine.image(engine.locate(self.docker_host), reference)
+        except engine.EngineUnreachable:
+            return self._image_info_by_cli(reference)
+        if found is None:
+            return None
+        digests, tags = found.get("RepoDigests") or (), found.get("RepoTags") or ()
+        return ImageInfo(str(found["Id"]), tuple(digests), tuple(tags))
+
+    def _image_info_by_cli(self, reference: str) -> ImageInfo | None:
         with self._translated():
             if not self.docker.image.exists(reference):
                 return None
@@ -500,6 +549,14 @@ class ComposeProject:
 
     def container_image_ids(self) -> dict[str, str]:
         """service → image ID its container runs now (stopped containers too)."""
+        try:
+            listed = engine.project_summaries(engine.locate(self.docker_host), self.project)
+        except engine.EngineUnreachable:
+            return self._container_image_ids_by_cli()
+        rows = [(ContainerState.from_row(engine.compose_row(c)), c["ImageID"]) for c in listed]
+        return {row.service: image_id for row, image_id in rows if self._ours(row)}
+
+    def _container_image_ids_by_cli(self) -> dict[str, str]:
         names = {c.name: c.service for c in self.ps()}
         if not names:
             return {}

@@ -146,8 +146,13 @@ def _result(
 
 
 def check_health(rt: Runtime, timeout: float = 2.0) -> dict[str, ProbeResult]:
-    """Every service's endpoint, and whether Open WebUI reaches Ollama from inside."""
-    return with_links(rt, probe_all(rt.endpoints(), rt.target.dial, timeout=timeout))
+    """Every service's endpoint, and whether Open WebUI reaches Ollama from inside
+    (asked while the probes run, as status does: the question inside a container
+    takes longer than all the probes)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        links = pool.submit(ask_links, rt)
+        probed = probe_all(rt.endpoints(), rt.target.dial, timeout=timeout)
+        return with_links(rt, probed, links.result())
 
 
 def stale(rt: Runtime, ours: list[ContainerState], services: list[str]) -> bool:

@@ -6,6 +6,7 @@ import os
 import sys
 
 from invoke import Config, Exit, Program
+from invoke.parser import Parser, ParserContext
 
 from . import ns
 
@@ -20,6 +21,26 @@ class StackProgram(Program):
             self.config.load_project()
         except Exception as exc:  # yaml errors and unreadable files
             raise Exit(f"error: cannot read ./invoke.yaml: {exc}", code=2) from None
+
+    def _make_parser(self) -> Parser:
+        # invoke builds a parser context for every task (inspecting each one's
+        # signature), then deep-copies them all, on every run: a fifth of
+        # `--help`'s time. Only the tasks named on the command line (or after
+        # --help) can be parsed; completion offers them all.
+        if self.args.complete.value:
+            return super()._make_parser()
+        words = {*self.core.unparsed, self.args.help.value}
+        unknown_help = self.config.tasks.ignore_unknown_help
+        contexts = [
+            ParserContext(
+                name=name,
+                aliases=aliases,
+                args=self.collection[name].get_arguments(ignore_unknown_help=unknown_help),
+            )
+            for name, aliases in self.collection.task_names.items()
+            if name in words or words.intersection(aliases)
+        ]
+        return Parser(initial=self.initial_context, contexts=contexts)
 
     # Looking the version up costs ~20 ms (importlib.metadata scans site-packages);
     # only `--version` needs it, so --help and --list do not pay for it.

@@ -36,7 +36,12 @@ HOME_ENV = "OLLAMA_STACK_HOME"
 CONFIG_HEADER = "# ollama-stack settings chosen for this installation (README: Configuration)\n"
 
 
-class _StrictLoader(yaml.SafeLoader):
+# libyaml's parser where PyYAML has it: every command reads config.yaml and
+# each extension's folder, and the pure-Python one takes ten times as long.
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_SafeLoader):
     """safe_load, but a key given twice is an error, not the last one silently."""
 
 

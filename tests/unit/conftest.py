@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ollama_stack.compose import engine
 from ollama_stack.stack import config
 
 from .helpers import Recorder, Route, ServiceServer
@@ -35,9 +36,16 @@ def unit_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv(config.HOME_ENV, str(stack_home))
     # No unit test reaches a Docker engine: one that forgets to fake it fails fast.
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/ollama-stack-unit-tests.sock")
+    # Nor an ssh:// one through the Engine API reader: reads go to the CLI,
+    # whose argv the tests record (test_compose_engine.py tests the reader).
+    monkeypatch.setattr(engine, "locate", _no_engine)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(tmp_path)  # no ./invoke.yaml from the checkout
     return stack_home
+
+
+def _no_engine(docker_host: str | None, environ: object = None) -> engine.Engine:
+    raise engine.EngineUnreachable("unit tests ask the CLI")
 
 
 @pytest.fixture

@@ -135,7 +135,7 @@ def test_an_external_service_leaves_its_fragment_out(echo, local_paths):
 
 def container(service: str, state: str = "running") -> ContainerState:
     return ContainerState(
-        Name=f"p-{service}-1", Service=service, State=state, Image="img:1", Status="Up 2 minutes"
+        name=f"p-{service}-1", service=service, state=state, image="img:1", status="Up 2 minutes"
     )
 
 

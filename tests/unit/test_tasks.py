@@ -168,6 +168,18 @@ def test_list_shows_every_task(capsys):
     assert set(names) <= listed
 
 
+def test_only_the_tasks_named_are_parsed_and_help_still_finds_any(capsys):
+    program.run(["ollama-stack", "--help", "stack.status"], exit=False)
+    assert "--json" in capsys.readouterr().out
+    assert list(program.parser.contexts) == ["stack.status"]
+    program.run(["ollama-stack", "--help", "update"], exit=False)  # a default task's alias
+    assert "--extensions" in capsys.readouterr().out
+    program.run(["ollama-stack", "--help"], exit=False)
+    assert "Core options" in capsys.readouterr().out and not program.parser.contexts
+    assert run_program("stack.nosuch") == 1
+    assert "No idea what 'stack.nosuch' is" in capsys.readouterr().err
+
+
 def test_install_then_refuse_then_force(capsys, stack_home):
     assert run_program("stack.install", "--project", "lab", "--bind", "0.0.0.0") == 0
     captured = capsys.readouterr()

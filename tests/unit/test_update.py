@@ -168,10 +168,10 @@ class FakeCompose:
         self.calls.append(("ps",))
         return [
             ContainerState(
-                Name=f"{self.project}-{service}-1",
-                Service=service,
-                State=c.state,
-                Image=c.reference,
+                name=f"{self.project}-{service}-1",
+                service=service,
+                state=c.state,
+                image=c.reference,
             )
             for service, c in self.containers.items()
         ]
