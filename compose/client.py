@@ -30,6 +30,9 @@ PullPolicy = Literal["always", "missing", "never"]
 LineSink = Callable[[str], None]
 FILES_DIR = Path(__file__).parent / "files"
 EXEC_TIMEOUT = 15.0  # seconds for a question asked inside a container
+# The installation id our compose files give when run without our env file:
+# containers and volumes made from them by hand.
+UNMANAGED = "unmanaged"
 STANDINS_DIR = Path(__file__).parent / "standins"
 
 
@@ -69,8 +72,15 @@ class ContainerState(BaseModel):
         match = _CONFIG_HASH_LABEL.search(self.labels)
         return match.group(1) if match else ""
 
+    @property
+    def environment_file(self) -> str:
+        """The env file compose was given when it made this container ("" without one)."""
+        match = _ENV_FILE_LABEL.search(self.labels)
+        return match.group(1) if match else ""
+
 
 _CONFIG_HASH_LABEL = re.compile(r"(?:^|,)com\.docker\.compose\.config-hash=([^,]+)")
+_ENV_FILE_LABEL = re.compile(r"(?:^|,)com\.docker\.compose\.project\.environment_file=([^,]+)")
 _INSTALLATION_LABEL = re.compile(r"(?:^|,)io\.ollama-stack\.installation=([^,]+)")
 
 
@@ -127,6 +137,10 @@ class ComposeProject:
     target_label: str = "local"
     images: Mapping[str, str] = field(default_factory=dict)
     installation: str | None = None  # our io.ollama-stack.installation label value
+    # The value our data volumes carry, when not ``installation``: volumes taken
+    # over from another home (`stack.adopt`) keep theirs, as a volume's labels
+    # cannot change (and compose asks to recreate, emptying, one whose differ).
+    volume_installation: str | None = None
     _clients: dict[tuple[Path, ...], Any] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -239,10 +253,22 @@ class ComposeProject:
     def ps(self) -> list[ContainerState]:
         """This installation's containers: another home's, under the same project
         name, are never shown as ours (nor made by hand without our label)."""
-        rows = parse_ps_output(self._run(self.compose_argv("ps", "--all", "--format", "json")))
+        rows = self._ps_all()
         if not self.installation:
             return rows
         return [row for row in rows if row.installation in ("", self.installation)]
+
+    def foreign_containers(self) -> list[ContainerState]:
+        """The project's containers that carry another installation's id: another
+        home's, or made from our files by hand (``unmanaged``)."""
+        return [
+            row
+            for row in self._ps_all()
+            if row.installation not in ("", "unlabelled", self.installation or "")
+        ]
+
+    def _ps_all(self) -> list[ContainerState]:
+        return parse_ps_output(self._run(self.compose_argv("ps", "--all", "--format", "json")))
 
     def container_runs(self) -> dict[str, ContainerRun]:
         """service → exit code and restart count of its container (two engine calls).
@@ -563,8 +589,9 @@ class ComposeProject:
         # Both labels (filters AND together): another compose project, or
         # another installation, that happens to share the name is not ours.
         ours = ["--filter", f"label=com.docker.compose.project={project or self.project}"]
-        if self.installation:
-            ours += ["--filter", f"label=io.ollama-stack.installation={self.installation}"]
+        installation = self._ours(kind)
+        if installation:
+            ours += ["--filter", f"label=io.ollama-stack.installation={installation}"]
         listing = {
             "container": ["ps", "--all", *ours, "--format", "{{.Names}}"],
             "volume": ["volume", "ls", *ours, "--format", "{{.Name}}"],
@@ -579,17 +606,35 @@ class ComposeProject:
         listing = ["ps", "--all", "--filter", label, "--format", "{{.Names}}"]
         return sorted(self._run([*self._docker_argv(), *listing]).split())
 
+    def _ours(self, kind: Literal["container", "volume", "network"]) -> str | None:
+        """The installation id our resources of this kind carry."""
+        if kind == "volume":
+            return self.volume_installation or self.installation
+        return self.installation
+
     def foreign_installations(self) -> set[str]:
         """Installation ids, other than ours, on containers or volumes of this project."""
         project = f"label=com.docker.compose.project={self.project}"
         label = '{{.Label "io.ollama-stack.installation"}}'
         found: set[str] = set()
-        for listing in (["ps", "--all"], ["volume", "ls"]):
+        for kind, listing in (("container", ["ps", "--all"]), ("volume", ["volume", "ls"])):
             out = self._run(
                 [*self._docker_argv(), *listing, "--filter", project, "--format", label]
             )
-            found |= {line.strip() for line in out.splitlines() if line.strip()}
-        return found - {self.installation or ""}
+            ids = {line.strip() for line in out.splitlines() if line.strip()}
+            found |= ids - {self._ours(kind) or ""}
+        return found
+
+    def project_volumes(self) -> dict[str, str]:
+        """Every volume of this compose project → the installation id it carries
+        ("" without our label)."""
+        project = f"label=com.docker.compose.project={self.project}"
+        label = '{{.Name}}\t{{.Label "io.ollama-stack.installation"}}'
+        out = self._run(
+            [*self._docker_argv(), "volume", "ls", "--filter", project, "--format", label]
+        )
+        pairs = (line.partition("\t") for line in out.splitlines() if line.strip())
+        return {name: installation.strip() for name, _, installation in pairs}
 
     def volume_exists(self, name: str) -> bool:
         out = self._run(
