@@ -33,7 +33,6 @@ from .migrate import CONFIG_SCHEMA, CONFIG_STEPS, SCHEMA_KEY, STATE_STEPS, curre
 from .settings import SECRET_KEYS, deep_merge, validate
 
 HOME_ENV = "OLLAMA_STACK_HOME"
-DEFAULT_PROJECT = "ollama-stack"  # the settings' default project name
 CONFIG_HEADER = "# ollama-stack settings chosen for this installation (README: Configuration)\n"
 
 
@@ -218,8 +217,8 @@ def install(
     values = {k: old.get(k) or _secrets.token_urlsafe(32) for k in SECRET_KEYS}
     existing = read_config(paths)
     document = deep_merge(existing, {k: v for k, v in (chosen or {}).items() if v is not None})
-    old_project = existing.get("project", DEFAULT_PROJECT)
-    if paths.installed and document.get("project", DEFAULT_PROJECT) != old_project:
+    old_project = existing.get("project", "ollama-stack")
+    if paths.installed and document.get("project", "ollama-stack") != old_project:
         raise ConfigError(
             f"this installation's project is {old_project!r}; changing it would hide its "
             "containers and volumes",
@@ -301,11 +300,12 @@ def home_of_env_file(env_file: str) -> Path | None:
 
 
 def claims_project(root: Path, project: str) -> bool:
-    """Does an installation still live in ``root`` with ``project`` as its project?
-    (A folder that is gone, or unreadable, claims nothing.)"""
+    """Does an installation still live in ``root`` that may use ``project``? Its
+    config.yaml names it, or names none (the project then came from the
+    environment or the default). A folder that is gone, or unreadable, claims nothing."""
     paths = InstallPaths(root)
     try:
-        return paths.installed and read_config(paths).get("project", DEFAULT_PROJECT) == project
+        return paths.installed and read_config(paths).get("project", project) == project
     except (StackError, OSError):
         return False
 
