@@ -69,19 +69,17 @@ def test_a_copied_home_adopts_its_project_and_keeps_the_data(make_installation) 
     done = moved.ok("stack.adopt", "--yes", "--pull", "never")
     assert "stack healthy" in done.stdout, done.stdout
     assert f"{home_a} still holds an installation" in done.stdout + done.stderr
+    # compose asks whether to recreate (empty) a volume whose labels differ from
+    # its file: the volumes' own id is given to it, so it never has to.
+    assert "doesn't match" not in done.stdout + done.stderr
     now = labels(first)
     assert now["containers"] == now["networks"] and now["containers"] != old["containers"]
     assert now["volumes"] == old["volumes"]  # a volume's labels never change
     assert read_marker(moved) == "before-the-move"
-    report = moved.status()
-    assert {s["health"] for s in report["services"]} == {"healthy"}
+    assert {s["health"] for s in moved.status()["services"]} == {"healthy"}
 
-    # From now on the project is this home's: stop and start again, with no
-    # question from compose about the volumes' labels; the old home is refused.
-    moved.ok("stack.stop")
-    again = moved.ok("stack.start", "--pull", "never")
-    assert "doesn't match" not in again.stdout + again.stderr
-    assert read_marker(moved) == "before-the-move"
+    # From now on the project is this home's, and no longer the old home's.
+    assert "already running" in moved.ok("stack.start", "--pull", "never").stdout
     assert first.cli("stack.start", "--pull", "never").returncode == 2
     assert "nothing to adopt" in moved.ok("stack.adopt", "--yes").stdout
 
