@@ -27,7 +27,7 @@ def labels(inst: Installation) -> dict[str, set[str]]:
         ("volumes", ["volume", "ls"]),
         ("networks", ["network", "ls"]),
     ):
-        out = docker(*listing, "--filter", project, "--format", LABEL)
+        out = docker(*listing, "--filter", project, "--format", LABEL, host=inst.docker_host)
         found[kind] = set(out.split())
     return found
 
@@ -37,11 +37,20 @@ def webui(inst: Installation) -> str:
 
 
 def write_marker(inst: Installation, text: str) -> None:
-    docker("exec", webui(inst), "sh", "-c", f"echo {text} > {MARKER}")
+    docker("exec", webui(inst), "sh", "-c", f"echo {text} > {MARKER}", host=inst.docker_host)
 
 
 def read_marker(inst: Installation) -> str:
-    return docker("exec", webui(inst), "cat", MARKER).strip()
+    return docker("exec", webui(inst), "cat", MARKER, host=inst.docker_host).strip()
+
+
+def moved_copy(inst: Installation) -> tuple[Path, Installation]:
+    """The installation's home copied elsewhere (the old one still there)."""
+    home = Path(inst.env["OLLAMA_STACK_HOME"])
+    copy = home.with_name(f"{home.name}-moved")
+    shutil.copytree(home, copy)
+    env = {**inst.env, "OLLAMA_STACK_HOME": str(copy)}
+    return home, Installation(inst.project, inst.ports, env, inst.remote, inst.docker_host)
 
 
 def test_a_copied_home_adopts_its_project_and_keeps_the_data(make_installation) -> None:
@@ -50,12 +59,7 @@ def test_a_copied_home_adopts_its_project_and_keeps_the_data(make_installation) 
     write_marker(first, "before-the-move")
     old = labels(first)
     assert len(old["containers"]) == 1 and old["volumes"] == old["containers"]
-    home_a = Path(first.env["OLLAMA_STACK_HOME"])
-    home_b = home_a.with_name(f"{home_a.name}-moved")
-    shutil.copytree(home_a, home_b)  # a copy: the old home still claims the project
-    moved = Installation(
-        first.project, first.ports, {**first.env, "OLLAMA_STACK_HOME": str(home_b)}
-    )
+    home_a, moved = moved_copy(first)  # a copy: the old home still claims the project
 
     refused = moved.cli("stack.start", "--pull", "never")
     assert refused.returncode == 2, refused.stderr
@@ -123,3 +127,19 @@ def test_containers_started_by_hand_from_our_files_are_adopted(make_installation
     assert now["networks"] == now["containers"]
     assert read_marker(inst) == "made-by-hand"
     assert {s["health"] for s in inst.status()["services"]} == {"healthy"}
+
+
+def test_a_remote_box_is_adopted_by_a_copied_home(make_installation, remote_host) -> None:
+    first = make_installation(remote=remote_host.name, docker_host=remote_host.docker_host)
+    first.ok("stack.start", "--pull", "never")
+    write_marker(first, "on-the-box")
+    home_a, moved = moved_copy(first)
+    assert moved.cli("stack.start", "--pull", "never").returncode == 2
+
+    done = moved.ok("stack.adopt", "--yes", "--pull", "never")
+    assert f"home {home_a}/remotes/" in done.stdout and "stack healthy" in done.stdout
+    assert read_marker(moved) == "on-the-box"
+    report = moved.status()
+    assert report["target"] == remote_host.name
+    assert {s["health"] for s in report["services"]} == {"healthy"}
+    assert labels(first)["containers"] == labels(first)["networks"]
