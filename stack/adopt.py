@@ -85,15 +85,13 @@ class Takeover:
     def empty(self) -> bool:
         return not (self.containers or self.volumes)
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
 
 def plan(rt: Runtime) -> Takeover:
     """The project's containers and volumes another installation holds (reads only)."""
     if not rt.paths.installed:
         raise NotInstalled(
-            f"no installation at {rt.paths.root}: stack.adopt takes over for an installed one",
+            f"no installation at {rt.paths.root} to take compose project "
+            f"{rt.settings.project!r} over for",
             f"run `inv stack.install --project {rt.settings.project}` first",
         )
     containers = rt.compose.foreign_containers()

@@ -174,9 +174,9 @@ def refuse_foreign_at_install(rt: Runtime) -> None:
     except StackError:
         return
     if others:
-        raise ConfigError(
-            f"{_project_on(rt)} belongs to another ollama-stack installation "
-            f"(id {', '.join(sorted(others))})",
+        raise _another_installations(
+            rt,
+            others,
             "give this one its own project (--project NAME); or, if that installation's home "
             "moved here, copy its config.yaml and secrets.env here and run `inv stack.adopt`",
         )
@@ -191,9 +191,9 @@ def refuse_foreign(rt: Runtime) -> None:
             "`inv stack.adopt` takes it over as this installation's (it asks first)",
         )
     if others:
-        raise ConfigError(
-            f"{_project_on(rt)} belongs to another ollama-stack installation "
-            f"(id {', '.join(sorted(others))})",
+        raise _another_installations(
+            rt,
+            others,
             "if that was this installation before its home moved, `inv stack.adopt` takes it "
             "over (it asks first); else give this one its own project: "
             "`inv stack.uninstall --remove-config`, then `inv stack.install --project NAME`",
@@ -202,6 +202,14 @@ def refuse_foreign(rt: Runtime) -> None:
 
 def _project_on(rt: Runtime) -> str:
     return f"compose project {rt.settings.project!r} on {rt.target.label}"
+
+
+def _another_installations(rt: Runtime, others: set[str], remedy: str) -> ConfigError:
+    return ConfigError(
+        f"{_project_on(rt)} belongs to another ollama-stack installation "
+        f"(id {', '.join(sorted(others))})",
+        remedy,
+    )
 
 
 def check_ports(
