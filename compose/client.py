@@ -208,11 +208,9 @@ class ComposeProject:
             return [str(a) for a in client.client_config.docker_compose_cmd] + list(args)
 
     def _stream(self, argv: list[str], sink: LineSink | None, dedupe: bool = True) -> None:
-        from python_on_whales.utils import stream_stdout_and_stderr
-
         seen: set[str] = set()  # compose repeats each progress line when not on a TTY
         with self._translated():
-            for _source, raw in stream_stdout_and_stderr(argv):
+            for _source, raw in stream_output(argv):
                 line = raw.decode(errors="replace").strip()
                 if line and sink and not (dedupe and line in seen):
                     seen.add(line)
@@ -672,6 +670,40 @@ def _parse_run(line: str) -> ContainerRun | None:
         return None
     service, _oneoff, container_id, status, exit_code, restarts, started = parts
     return ContainerRun(service, container_id, status, int(exit_code), int(restarts), started)
+
+
+def stream_output(argv: list[str]) -> Iterator[tuple[str, bytes]]:
+    """(stdout or stderr, line) of a docker command as it prints them, its stdin closed.
+
+    python-on-whales' stream_stdout_and_stderr lets compose read our terminal,
+    where it asks questions our display never shows ("Volume … exists but
+    doesn't match configuration in compose file. Recreate (data will be
+    lost)?": a volume whose labels differ) and waits, and where a "y" empties
+    the volume. With no terminal it keeps the volume and says so. Unit tests
+    replace this, as they replace python-on-whales' runners.
+    """
+    import queue
+    import subprocess
+    import threading
+
+    from python_on_whales.utils import get_docker_exception_type, reader
+
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    lines: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
+    for pipe, name in ((process.stdout, "stdout"), (process.stderr, "stderr")):
+        threading.Thread(target=reader, args=[pipe, name, lines], daemon=True).start()
+    errors = b""
+    for _ in range(2):  # each reader ends with None
+        for source, line in iter(lines.get, None):
+            yield source, line
+            if source == "stderr":
+                errors += line
+    if process.wait() != 0:
+        raise get_docker_exception_type(errors)(
+            command_launched=argv, return_code=process.returncode, stderr=errors
+        )
 
 
 def bounded_run(argv: list[str], timeout: float) -> tuple[int, str]:

@@ -222,7 +222,7 @@ def test_after_adoption_the_old_volumes_are_ours_and_its_containers_are_not(
 def test_a_failed_up_records_nothing_and_says_what_runs(
     local_paths, pow_calls, old_home, monkeypatch
 ):
-    import python_on_whales.utils as pow_utils
+    from ollama_stack.compose import client
 
     config.install(local_paths, {})
     moved_project(pow_calls, old_home)
@@ -234,7 +234,7 @@ def test_a_failed_up_records_nothing_and_says_what_runs(
         raise DockerException(argv, 1, b"", b"no space left on device")
         yield  # a generator, as python-on-whales' is
 
-    monkeypatch.setattr(pow_utils, "stream_stdout_and_stderr", up_fails)
+    monkeypatch.setattr(client, "stream_output", up_fails)
     with pytest.raises(StackError) as info:
         adopt.execute(rt, todo, pull="never", timeout=1)
     assert "nothing was recorded; running now: ollama, webui, mcp_proxy" in info.value.message

@@ -466,3 +466,30 @@ def test_project_volumes_argv_and_parsing(adopted, fake_docker, pow_calls):
         *("volume", "ls", "--filter", "label=com.docker.compose.project=p"),
         *("--format", '{{.Name}}\t{{.Label "io.ollama-stack.installation"}}'),
     ]
+
+
+def test_streamed_commands_never_see_our_stdin():
+    """compose asks on a terminal whether to recreate (empty) a volume whose labels
+    differ from its file: a streamed command gets no stdin at all, even when
+    ours holds an answer."""
+    import os
+    import sys
+
+    asks = "import sys; print('stdin:', repr(sys.stdin.read())); sys.stderr.write('asked\\n')"
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"y\n")
+    os.close(write_end)
+    saved = os.dup(0)
+    os.dup2(read_end, 0)
+    try:
+        lines = list(client_mod.stream_output([sys.executable, "-c", asks]))
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(read_end)
+    assert sorted(lines) == [("stderr", b"asked\n"), ("stdout", b"stdin: ''\n")]
+
+    fails = "import sys; sys.stderr.write('no such volume: x\\n'); sys.exit(3)"
+    with pytest.raises(DockerException) as info:
+        list(client_mod.stream_output([sys.executable, "-c", fails]))
+    assert info.value.return_code == 3 and "no such volume" in info.value.stderr
