@@ -14,7 +14,9 @@ installation's, after a confirmation the task asks for:
   differ from its file, so the id the volumes carry is recorded in the state
   and written into their labels from then on (``volumes_installation``).
 
-Everything is read before anything changes; a refusal changes nothing.
+Everything is read before anything changes, and the refusals (a port another
+process holds, an image to build) come before `up`: a refusal leaves the
+project as it was.
 """
 
 from __future__ import annotations
@@ -151,12 +153,6 @@ def _owner(rt: Runtime, installation: str, containers: list[ContainerState]) -> 
     return Owner(installation)
 
 
-@dataclass
-class Adopted:
-    start: StartResult
-    takeover: Takeover
-
-
 def execute(
     rt: Runtime,
     todo: Takeover,
@@ -164,7 +160,7 @@ def execute(
     pull: PullPolicy = "missing",
     timeout: float | None = None,
     progress: Progress | None = None,
-) -> Adopted:
+) -> StartResult:
     """Recreate the containers with our files and labels, keeping every volume,
     record the volumes' id, then wait for health as `stack.start` does."""
     began = time.monotonic()
@@ -173,8 +169,7 @@ def execute(
             rt = rt.with_volumes_installation(todo.volumes_installation)
         rt = prepare(rt, progress)
         services = rt.docker_services()
-        # Refusals first (a port another process holds, an image to build):
-        # until `up`, nothing of the project has changed.
+        # Until `up`, nothing of the project has changed.
         check_ports(rt, services, [*rt.compose.ps(), *rt.compose.foreign_containers()], progress)
         build_missing(rt, services, progress)
         _recreate(rt, services, progress, pull)
@@ -185,7 +180,7 @@ def execute(
             now = what_runs(rt, services)
             failure.message += f"; the containers are this installation's now ({now})"
             raise
-    return Adopted(start_result(rt, False, health, began), todo)
+    return start_result(rt, False, health, began)
 
 
 def _recreate(

@@ -322,14 +322,14 @@ def adopt(
     if not confirmer(yes, out)(f"make these this installation's ({rt.paths.root})?"):
         out.info("cancelled; nothing was changed")
         raise Exit(code=1)
-    done = adoption.execute(
+    result = adoption.execute(
         rt,
         todo,
         pull=pull,  # type: ignore[arg-type]
         timeout=timeout or None,
         progress=out.progress,
     )
-    out.started(done.start)
+    out.started(result)
     for note in adoption.left_behind(todo):
         out.note(f"note: {note}")
 

@@ -190,7 +190,7 @@ def test_adoption_recreates_with_our_files_and_keeps_the_volumes_id(
     todo = adopt.plan(rt)
     done = adopt.execute(rt, todo, pull="never", timeout=5)
 
-    assert {r.ok for r in done.start.health.values()} == {True}
+    assert {r.ok for r in done.health.values()} == {True}
     (up,) = [argv for argv, _ in pow_calls.calls if "up" in argv]
     assert up[-4:] == ["--force-recreate", "ollama", "webui", "mcp_proxy"]
     assert up[up.index("--pull") + 1] == "never" and "--remove-orphans" in up
