@@ -29,6 +29,9 @@ PullPolicy = Literal["always", "missing", "never"]
 LineSink = Callable[[str], None]
 FILES_DIR = Path(__file__).parent / "files"
 EXEC_TIMEOUT = 15.0  # seconds for a question asked inside a container
+# The installation id our compose files give when run without our env file:
+# containers and volumes made from them by hand.
+UNMANAGED = "unmanaged"
 STANDINS_DIR = Path(__file__).parent / "standins"
 
 
@@ -92,8 +95,15 @@ class ContainerState:
         match = _CONFIG_HASH_LABEL.search(self.labels)
         return match.group(1) if match else ""
 
+    @property
+    def environment_file(self) -> str:
+        """The env file compose was given when it made this container ("" without one)."""
+        match = _ENV_FILE_LABEL.search(self.labels)
+        return match.group(1) if match else ""
+
 
 _CONFIG_HASH_LABEL = re.compile(r"(?:^|,)com\.docker\.compose\.config-hash=([^,]+)")
+_ENV_FILE_LABEL = re.compile(r"(?:^|,)com\.docker\.compose\.project\.environment_file=([^,]+)")
 _INSTALLATION_LABEL = re.compile(r"(?:^|,)io\.ollama-stack\.installation=([^,]+)")
 
 
@@ -150,6 +160,10 @@ class ComposeProject:
     target_label: str = "local"
     images: Mapping[str, str] = field(default_factory=dict)
     installation: str | None = None  # our io.ollama-stack.installation label value
+    # The value our data volumes carry, when not ``installation``: volumes taken
+    # over from another home (`stack.adopt`) keep theirs, as a volume's labels
+    # cannot change (and compose asks to recreate, emptying, one whose differ).
+    volume_installation: str | None = None
     _clients: dict[tuple[Path, ...], Any] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -217,11 +231,9 @@ class ComposeProject:
             return [str(a) for a in client.client_config.docker_compose_cmd] + list(args)
 
     def _stream(self, argv: list[str], sink: LineSink | None, dedupe: bool = True) -> None:
-        from python_on_whales.utils import stream_stdout_and_stderr
-
         seen: set[str] = set()  # compose repeats each progress line when not on a TTY
         with self._translated():
-            for _source, raw in stream_stdout_and_stderr(argv):
+            for _source, raw in stream_output(argv):
                 line = raw.decode(errors="replace").strip()
                 if line and sink and not (dedupe and line in seen):
                     seen.add(line)
@@ -261,19 +273,30 @@ class ComposeProject:
 
     def ps(self) -> list[ContainerState]:
         """This installation's containers: another home's, under the same project
-        name, are never shown as ours (nor made by hand without our label).
+        name, are never shown as ours (nor made by hand without our label)."""
+        return [row for row in self._ps_all() if self._is_ours(row)]
 
-        Asked of the Engine API (a millisecond); the CLI's `compose ps` only
-        where that cannot answer, and then it also says why."""
+    def _is_ours(self, row: ContainerState) -> bool:
+        return not self.installation or row.installation in ("", self.installation)
+
+    def foreign_containers(self) -> list[ContainerState]:
+        """The project's containers that carry another installation's id: another
+        home's, or made from our files by hand (``unmanaged``)."""
+        return [
+            row
+            for row in self._ps_all()
+            if row.installation not in ("", "unlabelled", self.installation or "")
+        ]
+
+    def _ps_all(self) -> list[ContainerState]:
+        """Every container of the project, whoever made it. Asked of the Engine
+        API (a millisecond); the CLI's `compose ps` only where that cannot
+        answer, and then it also says why."""
         try:
             listed = engine.project_containers(engine.locate(self.docker_host), self.project)
-            rows = [ContainerState.from_row(row) for row in listed]
+            return [ContainerState.from_row(row) for row in listed]
         except engine.EngineUnreachable:
-            rows = parse_ps_output(self._run(self.compose_argv("ps", "--all", "--format", "json")))
-        return [row for row in rows if self._ours(row)]
-
-    def _ours(self, row: ContainerState) -> bool:
-        return not self.installation or row.installation in ("", self.installation)
+            return parse_ps_output(self._run(self.compose_argv("ps", "--all", "--format", "json")))
 
     def container_runs(self) -> dict[str, ContainerRun]:
         """service → exit code and restart count of its container (two engine calls).
@@ -554,7 +577,7 @@ class ComposeProject:
         except engine.EngineUnreachable:
             return self._container_image_ids_by_cli()
         rows = [(ContainerState.from_row(engine.compose_row(c)), c["ImageID"]) for c in listed]
-        return {row.service: image_id for row, image_id in rows if self._ours(row)}
+        return {row.service: image_id for row, image_id in rows if self._is_ours(row)}
 
     def _container_image_ids_by_cli(self) -> dict[str, str]:
         names = {c.name: c.service for c in self.ps()}
@@ -620,8 +643,9 @@ class ComposeProject:
         # Both labels (filters AND together): another compose project, or
         # another installation, that happens to share the name is not ours.
         ours = ["--filter", f"label=com.docker.compose.project={project or self.project}"]
-        if self.installation:
-            ours += ["--filter", f"label=io.ollama-stack.installation={self.installation}"]
+        installation = self._ours(kind)
+        if installation:
+            ours += ["--filter", f"label=io.ollama-stack.installation={installation}"]
         listing = {
             "container": ["ps", "--all", *ours, "--format", "{{.Names}}"],
             "volume": ["volume", "ls", *ours, "--format", "{{.Name}}"],
@@ -636,17 +660,35 @@ class ComposeProject:
         listing = ["ps", "--all", "--filter", label, "--format", "{{.Names}}"]
         return sorted(self._run([*self._docker_argv(), *listing]).split())
 
+    def _ours(self, kind: Literal["container", "volume", "network"]) -> str | None:
+        """The installation id our resources of this kind carry."""
+        if kind == "volume":
+            return self.volume_installation or self.installation
+        return self.installation
+
     def foreign_installations(self) -> set[str]:
         """Installation ids, other than ours, on containers or volumes of this project."""
         project = f"label=com.docker.compose.project={self.project}"
         label = '{{.Label "io.ollama-stack.installation"}}'
         found: set[str] = set()
-        for listing in (["ps", "--all"], ["volume", "ls"]):
+        for kind, listing in (("container", ["ps", "--all"]), ("volume", ["volume", "ls"])):
             out = self._run(
                 [*self._docker_argv(), *listing, "--filter", project, "--format", label]
             )
-            found |= {line.strip() for line in out.splitlines() if line.strip()}
-        return found - {self.installation or ""}
+            ids = {line.strip() for line in out.splitlines() if line.strip()}
+            found |= ids - {self._ours(kind) or ""}
+        return found
+
+    def project_volumes(self) -> dict[str, str]:
+        """Every volume of this compose project → the installation id it carries
+        ("" without our label)."""
+        project = f"label=com.docker.compose.project={self.project}"
+        label = '{{.Name}}\t{{.Label "io.ollama-stack.installation"}}'
+        out = self._run(
+            [*self._docker_argv(), "volume", "ls", "--filter", project, "--format", label]
+        )
+        pairs = (line.partition("\t") for line in out.splitlines() if line.strip())
+        return {name: installation.strip() for name, _, installation in pairs}
 
     def volume_exists(self, name: str) -> bool:
         out = self._run(
@@ -684,6 +726,40 @@ def _parse_run(line: str) -> ContainerRun | None:
         return None
     service, _oneoff, container_id, status, exit_code, restarts, started = parts
     return ContainerRun(service, container_id, status, int(exit_code), int(restarts), started)
+
+
+def stream_output(argv: list[str]) -> Iterator[tuple[str, bytes]]:
+    """(stdout or stderr, line) of a docker command as it prints them, its stdin closed.
+
+    python-on-whales' stream_stdout_and_stderr lets compose read our terminal,
+    where it asks questions our display never shows ("Volume … exists but
+    doesn't match configuration in compose file. Recreate (data will be
+    lost)?": a volume whose labels differ) and waits, and where a "y" empties
+    the volume. With no terminal it keeps the volume and says so. Unit tests
+    replace this, as they replace python-on-whales' runners.
+    """
+    import queue
+    import subprocess
+    import threading
+
+    from python_on_whales.utils import get_docker_exception_type, reader
+
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    lines: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
+    for pipe, name in ((process.stdout, "stdout"), (process.stderr, "stderr")):
+        threading.Thread(target=reader, args=[pipe, name, lines], daemon=True).start()
+    errors = b""
+    for _ in range(2):  # each reader ends with None
+        for source, line in iter(lines.get, None):
+            yield source, line
+            if source == "stderr":
+                errors += line
+    if process.wait() != 0:
+        raise get_docker_exception_type(errors)(
+            command_launched=argv, return_code=process.returncode, stderr=errors
+        )
 
 
 def bounded_run(argv: list[str], timeout: float) -> tuple[int, str]:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ollama_stack.backups.transfer import Exported, Imported
     from ollama_stack.extensions.manage import Row as ExtensionRow
 
+    from .adopt import Takeover
     from .config.migrate import Migration
     from .doctor import Check
     from .health import ProbeResult
@@ -293,6 +294,28 @@ class Display:
             console.print(Text(f"  remove config    {plan.config_dir}"))
         for item in plan.kept:
             console.print(Text(f"  keep   {item}", style="green"))
+
+    def adoption_plan(self, todo: Takeover) -> None:
+        from rich.text import Text
+
+        self.out.print(Text(f"take over compose project {todo.project} on {todo.target}:"))
+        for owner in todo.owners:
+            if owner.by_hand:
+                whose = f"containers started by hand from our compose files ({owner.installation})"
+            elif owner.home:
+                there = "still there" if owner.still_there else "no installation there now"
+                whose = f"installation {owner.installation}, home {owner.home} ({there})"
+            else:
+                whose = f"installation {owner.installation} (its home is not recorded)"
+            self.out.print(Text(f"  from     {whose}"))
+        for c in todo.containers:
+            what = "recreate" if c.recreated else "remove  "
+            why = "" if c.recreated else "; its service is not this installation's"
+            self.out.print(Text(f"  {what} container {c.name} ({c.service}, {c.state}{why})"))
+        for name, owner in sorted(todo.volumes.items()):
+            self.out.print(
+                Text(f"  keep     volume    {name} (its data as it is; labelled {owner})", "green")
+            )
 
     # -- backups ----------------------------------------------------------------
 

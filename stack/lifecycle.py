@@ -17,7 +17,7 @@ from ollama_stack.common.errors import (
     StackError,
     interruption_code,
 )
-from ollama_stack.compose.client import ContainerRun, ContainerState, PullPolicy
+from ollama_stack.compose.client import UNMANAGED, ContainerRun, ContainerState, PullPolicy
 
 from . import config
 from .events import Progress, emit
@@ -76,7 +76,7 @@ def start(
     if services and set(services) <= running and not stale(rt, ours, services):
         health = check_health(rt)
         if all(r.ok for r in health.values()):
-            return _result(rt, True, health, began)
+            return start_result(rt, True, health, began)
     check_ports(rt, services, ours, progress)
     exposed = rt.settings.exposure(services)
     if exposed:
@@ -100,7 +100,7 @@ def start(
         # say exactly which ones run.
         failure.message += f"; {what_runs(rt, services)}"
         raise
-    return _result(rt, False, health, began)
+    return start_result(rt, False, health, began)
 
 
 def build_missing(rt: Runtime, services: list[str], progress: Progress | None = None) -> None:
@@ -132,7 +132,7 @@ def what_runs(rt: Runtime, services: list[str]) -> str:
     return f"running now: {', '.join(up)}" + (f"; not running: {', '.join(down)}" if down else "")
 
 
-def _result(
+def start_result(
     rt: Runtime, already: bool, health: dict[str, ProbeResult], began: float
 ) -> StartResult:
     return StartResult(
@@ -169,25 +169,52 @@ def stale(rt: Runtime, ours: list[ContainerState], services: list[str]) -> bool:
 def refuse_foreign_at_install(rt: Runtime) -> None:
     """An install whose project name another home's containers already use is
     refused before anything is written; an engine we cannot ask (offline, a
-    box not reachable yet) leaves that to `stack.start`, which checks again."""
+    box not reachable yet) leaves that to `stack.start`, which checks again.
+    Containers started by hand from our files are no other installation's:
+    installing is the first step of taking them over (`stack.adopt`)."""
     try:
-        refuse_foreign(rt)
+        others = rt.compose.foreign_installations() - {UNMANAGED}
     except ConfigError:
         raise
     except StackError:
         return
+    if others:
+        raise _another_installations(
+            rt,
+            others,
+            "give this one its own project (--project NAME); or, if that installation's home "
+            "moved here, copy its config.yaml and secrets.env here and run `inv stack.adopt`",
+        )
 
 
 def refuse_foreign(rt: Runtime) -> None:
     """Never start on top of another installation that uses the same project name."""
     others = rt.compose.foreign_installations()
-    if others:
+    if others == {UNMANAGED}:
         raise ConfigError(
-            f"compose project {rt.settings.project!r} on {rt.target.label} belongs to another "
-            f"ollama-stack installation (id {', '.join(sorted(others))})",
-            "give this one its own project: `inv stack.uninstall --remove-config`, then "
-            "`inv stack.install --project NAME`",
+            f"{_project_on(rt)} was started without ollama-stack (from its compose files by hand)",
+            "`inv stack.adopt` takes it over as this installation's (it asks first)",
         )
+    if others:
+        raise _another_installations(
+            rt,
+            others,
+            "if that was this installation before its home moved, `inv stack.adopt` takes it "
+            "over (it asks first); else give this one its own project: "
+            "`inv stack.uninstall --remove-config`, then `inv stack.install --project NAME`",
+        )
+
+
+def _project_on(rt: Runtime) -> str:
+    return f"compose project {rt.settings.project!r} on {rt.target.label}"
+
+
+def _another_installations(rt: Runtime, others: set[str], remedy: str) -> ConfigError:
+    return ConfigError(
+        f"{_project_on(rt)} belongs to another ollama-stack installation "
+        f"(id {', '.join(sorted(others))})",
+        remedy,
+    )
 
 
 def check_ports(

@@ -50,6 +50,9 @@ class Runtime:
     # One line for each extension folder or enabled extension that could not
     # be read (reported, never fatal to the core stack).
     extension_problems: tuple[str, ...] = ()
+    # The installation id our data volumes carry when they were taken over from
+    # another home (`stack.adopt`, recorded in the state): None means our own.
+    volumes_installation: str | None = None
     # In effect: a service the platform runs natively is native-api here.
     settings: Settings = field(init=False)
 
@@ -101,7 +104,13 @@ class Runtime:
             platform = PlatformChoice(state["platform"], state.get("platform_reason", ""))
         target = Target(remote, config=layered)
         return cls(
-            target, paths, settings, platform_override, platform, extension_problems=problems
+            target,
+            paths,
+            settings,
+            platform_override,
+            platform,
+            extension_problems=problems,
+            volumes_installation=state.get(config.VOLUMES_INSTALLATION_KEY),
         )
 
     # -- resolve: the one step that asks the host and the engine ---------------
@@ -156,6 +165,13 @@ class Runtime:
         object.__setattr__(made, "compose", compose)
         return made
 
+    def with_volumes_installation(self, installation: str | None) -> Runtime:
+        """A copy whose data volumes carry ``installation`` (taken over from it)."""
+        made = dataclasses.replace(self, volumes_installation=installation, compose=self.compose)
+        compose = dataclasses.replace(self.compose, volume_installation=installation)
+        object.__setattr__(made, "compose", compose)
+        return made
+
     def throwaway(self, project: str, env_file: Path, ports: Mapping[str, int]) -> Runtime:
         """A copy acting on another compose project, published on loopback only:
         a throwaway copy of the services (port 0: Docker picks a free one)."""
@@ -199,6 +215,7 @@ class Runtime:
             target_label=self.target.label,
             images=dict(self.settings.images),
             installation=config.installation_id(self.paths),
+            volume_installation=self.volumes_installation,
         )
 
     @cached_property
@@ -239,6 +256,10 @@ class Runtime:
             "OLLAMA_STACK_PROJECT": self.settings.project,
             "OLLAMA_STACK_BIND": self.settings.bind,
             "OLLAMA_STACK_INSTALLATION": config.installation_id(self.paths),
+            # Volume labels must stay as the volumes were made (see ComposeProject).
+            "OLLAMA_STACK_VOLUMES_INSTALLATION": (
+                self.volumes_installation or config.installation_id(self.paths)
+            ),
         }
         container_urls = {spec.name: self.container_url(spec.name) for spec in CATALOG}
         for spec in CATALOG:

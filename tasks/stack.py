@@ -1,4 +1,4 @@
-"""`stack.*`: install, start, stop, restart, status, logs, config, uninstall, migrate."""
+"""`stack.*`: install, start, stop, restart, status, logs, config, uninstall, migrate, adopt."""
 
 from __future__ import annotations
 
@@ -78,10 +78,7 @@ def _start(
 ) -> None:
     from ollama_stack.stack import lifecycle
 
-    if pull not in ("missing", "always", "never"):
-        from ollama_stack.common.errors import ConfigError
-
-        raise ConfigError(f"--pull {pull!r} is not allowed", "use missing, always or never")
+    _check_pull(pull)
     rt = runtime(c, platform=platform)  # every flag is validated before anything stops
     out = display()
     if restart:
@@ -295,3 +292,50 @@ def migrate(
         out.migrated(todo, rt.target.label)
     if json:
         out.json({**todo.to_json(), "result": result})
+
+
+@stack_task(
+    help={
+        "yes": "do not ask for confirmation",
+        "pull": START_HELP["pull"],
+        "timeout": START_HELP["timeout"],
+    }
+)
+@guarded
+def adopt(
+    c: Context, yes: bool = False, pull: str = "missing", timeout: float = START_TIMEOUT
+) -> None:
+    """Take over this project's containers from a moved home or a start by hand (asks first)."""
+    from ollama_stack.stack import adopt as adoption
+
+    _check_pull(pull)
+    rt = runtime(c)
+    out = display()
+    todo = adoption.plan(rt)
+    if todo.empty:
+        out.info(
+            f"nothing to adopt: nothing of compose project {todo.project} on {todo.target} "
+            "is another installation's"
+        )
+        return
+    out.adoption_plan(todo)
+    if not confirmer(yes, out)(f"make these this installation's ({rt.paths.root})?"):
+        out.info("cancelled; nothing was changed")
+        raise Exit(code=1)
+    result = adoption.execute(
+        rt,
+        todo,
+        pull=pull,  # type: ignore[arg-type]
+        timeout=timeout or None,
+        progress=out.progress,
+    )
+    out.started(result)
+    for note in adoption.left_behind(todo):
+        out.note(f"note: {note}")
+
+
+def _check_pull(pull: str) -> None:
+    if pull not in ("missing", "always", "never"):
+        from ollama_stack.common.errors import ConfigError
+
+        raise ConfigError(f"--pull {pull!r} is not allowed", "use missing, always or never")

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from ollama_stack.common.errors import AlreadyInstalled, ConfigError, NotInstalled
+from ollama_stack.common.errors import AlreadyInstalled, ConfigError, NotInstalled, StackError
 from ollama_stack.common.files import replace_atomically
 from ollama_stack.common.locks import exclusive
 
@@ -289,6 +289,42 @@ def installation_id(paths: InstallPaths) -> str:
     finds its kept volumes again.
     """
     return hashlib.sha256(str(paths.root.resolve()).encode()).hexdigest()[:16]
+
+
+# In the state file: the installation id this installation's data volumes
+# carry when `stack.adopt` took them over from another home.
+VOLUMES_INSTALLATION_KEY = "volumes_installation"
+
+
+def home_of_env_file(env_file: str) -> Path | None:
+    """The installation directory whose compose env file this is (compose keeps
+    the path on every container it makes), if it is one of ours at all."""
+    path = Path(env_file)
+    probe = InstallPaths(path.parent.parent)
+    return probe.root if env_file and path == probe.runtime_env_file else None
+
+
+def claims_project(root: Path, project: str) -> bool:
+    """Does an installation still live in ``root`` that may use ``project``? Its
+    config.yaml names it, or names none (the project then came from the
+    environment or the default). A folder that is gone, or unreadable, claims nothing."""
+    paths = InstallPaths(root)
+    try:
+        return paths.installed and read_config(paths).get("project", project) == project
+    except (StackError, OSError):
+        return False
+
+
+def record_adoption(
+    paths: InstallPaths, volumes_installation: str | None, taken: Mapping[str, Any]
+) -> None:
+    """Remember the id this installation's volumes carry (when they were taken
+    over with another's), and what was taken over, beside the update history."""
+    state = read_state(paths)
+    changes: dict[str, Any] = {"adopted": [*state.get("adopted", []), dict(taken)]}
+    if volumes_installation:
+        changes[VOLUMES_INSTALLATION_KEY] = volumes_installation
+    write_state(paths, changes)
 
 
 def read_secrets_lenient(paths: InstallPaths) -> dict[str, str]:

@@ -32,7 +32,7 @@ services:
 volumes:
   echo_data:
     labels:
-      io.ollama-stack.installation: ${OLLAMA_STACK_INSTALLATION:-unmanaged}
+      io.ollama-stack.installation: ${OLLAMA_STACK_VOLUMES_INSTALLATION:-unmanaged}
       io.ollama-stack.data: "true"
 """
 

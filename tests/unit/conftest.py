@@ -85,6 +85,7 @@ def pow_calls(monkeypatch: pytest.MonkeyPatch, fake_docker: Path) -> Recorder:
     recorder = Recorder()
     monkeypatch.setattr(pow_utils, "run", recorder.run)
     monkeypatch.setattr(pow_utils, "stream_stdout_and_stderr", recorder.stream)
+    monkeypatch.setattr(client, "stream_output", recorder.stream)
     monkeypatch.setattr(client, "bounded_run", recorder.bounded)
     return recorder
 

@@ -397,3 +397,99 @@ def test_last_log_lines_keeps_the_tail_and_swallows_errors(project, prefix, pow_
     pow_calls.lines = []
     pow_calls.error = docker_error([*prefix, "logs"], "Cannot connect to the Docker daemon")
     assert project.last_log_lines("webui") == []
+
+
+# -- installations: ours, taken over, foreign ---------------------------------------------
+
+
+@pytest.fixture
+def adopted(env_file: Path, fake_docker: Path) -> ComposeProject:
+    """Our containers carry "me"; our volumes still carry "old" (taken over from it)."""
+    return ComposeProject(
+        project="p",
+        files=[BASE],
+        env_files=[env_file],
+        installation="me",
+        volume_installation="old",
+    )
+
+
+def test_labelled_volumes_carry_the_id_they_were_made_with(adopted, fake_docker, pow_calls):
+    adopted.labelled("volume")
+    adopted.labelled("container")
+    volumes, containers = (argv for argv, _ in pow_calls.calls)
+    assert volumes == [
+        str(fake_docker),
+        *("volume", "ls", "--filter", "label=com.docker.compose.project=p"),
+        *("--filter", "label=io.ollama-stack.installation=old", "--format", "{{.Name}}"),
+    ]
+    assert "label=io.ollama-stack.installation=me" in containers
+
+
+def test_foreign_installations_leave_out_our_volumes_id_but_not_on_containers(
+    adopted, project, pow_calls
+):
+    def engine(argv: list[str]) -> str:
+        return "old\n" if argv[1] == "volume" else "me\nold\n"
+
+    pow_calls.on_run = engine
+    assert adopted.foreign_installations() == {"old"}  # a container of the old home's
+    pow_calls.on_run = lambda argv: "old\n" if argv[1] == "volume" else "me\n"
+    assert adopted.foreign_installations() == set()
+    assert project.foreign_installations() == {"me", "old"}  # no installation of its own
+
+
+def test_foreign_containers_carry_another_id_and_tell_their_env_file(adopted, pow_calls):
+    def row(name: str, labels: str) -> str:
+        return json.dumps({"Name": name, "Service": name, "State": "running", "Labels": labels})
+
+    env = "com.docker.compose.project.environment_file=/old/home/state/compose.env"
+    pow_calls.stdout = "\n".join(
+        [
+            row("mine", "io.ollama-stack.installation=me"),
+            row("moved", f"io.ollama-stack.installation=old,{env}"),
+            row("by-hand", "com.docker.compose.project=p,io.ollama-stack.installation=unmanaged"),
+            row("not-from-our-files", "com.docker.compose.project=p"),
+        ]
+    )
+    found = adopted.foreign_containers()
+    assert [(c.name, c.installation) for c in found] == [("moved", "old"), ("by-hand", "unmanaged")]
+    assert [c.environment_file for c in found] == ["/old/home/state/compose.env", ""]
+    assert [c.name for c in adopted.ps()] == ["mine"]
+
+
+def test_project_volumes_argv_and_parsing(adopted, fake_docker, pow_calls):
+    pow_calls.stdout = "p_ollama_data\told\np_webui_data\t\n\n"
+    assert adopted.project_volumes() == {"p_ollama_data": "old", "p_webui_data": ""}
+    assert pow_calls.argv == [
+        str(fake_docker),
+        *("volume", "ls", "--filter", "label=com.docker.compose.project=p"),
+        *("--format", '{{.Name}}\t{{.Label "io.ollama-stack.installation"}}'),
+    ]
+
+
+def test_streamed_commands_never_see_our_stdin():
+    """compose asks on a terminal whether to recreate (empty) a volume whose labels
+    differ from its file: a streamed command gets no stdin at all, even when
+    ours holds an answer."""
+    import os
+    import sys
+
+    asks = "import sys; print('stdin:', repr(sys.stdin.read())); sys.stderr.write('asked\\n')"
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"y\n")
+    os.close(write_end)
+    saved = os.dup(0)
+    os.dup2(read_end, 0)
+    try:
+        lines = list(client_mod.stream_output([sys.executable, "-c", asks]))
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(read_end)
+    assert sorted(lines) == [("stderr", b"asked\n"), ("stdout", b"stdin: ''\n")]
+
+    fails = "import sys; sys.stderr.write('no such volume: x\\n'); sys.exit(3)"
+    with pytest.raises(DockerException) as info:
+        list(client_mod.stream_output([sys.executable, "-c", fails]))
+    assert info.value.return_code == 3 and "no such volume" in info.value.stderr

@@ -801,3 +801,36 @@ def test_exposure_names_an_unauthenticated_model_api_only_when_it_is_published()
     assert "Ollama's API has no authentication" in str(exposed.exposure(["ollama", "webui"]))
     assert "authentication" not in str(exposed.exposure(["webui", "mcp_proxy"]))
     assert Settings().exposure(["ollama"]) is None  # loopback only
+
+
+# -- another home, as stack.adopt finds it ------------------------------------------------
+
+
+def test_home_of_env_file_only_for_our_layout(tmp_path):
+    home = tmp_path / "old"
+    assert config.home_of_env_file(str(home / "state" / "compose.env")) == home
+    assert config.home_of_env_file(str(home / "compose.env")) is None
+    assert config.home_of_env_file(str(home / "state" / ".env")) is None
+    assert config.home_of_env_file("") is None
+
+
+def test_claims_project_needs_an_installation_that_may_use_it(tmp_path):
+    paths = config.InstallPaths(tmp_path / "old")
+    assert not config.claims_project(paths.root, "p")  # nothing there
+    config.install(paths, {})
+    assert config.claims_project(paths.root, "p")  # its project came from elsewhere
+    config.update_user_config(paths, {"project": "other"})
+    assert not config.claims_project(paths.root, "p")
+    assert config.claims_project(paths.root, "other")
+    paths.config_file.write_text("schema: 99\n")  # unreadable here: claims nothing
+    assert not config.claims_project(paths.root, "other")
+
+
+def test_record_adoption_keeps_the_history_and_the_state(local_paths):
+    config.write_state(local_paths, {"platform": "cpu"})
+    config.record_adoption(local_paths, "aaaa", {"at": "first"})
+    config.record_adoption(local_paths, None, {"at": "second"})  # volumes were ours already
+    state = config.read_state(local_paths)
+    assert state["platform"] == "cpu"
+    assert state[config.VOLUMES_INSTALLATION_KEY] == "aaaa"
+    assert [entry["at"] for entry in state["adopted"]] == ["first", "second"]

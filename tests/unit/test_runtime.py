@@ -408,3 +408,48 @@ def test_the_key_goes_only_to_our_own_proxy(local_paths):
         services={"mcp_proxy": {"type": "remote-api", "url": "http://tools.example:8000"}},
     )
     assert theirs.endpoint("mcp_proxy").headers == {}
+
+
+# -- volumes taken over from another installation (stack.adopt) ---------------------------
+
+
+def test_volumes_carry_our_id_until_they_were_taken_over(local_paths, tmp_path):
+    rt = resolved(local_paths, 2)
+    env = rt.compose_env(SECRETS)
+    assert env["OLLAMA_STACK_VOLUMES_INSTALLATION"] == env["OLLAMA_STACK_INSTALLATION"]
+    assert rt.compose.volume_installation is None
+
+    taken = rt.with_volumes_installation("0123456789abcdef")
+    env = taken.compose_env(SECRETS)
+    assert env["OLLAMA_STACK_VOLUMES_INSTALLATION"] == "0123456789abcdef"
+    assert env["OLLAMA_STACK_INSTALLATION"] == config.installation_id(local_paths)
+    assert taken.compose.volume_installation == "0123456789abcdef"
+    trial = taken.throwaway("lab-trial", tmp_path / "trial.env", {})
+    assert trial.compose.volume_installation == "0123456789abcdef"  # its volumes match ours
+    assert rt.compose.volume_installation is None  # unchanged
+
+
+def test_open_reads_the_volumes_id_from_the_state(local_paths):
+    config.install(local_paths, {})
+    assert Runtime.open().volumes_installation is None
+    config.record_adoption(local_paths, "0123456789abcdef", {"at": "then"})
+    rt = Runtime.open()
+    assert rt.volumes_installation == rt.compose.volume_installation == "0123456789abcdef"
+
+
+def test_every_volume_in_our_compose_files_is_labelled_with_the_volumes_id():
+    """Compose offers to recreate (empty) a volume whose labels differ from its
+    file: a volume taken over keeps its id only through this variable."""
+    import yaml
+
+    extensions = FILES_DIR.parents[1] / "extensions"
+    files = [*FILES_DIR.glob("*.yml"), *extensions.glob("*/compose.yml")]
+    volumes = {
+        (path.name, name): spec
+        for path in files
+        for name, spec in (yaml.safe_load(path.read_text()).get("volumes") or {}).items()
+    }
+    assert len(volumes) >= 3
+    for where, spec in volumes.items():
+        label = spec["labels"]["io.ollama-stack.installation"]
+        assert label == "${OLLAMA_STACK_VOLUMES_INSTALLATION:-unmanaged}", where

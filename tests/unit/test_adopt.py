@@ -1,0 +1,300 @@
+"""stack/adopt.py and `stack.adopt`: what another installation holds of the
+project, taken over with python-on-whales' runners replaced at the wrapper
+boundary (real HTTP services stand in for the stack's health)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from python_on_whales.exceptions import DockerException
+
+from ollama_stack.common.errors import ConfigError, ExitCode, NotInstalled, StackError
+from ollama_stack.compose.client import UNMANAGED
+from ollama_stack.stack import adopt, config, lifecycle
+from ollama_stack.stack.config import InstallPaths
+from ollama_stack.stack.runtime import Runtime
+
+# The lifecycle tests' fixtures too: fast polling, and real HTTP services for health.
+from .test_lifecycle import fast_polling, make_runtime, ours, ports_of, services  # noqa: F401
+from .test_tasks import run_program, stderr_lines
+
+
+@pytest.fixture
+def old_home(tmp_path: Path) -> InstallPaths:
+    """Another home that made the project's containers (a copy still there)."""
+    paths = InstallPaths(tmp_path / "old-home")
+    config.install(paths, {})
+    return paths
+
+
+def row(service: str, installation: str, env_file: str = "", state: str = "running") -> dict:
+    labels = f"com.docker.compose.project=p,io.ollama-stack.installation={installation}"
+    if env_file:
+        labels += f",com.docker.compose.project.environment_file={env_file}"
+    return {"Name": f"p-{service}-1", "Service": service, "State": state, "Labels": labels}
+
+
+class Engine:
+    """The project as the engine shows it; `up` relabels the containers as ours."""
+
+    def __init__(self, calls: Any, rows: list[dict], volumes: dict[str, str]) -> None:
+        self.calls, self.rows, self.volumes = calls, rows, volumes
+
+    def recreated(self) -> bool:
+        return any("--force-recreate" in argv for argv, _ in self.calls.calls)
+
+    def containers(self) -> list[dict]:
+        if not self.recreated():
+            return self.rows
+        return [row(r["Service"], ours()) for r in self.rows]
+
+    def __call__(self, argv: list[str]) -> str:
+        fmt = argv[argv.index("--format") + 1] if "--format" in argv else ""
+        if "compose" in argv and "ps" in argv:
+            return "\n".join(json.dumps(r) for r in self.containers())
+        if argv[1:3] == ["volume", "ls"] and fmt.startswith("{{.Name}}"):
+            return "".join(f"{name}\t{owner}\n" for name, owner in self.volumes.items())
+        if argv[1:3] == ["volume", "ls"]:
+            return "".join(f"{owner}\n" for owner in self.volumes.values())
+        if argv[1] == "ps" and "io.ollama-stack.installation" in fmt:
+            return "".join(
+                f"{r['Labels'].split('installation=')[1].split(',')[0]}\n"
+                for r in self.containers()
+            )
+        if "inspect" in argv:
+            return "\n".join(
+                f"{r['Service']}\t\tid-{r['Name']}\trunning\t0\t0\t2026-01-01T00:00:00Z"
+                for r in self.containers()
+            )
+        if "exec" in argv:
+            return '{"version":"0.5.7"}'
+        return ""
+
+
+def engine_with(pow_calls, rows: list[dict], volumes: dict[str, str]) -> Engine:
+    engine = Engine(pow_calls, rows, volumes)
+    pow_calls.on_run = engine
+    return engine
+
+
+def moved_project(pow_calls, old_home: InstallPaths) -> Engine:
+    old = config.installation_id(old_home)
+    env_file = str(old_home.runtime_env_file)
+    rows = [row(name, old, env_file) for name in ("ollama", "webui", "mcp_proxy")]
+    return engine_with(pow_calls, rows, {"p_ollama_data": old, "p_webui_data": old})
+
+
+# -- plan -------------------------------------------------------------------------------
+
+
+def test_plan_needs_an_installation_and_asks_docker_nothing(local_paths, pow_calls):
+    with pytest.raises(NotInstalled) as info:
+        adopt.plan(make_runtime(local_paths, {}, project="p"))
+    assert "run `inv stack.install --project p` first" in info.value.remedy
+    assert pow_calls.calls == []
+
+
+def test_plan_names_a_copied_home_that_still_claims_the_project(local_paths, pow_calls, old_home):
+    config.install(local_paths, {})
+    moved_project(pow_calls, old_home)
+    todo = adopt.plan(make_runtime(local_paths, {}, project="p"))
+    old = config.installation_id(old_home)
+    assert todo.owners == [adopt.Owner(old, str(old_home.root), still_there=True)]
+    assert [(c.name, c.recreated) for c in todo.containers] == [
+        ("p-ollama-1", True),
+        ("p-webui-1", True),
+        ("p-mcp_proxy-1", True),
+    ]
+    assert todo.volumes == {"p_ollama_data": old, "p_webui_data": old}
+    assert todo.volumes_installation == old
+    assert pow_calls.subcommands().count("up") == 0  # read only
+    notes = adopt.left_behind(todo)
+    assert len(notes) == 1 and str(old_home.root) in notes[0]
+
+
+def test_a_moved_home_that_is_gone_or_names_another_project_claims_nothing(
+    local_paths, pow_calls, old_home
+):
+    config.install(local_paths, {})
+    moved_project(pow_calls, old_home)
+    config.update_user_config(old_home, {"project": "elsewhere"})
+    (owner,) = adopt.plan(make_runtime(local_paths, {}, project="p")).owners
+    assert owner.home == str(old_home.root) and not owner.still_there
+    config.remove_installation(old_home)
+    (owner,) = adopt.plan(make_runtime(local_paths, {}, project="p")).owners
+    assert owner.home == str(old_home.root) and not owner.still_there
+
+
+def test_an_env_file_that_is_not_the_labelled_homes_names_no_home(local_paths, pow_calls, tmp_path):
+    """The label's id is not the hash of that path: someone else's file."""
+    config.install(local_paths, {})
+    elsewhere = str(tmp_path / "elsewhere" / "state" / "compose.env")
+    engine_with(pow_calls, [row("ollama", "0123456789abcdef", elsewhere)], {})
+    (owner,) = adopt.plan(make_runtime(local_paths, {}, project="p")).owners
+    assert owner == adopt.Owner("0123456789abcdef")
+
+
+def test_containers_started_by_hand_and_a_service_we_do_not_run(local_paths, pow_calls):
+    config.install(local_paths, {})
+    rows = [row("ollama", UNMANAGED), row("notes", UNMANAGED, state="exited")]
+    engine_with(pow_calls, rows, {"p_ollama_data": UNMANAGED})
+    todo = adopt.plan(make_runtime(local_paths, {}, project="p"))
+    assert [o.by_hand for o in todo.owners] == [True]
+    assert [(c.service, c.recreated) for c in todo.containers] == [
+        ("ollama", True),
+        ("notes", False),
+    ]
+    assert todo.volumes_installation == UNMANAGED
+
+
+def test_nothing_of_another_installation_is_an_empty_plan(local_paths, pow_calls):
+    config.install(local_paths, {})
+    engine_with(pow_calls, [row("ollama", ours())], {"p_ollama_data": ours(), "other": ""})
+    todo = adopt.plan(make_runtime(local_paths, {}, project="p"))
+    assert todo.empty and todo.owners == [] and todo.volumes_installation is None
+
+
+def test_foreign_containers_over_our_own_volumes_keep_the_volumes_id(local_paths, pow_calls):
+    config.install(local_paths, {})
+    engine_with(pow_calls, [row("ollama", UNMANAGED)], {"p_ollama_data": ours()})
+    todo = adopt.plan(make_runtime(local_paths, {}, project="p"))
+    assert todo.volumes == {} and todo.volumes_installation is None
+    assert [c.name for c in todo.containers] == ["p-ollama-1"]
+
+
+def test_volumes_of_two_installations_are_refused(local_paths, pow_calls):
+    config.install(local_paths, {})
+    engine_with(pow_calls, [], {"p_ollama_data": "aaaa", "p_webui_data": ours()})
+    with pytest.raises(ConfigError) as info:
+        adopt.plan(make_runtime(local_paths, {}, project="p"))
+    assert "aaaa: p_ollama_data" in info.value.message
+    assert f"{ours()}: p_webui_data" in info.value.message
+    assert "nothing was changed" in info.value.message
+
+
+# -- execute ----------------------------------------------------------------------------
+
+
+def test_adoption_recreates_with_our_files_and_keeps_the_volumes_id(
+    local_paths,
+    pow_calls,
+    old_home,
+    services,  # noqa: F811 (the fixture imported above)
+):
+    config.install(local_paths, {})
+    moved_project(pow_calls, old_home)
+    rt = make_runtime(local_paths, ports_of(services), project="p")
+    todo = adopt.plan(rt)
+    done = adopt.execute(rt, todo, pull="never", timeout=5)
+
+    assert {r.ok for r in done.health.values()} == {True}
+    (up,) = [argv for argv, _ in pow_calls.calls if "up" in argv]
+    assert up[-4:] == ["--force-recreate", "ollama", "webui", "mcp_proxy"]
+    assert up[up.index("--pull") + 1] == "never" and "--remove-orphans" in up
+    old = config.installation_id(old_home)
+    env = local_paths.runtime_env_file.read_text()
+    assert f"OLLAMA_STACK_VOLUMES_INSTALLATION={old}\n" in env
+    assert f"OLLAMA_STACK_INSTALLATION={ours()}\n" in env
+    state = config.read_state(local_paths)
+    assert state[config.VOLUMES_INSTALLATION_KEY] == old
+    assert state["adopted"][0]["volumes"] == ["p_ollama_data", "p_webui_data"]
+    assert state["adopted"][0]["from"][0]["home"] == str(old_home.root)
+
+
+def test_after_adoption_the_old_volumes_are_ours_and_its_containers_are_not(
+    local_paths, pow_calls, old_home
+):
+    config.install(local_paths, {})
+    old = config.installation_id(old_home)
+    config.record_adoption(local_paths, old, {"at": "then"})
+    rt = Runtime.open()
+    assert rt.volumes_installation == old and rt.compose.volume_installation == old
+    engine_with(pow_calls, [row("ollama", ours())], {"p_ollama_data": old})
+    assert rt.compose.foreign_installations() == set()
+    lifecycle.refuse_foreign(rt)  # start, stop and logs go on
+    engine_with(pow_calls, [row("ollama", old)], {"p_ollama_data": old})
+    assert rt.compose.foreign_installations() == {old}  # the old home took them back
+
+
+def test_a_failed_up_records_nothing_and_says_what_runs(
+    local_paths, pow_calls, old_home, monkeypatch
+):
+    from ollama_stack.compose import client
+
+    config.install(local_paths, {})
+    moved_project(pow_calls, old_home)
+    rt = make_runtime(local_paths, {}, project="p")
+    todo = adopt.plan(rt)
+
+    def up_fails(argv: list[str], **kwargs: Any):
+        pow_calls.calls.append(([str(a) for a in argv], kwargs))
+        raise DockerException(argv, 1, b"", b"no space left on device")
+        yield  # a generator, as python-on-whales' is
+
+    monkeypatch.setattr(client, "stream_output", up_fails)
+    with pytest.raises(StackError) as info:
+        adopt.execute(rt, todo, pull="never", timeout=1)
+    assert "nothing was recorded; running now: ollama, webui, mcp_proxy" in info.value.message
+    assert "`inv stack.adopt` again" in info.value.remedy
+    assert config.VOLUMES_INSTALLATION_KEY not in config.read_state(local_paths)
+
+
+# -- refusals elsewhere name adopt ------------------------------------------------------
+
+
+def test_start_refuses_containers_started_by_hand_naming_adopt(local_paths, pow_calls):
+    config.install(local_paths, {})
+    engine_with(pow_calls, [row("ollama", UNMANAGED)], {"p_ollama_data": UNMANAGED})
+    with pytest.raises(ConfigError) as info:
+        lifecycle.start(make_runtime(local_paths, {}, project="p"), timeout=1)
+    assert "was started without ollama-stack" in info.value.message
+    assert "stack.adopt" in info.value.remedy
+    assert "up" not in pow_calls.subcommands()
+
+
+def test_install_goes_on_over_containers_started_by_hand_only(local_paths, pow_calls):
+    engine_with(pow_calls, [row("ollama", UNMANAGED)], {})
+    lifecycle.refuse_foreign_at_install(make_runtime(local_paths, {}, project="p"))
+    engine_with(pow_calls, [row("ollama", UNMANAGED), row("webui", "0ther0ther0ther0")], {})
+    with pytest.raises(ConfigError) as info:
+        lifecycle.refuse_foreign_at_install(make_runtime(local_paths, {}, project="p"))
+    assert "(id 0ther0ther0ther0)" in info.value.message
+    assert "stack.adopt" in info.value.remedy
+
+
+# -- the task ---------------------------------------------------------------------------
+
+
+def test_the_task_without_a_terminal_asks_for_yes_and_changes_nothing(
+    capsys, local_paths, pow_calls, old_home
+):
+    config.install(local_paths, {"project": "p"})
+    moved_project(pow_calls, old_home)
+    assert run_program("stack.adopt") == ExitCode.CONFIG
+    captured = capsys.readouterr()
+    assert f"home {old_home.root} (still there)" in captured.out
+    assert "recreate container p-webui-1 (webui, running)" in captured.out
+    (line,) = stderr_lines(captured.err)
+    assert line.startswith("error: not asking without a terminal") and "add --yes" in line
+    assert "up" not in pow_calls.subcommands()
+    assert not local_paths.state_file.exists()
+
+
+def test_the_task_with_nothing_to_adopt_says_so_in_one_line(capsys, local_paths, pow_calls):
+    config.install(local_paths, {"project": "p"})
+    engine_with(pow_calls, [row("ollama", ours())], {"p_ollama_data": ours()})
+    assert run_program("stack.adopt", "--yes") == 0
+    out = capsys.readouterr().out
+    assert stderr_lines(out) == [
+        "nothing to adopt: nothing of compose project p on local is another installation's"
+    ]
+
+
+def test_the_task_before_install_names_the_install_command(capsys, pow_calls):
+    assert run_program("stack.adopt", "--yes") == ExitCode.NOT_INSTALLED
+    (line,) = stderr_lines(capsys.readouterr().err)
+    assert "stack.install --project ollama-stack` first" in line
+    assert run_program("stack.adopt", "--pull", "sometimes") == ExitCode.CONFIG
