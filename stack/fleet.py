@@ -27,7 +27,7 @@ import contextvars
 import ctypes
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -136,19 +136,15 @@ def run(
 ) -> FleetReport:
     """``work(host)`` on every host at once; call from the main thread (it
     takes Ctrl-C and SIGTERM for the fleet)."""
-    fleet = _Fleet(work, started, ended, parallel)
-    threads = [
+    fleet = _Fleet(work, started, ended, parallel, len(hosts))
+    for host in hosts:
         threading.Thread(
             target=contextvars.copy_context().run,
             args=(fleet.host, host),
             name=f"fleet {host}",
             daemon=True,  # a host that never lets go cannot keep the process alive
-        )
-        for host in hosts
-    ]
-    for thread in threads:
-        thread.start()
-    fleet.wait(threads)
+        ).start()
+    fleet.wait()
     return FleetReport(task, [fleet.outcomes[h] for h in hosts], fleet.stopped_by)
 
 
@@ -159,8 +155,11 @@ class _Fleet:
         started: Callable[[str], None] | None,
         ended: Callable[[HostOutcome], None] | None,
         parallel: int,
+        count: int,
     ) -> None:
         self.work, self.started, self.ended = work, started, ended
+        self.left = count  # hosts not ended yet
+        self.all_ended = threading.Event()
         self.slots = threading.Semaphore(max(1, parallel))
         self.lock = threading.Lock()
         self.running: dict[str, int] = {}  # host → its thread's id, while its work runs
@@ -171,18 +170,18 @@ class _Fleet:
     def stopped_by(self) -> int | None:
         return int(interruption_code(self.stop_kind())) if self.stop_kind else None
 
-    def wait(self, threads: Iterable[threading.Thread]) -> None:
-        """Until every host is done; a stop (again and again) reaches them all."""
-        pending = list(threads)
-        while pending:
+    def wait(self) -> None:
+        """Until every host has ended; a stop (again and again) reaches them all.
+
+        Not Thread.join: on Python 3.11 a Ctrl-C inside join() can mark a
+        thread that still runs as ended (its lock is released on the way out).
+        """
+        while True:
             try:
-                for thread in pending:
-                    while thread.is_alive():
-                        thread.join(0.2)  # short: the main thread must see signals
-                pending = []
+                if self.all_ended.wait(0.2):  # short: the main thread must see signals
+                    return
             except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
                 self.stop(type(stop))
-                pending = [t for t in pending if t.is_alive()]
 
     def stop(self, kind: type[KeyboardInterrupt]) -> None:
         with self.lock:
@@ -215,8 +214,14 @@ class _Fleet:
         assert finished is not None  # set on every path above
         outcome = _outcome(host, finished, stopping, time.monotonic() - began)
         self.outcomes[host] = outcome
-        if self.ended:
-            self.ended(outcome)
+        try:
+            if self.ended:
+                self.ended(outcome)
+        finally:
+            with self.lock:
+                self.left -= 1
+                if not self.left:
+                    self.all_ended.set()
 
     def _attempt(self, host: str) -> Finished:
         if self.started:

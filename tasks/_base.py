@@ -367,8 +367,8 @@ def _asked_once(
     import inspect
 
     parameters = inspect.signature(task.body).parameters
-    if "yes" not in parameters or flags.get("yes"):
-        return flags
+    if "yes" not in parameters or flags.get("yes") or flags.get("dry_run"):
+        return flags  # (a dry run changes nothing: nothing to confirm)
     given = [
         f"--{key.replace('_', '-')}" + ("" if value is True else f" {value}")
         for key, value in flags.items()
