@@ -1,0 +1,100 @@
+"""--hosts on a real fleet: this machine (`local`) and the second host of
+scripts/testhost.sh (its own network namespace, sshd and dockerd), in parallel."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from .conftest import docker
+
+pytestmark = [pytest.mark.docker, pytest.mark.remote]
+
+
+@pytest.fixture
+def fleet(make_installation, remote_host):
+    """One home holding this machine's installation and the box's, with the
+    same project, ports and images on both engines (as one user's would be)."""
+    local = make_installation()
+    box = make_installation(
+        install=False, remote=remote_host.name, docker_host=remote_host.docker_host
+    )
+    box.env, box.project = local.env, local.project  # for the box's teardown by label
+    local.ok("stack.install", "--remote", remote_host.name)
+    return local, box, f"local,{remote_host.name}"
+
+
+def hosts_document(result) -> dict:
+    document = json.loads(result.stdout)  # exactly one document: nothing else on stdout
+    assert list(document) == ["hosts"]
+    return document["hosts"]
+
+
+def test_start_status_stop_on_this_machine_and_the_box_at_once(fleet, remote_host) -> None:
+    local, box, hosts = fleet
+    began = time.monotonic()
+    started = local.cli("stack.start", "--pull", "never", "--hosts", hosts)
+    took = time.monotonic() - began
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert f"── {remote_host.name} ──" in started.stdout and "── local ──" in started.stdout
+    assert started.stdout.count("stack healthy in") == 2
+    print(f"fleet start on 2 hosts: {took:.1f} s")
+    assert len(local.containers()) == 3 and len(box.containers()) == 3  # each on its own engine
+
+    status = local.cli("stack.status", "--json", "--hosts", hosts)
+    assert status.returncode == 0, status.stderr
+    per_host = hosts_document(status)
+    assert list(per_host) == ["local", remote_host.name]
+    for host, entry in per_host.items():
+        assert entry["ok"] is True and entry["exit_code"] == 0
+        report = entry["result"]  # the task's own --json document, from that host
+        assert report["target"] == host and report["project"] == local.project
+        assert report["healthy"] is True, report["services"]
+    alone = json.loads(local.ok("stack.status", "--json", "--remote", remote_host.name).stdout)
+    assert set(alone) == set(per_host[remote_host.name]["result"])
+
+    stopped = local.cli("stack.stop", "--hosts", hosts)
+    assert stopped.returncode == 0, stopped.stderr
+    after = hosts_document(local.cli("stack.status", "--json", "--hosts", hosts))
+    for entry in after.values():
+        assert {s["state"] for s in entry["result"]["services"]} == {"exited"}
+    assert docker("ps", "-q", "--filter", f"label=com.docker.compose.project={local.project}") == ""
+
+
+def test_a_broken_host_fails_alone_and_is_named(fleet, remote_host, isolated_home) -> None:
+    local, _box, hosts = fleet
+    with (isolated_home / ".ssh" / "config").open("a") as config:
+        config.write("\nHost nowhere\n    HostName 127.0.0.1\n    Port 1\n    User root\n")
+    local.ok("stack.start", "--pull", "never")
+    result = local.cli("stack.status", "--json", "--hosts", f"{hosts},nowhere")
+    assert result.returncode == 8, result.stderr  # the broken host's own code
+    per_host = hosts_document(result)
+    assert per_host["local"]["ok"] is True and per_host["local"]["result"]["healthy"] is True
+    assert per_host[remote_host.name]["ok"] is True  # installed, stopped: still an answer
+    assert per_host[remote_host.name]["result"]["running"] is False
+    broken = per_host["nowhere"]
+    assert (broken["ok"], broken["exit_code"]) == (False, 8) and "result" not in broken
+    assert "nowhere" in broken["error"] and "\n" not in broken["error"]
+    failure = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(failure) == 1 and "failed on nowhere (exit 8)" in failure[0]
+    assert "Traceback" not in result.stderr
+
+    table = local.cli("stack.status", "--hosts", f"nowhere,{hosts}")
+    assert table.returncode == 8
+    rows = {line.split("│")[1].strip(): line for line in table.stdout.splitlines() if "│" in line}
+    assert "✗ failed (8)" in rows["nowhere"] and "✓ finished" in rows["local"]
+
+
+def test_an_unknown_host_key_is_refused_for_that_host_only(fleet, remote_host, isolated_home):
+    local, _box, hosts = fleet
+    remote_host.trust(isolated_home, known=False)
+    result = local.cli("stack.status", "--json", "--hosts", hosts)
+    per_host = hosts_document(result)
+    refused = per_host[remote_host.name]
+    assert (refused["ok"], refused["exit_code"]) == (False, 8)
+    assert "unknown SSH host key" in refused["error"] and "SHA256:" in refused["error"]
+    assert per_host["local"]["ok"] is True
+    assert result.returncode == 8
+    assert "Traceback" not in result.stderr
