@@ -4,11 +4,13 @@ scripts/testhost.sh (its own network namespace, sshd and dockerd), in parallel."
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import time
 
 import pytest
 
-from .conftest import docker
+from .conftest import BROKEN_TAG, CLI, docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.remote]
 
@@ -67,13 +69,12 @@ def test_a_broken_host_fails_alone_and_is_named(fleet, remote_host, isolated_hom
     local, _box, hosts = fleet
     with (isolated_home / ".ssh" / "config").open("a") as config:
         config.write("\nHost nowhere\n    HostName 127.0.0.1\n    Port 1\n    User root\n")
-    local.ok("stack.start", "--pull", "never")
     result = local.cli("stack.status", "--json", "--hosts", f"{hosts},nowhere")
     assert result.returncode == 8, result.stderr  # the broken host's own code
     per_host = hosts_document(result)
-    assert per_host["local"]["ok"] is True and per_host["local"]["result"]["healthy"] is True
-    assert per_host[remote_host.name]["ok"] is True  # installed, stopped: still an answer
-    assert per_host[remote_host.name]["result"]["running"] is False
+    for host in ("local", remote_host.name):  # installed, not started: still an answer
+        assert per_host[host]["ok"] is True and per_host[host]["result"]["target"] == host
+        assert per_host[host]["result"]["running"] is False
     broken = per_host["nowhere"]
     assert (broken["ok"], broken["exit_code"]) == (False, 8) and "result" not in broken
     assert "nowhere" in broken["error"] and "\n" not in broken["error"]
@@ -98,3 +99,42 @@ def test_an_unknown_host_key_is_refused_for_that_host_only(fleet, remote_host, i
     assert per_host["local"]["ok"] is True
     assert result.returncode == 8
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_stops_every_host_and_the_report_says_so(fleet, remote_host, standin_images):
+    """Both hosts wait for an Ollama that never answers; SIGTERM stops both waits."""
+    local, box, hosts = fleet
+    broken = standin_images["ollama"].replace(":test", f":{BROKEN_TAG}")
+    save = subprocess.Popen(["docker", "save", broken], stdout=subprocess.PIPE)
+    docker_load = ["docker", "-H", remote_host.docker_host, "load"]
+    assert subprocess.run(docker_load, stdin=save.stdout, capture_output=True).returncode == 0
+    save.wait()
+    env = local.env | {"OLLAMA_STACK_IMAGES_OLLAMA": broken, "PYTHONFAULTHANDLER": "1"}
+    command = [str(CLI), "stack.start", "--pull", "never", "--timeout", "120", "--hosts", hosts]
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 90
+    while not (local.containers() and box.containers()) and time.monotonic() < deadline:
+        time.sleep(0.5)  # both engines have begun
+    time.sleep(2)  # and both hosts wait for health
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, stacks = proc.communicate(timeout=30)
+        pytest.fail(f"still running 30 s after SIGTERM; its threads:\n{stacks}")
+    finally:
+        box.teardown()  # its containers first, then the image this test sent there
+        docker("rmi", broken, host=remote_host.docker_host, check=False)
+    assert proc.returncode == 143, out + err
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if "│" in line}
+    for host in ("local", remote_host.name):
+        assert "■ interrupted (143)" in rows[host] and "stopped" in rows[host], out
+    failure = [line for line in err.splitlines() if line.startswith("error:")]
+    assert failure == [
+        f"error: stack.start interrupted on local (exit 143), {remote_host.name} (exit 143) "
+        f"— again on those: ollama-stack stack.start --hosts {hosts}"
+    ]
+    assert "Traceback" not in err
