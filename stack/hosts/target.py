@@ -36,8 +36,16 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 def _connection_class() -> type:
     """Build the Fabric subclass lazily: importing fabric costs ~0.15 s."""
+    import logging
+
     import fabric
     import paramiko
+
+    # paramiko logs a refused port (a probe of a stopped service) as an error;
+    # with no handler Python prints it on stderr. Failures reach us as exceptions.
+    quiet = logging.getLogger("paramiko")
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
 
     class RejectUnknownHost(paramiko.MissingHostKeyPolicy):
         def missing_host_key(self, client: Any, hostname: str, key: paramiko.PKey) -> None:
