@@ -14,7 +14,8 @@ working is stopped the way the signal stops a single task (the same
 KeyboardInterrupt, or ``Terminated``, raised in its thread; docker CLI
 children get SIGINT from the terminal or from the SIGTERM handler), hosts
 not begun are not begun, and the report says which finished, failed or
-were interrupted.
+were interrupted. A second Ctrl-C gives hosts that still have not stopped
+(blocked in a call) GRACE_SECONDS more, then the fleet leaves them.
 
 A fleet's exit code: 0 when every host finished; else 130 (Ctrl-C) or 143
 (SIGTERM) when the run was stopped; else the code of the first host that
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextvars
 import ctypes
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +40,7 @@ from .hosts.target import check_host_spec
 
 LOCAL = LOCAL_HOST  # in --hosts: this machine
 MAX_PARALLEL = 16  # hosts worked on at once; the rest wait for a slot
+GRACE_SECONDS = 5.0  # after a second Ctrl-C, how long hosts still have to stop
 HostState = Literal["finished", "failed", "interrupted"]
 
 
@@ -144,8 +147,16 @@ def run(
             name=f"fleet {host}",
             daemon=True,  # a host that never lets go cannot keep the process alive
         ).start()
+    began = time.monotonic()
     fleet.wait()
-    return FleetReport(task, [fleet.outcomes[h] for h in hosts], fleet.stopped_by)
+    outcomes = [fleet.outcomes.get(h) or _left_behind(h, fleet, began) for h in hosts]
+    return FleetReport(task, outcomes, fleet.stopped_by)
+
+
+def _left_behind(host: str, fleet: _Fleet, began: float) -> HostOutcome:
+    """A host still stuck in a call when the fleet gave up on it (a second stop)."""
+    code, seconds = fleet.stopped_by or 130, time.monotonic() - began
+    return HostOutcome(host, "interrupted", code, seconds, None, "did not stop in time; left")
 
 
 class _Fleet:
@@ -176,11 +187,14 @@ class _Fleet:
         Not Thread.join: on Python 3.11 a Ctrl-C inside join() can mark a
         thread that still runs as ended (its lock is released on the way out).
         """
-        while True:
+        give_up = math.inf
+        while time.monotonic() < give_up:
             try:
                 if self.all_ended.wait(0.2):  # short: the main thread must see signals
                     return
             except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
+                if self.stop_kind:  # the second: a host blocked in a call gets a last while
+                    give_up = min(give_up, time.monotonic() + GRACE_SECONDS)
                 self.stop(type(stop))
 
     def stop(self, kind: type[KeyboardInterrupt]) -> None:

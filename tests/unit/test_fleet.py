@@ -231,6 +231,33 @@ def test_sigterm_stops_every_host_as_sigterm():
     assert report.outcomes[0].exit_code == 143 and report.exit_code == 143
 
 
+def test_a_second_ctrl_c_leaves_a_host_stuck_in_a_call(monkeypatch):
+    monkeypatch.setattr(fleet, "GRACE_SECONDS", 0.2)
+    stuck, began = threading.Event(), threading.Semaphore(0)
+
+    def work(host: str) -> fleet.Finished:
+        began.release()
+        stuck.wait()  # a call that does not return for a signal (a lock, a read)
+        return fleet.Finished(0)
+
+    def twice() -> None:
+        began.acquire(timeout=10)
+        for _ in range(2):
+            time.sleep(0.1)
+            _thread.interrupt_main()
+
+    interrupter = threading.Thread(target=twice)
+    interrupter.start()
+    try:
+        report = fleet.run("t", ["stuck"], work)
+    finally:
+        stuck.set()  # let the thread go
+    interrupter.join()
+    (outcome,) = report.outcomes
+    assert (outcome.state, outcome.exit_code) == ("interrupted", 130)
+    assert outcome.error == "did not stop in time; left"
+
+
 # -- the display ---------------------------------------------------------------------
 
 
