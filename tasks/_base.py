@@ -328,6 +328,7 @@ def _on_fleet(
     if remote:
         raise ConfigError("--remote and --hosts together", "give --remote HOST, or --hosts A,B")
     refuse_bad_flags(flags)  # once, not once per host
+    _refuse_streams(args, flags)
     chosen = fleet.expand_hosts(hosts, host_groups(c.config) if "@" in hosts else {})
     name = task_name(task)
     out = display(json_mode=json)
@@ -351,6 +352,22 @@ def _on_fleet(
     out.fleet_report(report, {host: mine.captured() for host, mine in shown.items()})
     if report.exit_code:
         raise Exit(code=report.exit_code)
+
+
+def _refuse_streams(args: tuple[Any, ...], flags: dict[str, Any]) -> None:
+    """What cannot be shared by many hosts: one terminal followed, one pipe."""
+    from ollama_stack.common.errors import ConfigError
+
+    if flags.get("follow"):
+        raise ConfigError(
+            "--follow with --hosts: a host's output is shown when it ends",
+            "follow one host with --remote HOST",
+        )
+    if "-" in (*args, flags.get("file")):
+        raise ConfigError(
+            "- (stdin or stdout) with --hosts: one pipe cannot serve many hosts",
+            "run it with --remote HOST for each host",
+        )
 
 
 def task_name(task: Task) -> str:

@@ -365,10 +365,13 @@ def test_json_on_a_fleet_is_one_document_per_host(capsys, stack_home, tmp_path):
         (["--hosts", "a", "--remote", "b"], "--remote and --hosts together"),
         (["--hosts", "@lab"], "unknown host group @lab"),
         (["--hosts", "a,b c;d"], "bad host in --hosts 'c;d'"),
+        (["stack.logs", "--follow", "--hosts", "a,b"], "--follow with --hosts"),
+        (["images.export", "-", "--hosts", "a,b"], "- (stdin or stdout) with --hosts"),
+        (["backup.import", "-", "--hosts", "local"], "- (stdin or stdout) with --hosts"),
     ],
 )
 def test_fleet_refusals_are_one_line_exit_2_and_touch_nothing(capsys, argv, needle):
-    assert run_program("stack.install", *argv) == ExitCode.CONFIG
+    assert run_program(*(argv if "." in argv[0] else ["stack.install", *argv])) == ExitCode.CONFIG
     captured = capsys.readouterr()
     assert [needle in line for line in stderr_lines(captured.err)] == [True]
     assert captured.out == ""
