@@ -57,6 +57,13 @@ def test_start_status_stop_on_this_machine_and_the_box_at_once(fleet, remote_hos
     alone = json.loads(local.ok("stack.status", "--json", "--remote", remote_host.name).stdout)
     assert set(alone) == set(per_host[remote_host.name]["result"])
 
+    # Both back up into the one store of this home: the hosts take turns at its lock.
+    backups = hosts_document(local.cli("backup.create", "--json", "--hosts", hosts))
+    assert [entry["ok"] for entry in backups.values()] == [True, True], backups
+    ids = {entry["result"]["id"] for entry in backups.values()}
+    listed = json.loads(local.ok("backup.list", "--json").stdout)
+    assert len(ids) == 2 and ids <= {b["id"] for b in listed}
+
     stopped = local.cli("stack.stop", "--hosts", hosts)
     assert stopped.returncode == 0, stopped.stderr
     after = hosts_document(local.cli("stack.status", "--json", "--hosts", hosts))
