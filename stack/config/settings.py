@@ -189,7 +189,7 @@ def _groups_resolve(groups: dict[str, list[str]]) -> dict[str, list[str]]:
             if not entry.startswith("@"):
                 continue
             other = entry[1:]
-            if other == path[0] or other in path:
+            if other in path:
                 loop = " → ".join(f"@{n}" for n in (*path, other))
                 raise ValueError(f"group {path[0]} names itself ({loop})")
             if other not in groups:
