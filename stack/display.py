@@ -583,7 +583,7 @@ def _fleet_table(report: FleetReport) -> Any:
             outcome.host,
             Text(f"{mark} {outcome.state}{code}", style=style),
             f"{outcome.seconds:.1f} s",
-            Text(printable(outcome.error)),
+            Text(printable(as_run(outcome.error))),
         )
     return table
 
@@ -720,7 +720,8 @@ class FleetView:
                     took = f"{time.monotonic() - line.began:.1f} s"
                 else:
                     marker, took = Text("·", style="dim"), "waiting"
-                grid.add_row(marker, host, took, Text(printable(line.doing), style="dim"))
+                doing = Text(printable(as_run(line.doing)), style="dim")
+                grid.add_row(marker, host, took, doing)
         return grid
 
 
