@@ -11,6 +11,7 @@ median of the ratios of runs taken in turns (lower is better):
   * `ext.list --json` on the same stack, one extension enabled, vs the same `compose ps`
     (goal <= 3.0)
   * `stack.start` to healthy vs `docker compose up -d --wait` on the same files (goal <= 1.10)
+  * with --fleet-host HOST: `stack.status --json --hosts local,HOST` vs one host (goal <= 1.5)
 Uses stand-in images and a temporary OLLAMA_STACK_HOME; removes what it made.
 Python may write bytecode (PYTHONDONTWRITEBYTECODE is dropped): an installed
 package has its .pyc files, as invoke, the baseline, has. The load average is
@@ -21,6 +22,7 @@ Not part of the test run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -87,6 +89,7 @@ def load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--fleet-host", action="append", default=[], help=FLEET_HELP)
     args = parser.parse_args()
     rounds = args.rounds
 
@@ -116,6 +119,8 @@ def main() -> None:
         timed([CLI, "ext.enable", "time"], env)
         ext_list = [CLI, "ext.list", "--json"]
         paired("ext.list vs compose ps", rounds, ext_list, compose_ps, env, 3.0)
+        if args.fleet_host:
+            fleet_status(rounds, env, args.fleet_host)
         ours, wait, nowait = [], [], []
         for _ in range(max(3, rounds // 2)):
             subprocess.run([*compose, "down"], env=env, capture_output=True)
@@ -138,6 +143,37 @@ def main() -> None:
         if compose:
             subprocess.run([*compose, "down", "--volumes"], env=env, capture_output=True)
         subprocess.run(["rm", "-rf", str(home)])
+
+
+FLEET_HELP = (
+    "also time `stack.status --json --hosts local,HOST...` (repeat for more hosts): an SSH "
+    "alias with its own Docker engine (scripts/testhost.sh makes one)"
+)
+
+
+def fleet_status(rounds: int, env: dict[str, str], hosts: list[str]) -> None:
+    """Fleet status on this machine and ``hosts`` at once, as a ratio to the
+    slowest of them alone (a fleet cannot answer before its slowest host; a
+    box over SSH is slower than this machine). Each host runs the same
+    installation, started first."""
+    here = subprocess.run([CLI, "stack.status", "--json"], env=env, capture_output=True).stdout
+    services = json.loads(here)["services"]
+    env = env | {f"OLLAMA_STACK_IMAGES_{s['name'].upper()}": s["image"] for s in services}
+    for host in hosts:  # the same images as here, sent by images.push (skipped where present)
+        timed([CLI, "stack.install", "--remote", host], env)
+        timed([CLI, "images.push", "--remote", host], env)
+        timed([CLI, "stack.start", "--pull", "never", "--remote", host], env)
+    try:
+        status = [CLI, "stack.status", "--json"]
+        alone = {host: timed([*status, "--remote", host], env) for host in hosts}
+        slowest = max(alone, key=alone.__getitem__)
+        fleet = [*status, "--hosts", ",".join(["local", *hosts])]
+        name = f"fleet status, {len(hosts) + 1} hosts vs {slowest}"
+        paired(name, rounds, fleet, [*status, "--remote", slowest], env, 1.5)
+    finally:
+        for host in hosts:
+            remove = ["stack.uninstall", "--yes", "--remove-volumes", "--remove-config"]
+            subprocess.run([CLI, *remove, "--remote", host], env=env, capture_output=True)
 
 
 def installation_env(home: Path, project: str) -> dict[str, str]:

@@ -8,10 +8,14 @@ like ``[/x]`` must print as itself.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
     from .adopt import Takeover
     from .config.migrate import Migration
     from .doctor import Check
+    from .fleet import FleetReport, HostOutcome
     from .health import ProbeResult
     from .images import ImageRow
     from .lifecycle import StartResult, StatusReport
@@ -537,6 +542,219 @@ class Display:
             missing = Text("missing", style="yellow")
             table.add_row(row.service, row.image, row.id[7:19] or missing, row.origin)
         self.out.print(table)
+
+    # -- fleets (--hosts) ---------------------------------------------------------
+
+    def for_host(self, host: str, on_event: Callable[[str, Event], None]) -> HostDisplay:
+        """What one host's task prints to, in a fleet: kept until the fleet's report."""
+        return HostDisplay(host, on_event, self.json_mode, self.out.is_terminal, self.out.width)
+
+    def fleet_view(self, hosts: list[str]) -> FleetView:
+        return FleetView(hosts, self.err)
+
+    def fleet_report(self, report: FleetReport, sections: Mapping[str, tuple[str, str]]) -> None:
+        """Each host's own output under its name, then one row per host (or,
+        with --json, the one document), then which hosts failed."""
+        if self.json_mode:
+            self.json(report.to_json())
+        else:
+            self._host_sections(report, sections)
+            self.out.print(_fleet_table(report))
+        if report.failed:
+            self._fleet_failures(report)
+
+    def _host_sections(self, report: FleetReport, sections: Mapping[str, tuple[str, str]]) -> None:
+        from rich.text import Text
+
+        for outcome in report.outcomes:
+            out_text, err_text = sections.get(outcome.host, ("", ""))
+            if not (out_text or err_text):
+                continue
+            self.out.print(Text(f"── {outcome.host} ──", style="bold"))
+            for console, text in ((self.out, out_text), (self.err, err_text)):
+                console.file.write(text)  # rendered already, for this terminal
+                console.file.flush()
+
+    def _fleet_failures(self, report: FleetReport) -> None:
+        said = []
+        for state in ("failed", "interrupted"):
+            hosts = [o for o in report.failed if o.state == state]
+            if hosts:
+                named = ", ".join(f"{o.host} (exit {o.exit_code})" for o in hosts)
+                said.append(f"{state} on {named}")
+        again = ",".join(o.host for o in report.failed)
+        self.error(
+            f"{report.task} {'; '.join(said)}", f"again on those: inv {report.task} --hosts {again}"
+        )
+
+
+FLEET_MARK = {"finished": ("✓", "green"), "failed": ("✗", "red"), "interrupted": ("■", "yellow")}
+
+
+def _fleet_table(report: FleetReport) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"{report.task} on {len(report.outcomes)} hosts", title_justify="left")
+    for column in ("host", "result", "time"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", overflow="fold")
+    for outcome in report.outcomes:
+        mark, style = FLEET_MARK[outcome.state]
+        code = f" ({outcome.exit_code})" if outcome.exit_code else ""
+        table.add_row(
+            outcome.host,
+            Text(f"{mark} {outcome.state}{code}", style=style),
+            f"{outcome.seconds:.1f} s",
+            Text(printable(as_run(outcome.error))),
+        )
+    return table
+
+
+class HostDisplay(Display):
+    """One host's display in a fleet. Its task runs as it would alone, but
+    what it prints is kept (rendered as for this terminal) for the fleet's
+    report, its --json document and error line are recorded, and its progress
+    goes to the host's live line. It never asks: the fleet asked once."""
+
+    def __init__(
+        self,
+        host: str,
+        on_event: Callable[[str, Event], None],
+        json_mode: bool,
+        terminal: bool,
+        width: int,
+    ) -> None:
+        super().__init__(json_mode=json_mode)
+        self.host = host
+        self.document: Any = None
+        self.error_line = ""
+        self._on_event = on_event
+        self._terminal, self._width = terminal, width
+        self._kept = {"out": io.StringIO(), "err": io.StringIO()}
+
+    @cached_property
+    def out(self) -> Console:
+        return self._console("out")
+
+    @cached_property
+    def err(self) -> Console:
+        return self._console("err")
+
+    def _console(self, stream: str) -> Console:
+        from rich.console import Console
+
+        file = self._kept[stream]
+        return Console(
+            file=file,
+            force_terminal=self._terminal,
+            width=self._width,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def captured(self) -> tuple[str, str]:
+        return self._kept["out"].getvalue(), self._kept["err"].getvalue()
+
+    def progress(self, event: Event) -> None:
+        self._on_event(self.host, event)
+
+    def json(self, document: Any) -> None:
+        self.document = document
+
+    def error(self, message: str, remedy: str = "") -> None:
+        # Kept, not shown in the host's output: the report's row (or --json) says it.
+        self.error_line = f"{message} — {remedy}" if remedy else message
+
+    def confirm(self, question: str, default: bool = False) -> bool:
+        from ollama_stack.common.errors import ConfigError
+
+        raise ConfigError(
+            f"not asking one host of a fleet: {question}", "give the flag that answers it"
+        )
+
+
+class FleetView:
+    """One live line per host while a fleet runs: what it does now and for
+    how long; on a terminal only (elsewhere the report says it all). Hosts'
+    threads call ``event``, ``started`` and ``ended``; rich redraws."""
+
+    def __init__(self, hosts: list[str], console: Console) -> None:
+        self._console = console
+        self._lock = threading.Lock()
+        self._lines = {host: _HostLine() for host in hosts}
+        self._live: Any = None
+
+    def __enter__(self) -> FleetView:
+        if self._console.is_terminal:
+            from rich.live import Live
+
+            self._live = Live(
+                self,
+                console=self._console,
+                refresh_per_second=8,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def started(self, host: str) -> None:
+        with self._lock:
+            self._lines[host].began = time.monotonic()
+
+    def event(self, host: str, event: Event) -> None:
+        text = event.message
+        if event.kind == "transfer" and event.total:
+            text = f"{event.message} {100 * (event.done or 0) // event.total}%"
+        with self._lock:
+            self._lines[host].doing = text
+
+    def ended(self, outcome: HostOutcome) -> None:
+        with self._lock:
+            line = self._lines[outcome.host]
+            line.state, line.took = outcome.state, outcome.seconds
+            line.doing = outcome.error
+
+    def __rich__(self) -> Any:
+        from rich.spinner import Spinner
+        from rich.table import Table
+        from rich.text import Text
+
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column(no_wrap=True, style="bold")
+        grid.add_column(no_wrap=True, justify="right")
+        grid.add_column(no_wrap=True, overflow="ellipsis")
+        with self._lock:
+            for host, line in self._lines.items():
+                if line.state:
+                    mark, style = FLEET_MARK[line.state]
+                    marker: Any = Text(mark, style=style)
+                    took = f"{line.took:.1f} s"
+                elif line.began:
+                    marker = line.spinner or Spinner("dots")
+                    line.spinner = marker
+                    took = f"{time.monotonic() - line.began:.1f} s"
+                else:
+                    marker, took = Text("·", style="dim"), "waiting"
+                doing = Text(printable(as_run(line.doing)), style="dim")
+                grid.add_row(marker, host, took, doing)
+        return grid
+
+
+@dataclass
+class _HostLine:
+    began: float = 0.0
+    doing: str = ""
+    state: str = ""
+    took: float = 0.0
+    spinner: Any = None
 
 
 def printable(text: str) -> str:

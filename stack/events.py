@@ -2,7 +2,8 @@
 
 The library calls ``progress(Event(...))``; the task layer passes the
 display's renderer (terminal), a stderr-only renderer (``--json``), or a
-per-host prefixer (fleets). ``None`` means nobody is listening.
+fleet host's display, which feeds that host's live line. ``None`` means
+nobody is listening.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import shlex
 import time
 from collections.abc import Iterator
@@ -454,7 +455,8 @@ def status(rt: Runtime) -> StatusReport:
     # too: their answers count only where both ends run and answer.
     with ThreadPoolExecutor(max_workers=2) as pool:
         listing = pool.submit(rt.compose.ps)
-        links = pool.submit(ask_links, rt)
+        # (in this context: a fleet's host sees its own extensions in the catalog)
+        links = pool.submit(contextvars.copy_context().run, ask_links, rt)
         probed = probe_all(rt.endpoints(), rt.target.dial, timeout=1.5)
         containers = {c.service: c for c in listing.result()}
         running = {name for name, c in containers.items() if c.state == "running"}

@@ -24,7 +24,7 @@ from ollama_stack.common.errors import StackError, Terminated, interruption_code
 if TYPE_CHECKING:
     from invoke import Context
 
-    from ollama_stack.stack.display import Display
+    from ollama_stack.stack.display import Display, HostDisplay
     from ollama_stack.stack.runtime import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -147,6 +147,7 @@ def seconds(flag: str, default: float, zero_means: str = "") -> float:
 # task and -r in the others).
 SHORT_FLAGS = {
     "remote": "r",
+    "hosts": "H",  # as fabric's
     "json": "j",
     "timeout": "t",
     "services": "s",
@@ -157,7 +158,12 @@ SHORT_FLAGS = {
 
 
 REMOTE_HELP = "SSH host (~/.ssh/config alias or user@host[:port]); default: this machine"
+HOSTS_HELP = (
+    "run on many hosts at once: a,b,c (local: this machine; @name: a group of the hosts setting)"
+)
 _REMOTE: contextvars.ContextVar[str] = contextvars.ContextVar("remote", default="")
+# In a fleet, each host's task prints to its own display (kept for the report).
+_DISPLAY: contextvars.ContextVar[Display | None] = contextvars.ContextVar("display", default=None)
 
 
 def current_remote() -> str:
@@ -167,11 +173,17 @@ def current_remote() -> str:
 
 class StackTask(Task):
     """invoke's Task with our short flags, the value's type shown in help where
-    invoke's own help shows none (it names only STRING and INT), and `--remote`:
-    declared here once for every task, the way fabric adds its host flags,
-    instead of in each task's signature."""
+    invoke's own help shows none (it names only STRING and INT), and `--remote`
+    and `--hosts`: declared here once for every task, the way fabric adds its
+    host flags, instead of in each task's signature."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        hosts = kwargs.pop("hosts", "") or ""
+        if hosts:
+            remote = kwargs.pop("remote", "") or ""
+            c, rest = args[0], args[1:]
+            json = bool(kwargs.get("json"))  # for a refusal's one JSON document
+            return _on_fleet(c, self, hosts, remote, rest, kwargs, json=json)
         token = _REMOTE.set(kwargs.pop("remote", "") or "")
         try:
             return super().__call__(*args, **kwargs)
@@ -188,7 +200,10 @@ class StackTask(Task):
             self.help = kept
         names = ("remote", SHORT_FLAGS["remote"])
         remote = Argument(names=names, kind=str, default="", help=REMOTE_HELP)
-        return [*arguments, remote]
+        hosts = Argument(
+            names=("hosts", SHORT_FLAGS["hosts"]), kind=str, default="", help=HOSTS_HELP
+        )
+        return [*arguments, remote, hosts]
 
     def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
         self.auto_shortflags = False
@@ -210,6 +225,9 @@ def stack_task(*args: Any, **kwargs: Any) -> Any:
 
 
 def display(json_mode: bool = False) -> Display:
+    captured = _DISPLAY.get()
+    if captured is not None:  # one host of a fleet
+        return captured
     from ollama_stack.stack.display import Display
 
     return Display(json_mode=json_mode)
@@ -285,3 +303,97 @@ def confirmer(yes: bool, out: Display) -> Callable[[str], bool]:
 
 def split_names(value: str | None) -> list[str]:
     return [n.strip() for n in (value or "").replace(" ", ",").split(",") if n.strip()]
+
+
+# -- fleets: one task on many hosts (--hosts) -----------------------------------
+
+
+@guarded
+def _on_fleet(
+    c: Context,
+    task: StackTask,
+    hosts: str,
+    remote: str,
+    args: tuple[Any, ...],
+    flags: dict[str, Any],
+    json: bool = False,
+) -> None:
+    """The task on every host at once, each exactly as with --remote HOST (or
+    on this machine for `local`); then each host's output and one row per host.
+    Exits with the fleet's code (stack/fleet.py says which)."""
+    from ollama_stack.common.errors import ConfigError
+    from ollama_stack.stack import fleet
+    from ollama_stack.stack.config import host_groups
+
+    if remote:
+        raise ConfigError("--remote and --hosts together", "give --remote HOST, or --hosts A,B")
+    refuse_bad_flags(flags)  # once, not once per host
+    _refuse_streams(args, flags)
+    chosen = fleet.expand_hosts(hosts, host_groups(c.config) if "@" in hosts else {})
+    name = task_name(task)
+    out = display(json_mode=json)
+    flags = _asked_once(task, name, chosen, flags, out)
+    view = out.fleet_view(chosen)
+    shown: dict[str, HostDisplay] = {}
+
+    def on_host(host: str) -> fleet.Finished:  # in the host's own thread and context
+        mine = shown[host] = out.for_host(host, view.event)
+        _DISPLAY.set(mine)
+        _REMOTE.set("" if host == fleet.LOCAL else host)
+        try:
+            Task.__call__(task, c, *args, **flags)
+            code = 0
+        except Exit as done:
+            code = int(done.code or 0)
+        return fleet.Finished(code, mine.document, mine.error_line)
+
+    with view:
+        report = fleet.run(name, chosen, on_host, started=view.started, ended=view.ended)
+    out.fleet_report(report, {host: mine.captured() for host, mine in shown.items()})
+    if report.exit_code:
+        raise Exit(code=report.exit_code)
+
+
+def _refuse_streams(args: tuple[Any, ...], flags: dict[str, Any]) -> None:
+    """What cannot be shared by many hosts: one terminal followed, one pipe."""
+    from ollama_stack.common.errors import ConfigError
+
+    if flags.get("follow"):
+        raise ConfigError(
+            "--follow with --hosts: a host's output is shown when it ends",
+            "follow one host with --remote HOST",
+        )
+    if "-" in (*args, flags.get("file")):
+        raise ConfigError(
+            "- (stdin or stdout) with --hosts: one pipe cannot serve many hosts",
+            "run it with --remote HOST for each host",
+        )
+
+
+def task_name(task: Task) -> str:
+    """``stack.start``, as the user types it: the namespace is the task's module."""
+    namespace = task.body.__module__.rsplit(".", 1)[-1]
+    return f"{namespace}.{task.name.replace('_', '-')}"
+
+
+def _asked_once(
+    task: Task, name: str, hosts: list[str], flags: dict[str, Any], out: Display
+) -> dict[str, Any]:
+    """A task that asks first (it has --yes) asks once for the whole fleet,
+    before any host is touched; each host then runs as with --yes."""
+    import inspect
+
+    parameters = inspect.signature(task.body).parameters
+    if "yes" not in parameters or flags.get("yes") or flags.get("dry_run"):
+        return flags  # (a dry run changes nothing: nothing to confirm)
+    given = [
+        f"--{key.replace('_', '-')}" + ("" if value is True else f" {value}")
+        for key, value in flags.items()
+        if key in parameters and value != parameters[key].default and value is not False
+    ]
+    command = " ".join([name, *given])
+    question = f"run `{command}` on {len(hosts)} hosts: {', '.join(hosts)}?"
+    if not confirmer(False, out)(question):
+        out.info("cancelled; no host was touched")
+        raise Exit(code=1)
+    return {**flags, "yes": True}

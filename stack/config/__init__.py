@@ -38,7 +38,15 @@ from .files import (
     write_runtime_env,
     write_state,
 )
-from .layers import ENV_PREFIX, SECTION, StackConfig, env_layer, load_settings, stack_config
+from .layers import (
+    ENV_PREFIX,
+    SECTION,
+    StackConfig,
+    env_layer,
+    host_groups,
+    load_settings,
+    stack_config,
+)
 from .migrate import CONFIG_SCHEMA, installed_schema
 from .settings import (
     SECRET_KEYS,
@@ -83,6 +91,7 @@ __all__ = [
     "env_file_line",
     "env_layer",
     "home_of_env_file",
+    "host_groups",
     "host_slug",
     "install",
     "installation_documents",

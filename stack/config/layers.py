@@ -18,7 +18,7 @@ from ollama_stack.common.errors import ConfigError
 
 from ..services import CATALOG
 from .files import InstallPaths, read_config
-from .settings import Limits, Settings, deep_merge, validate_merged
+from .settings import Limits, Settings, deep_merge, validate_host_groups, validate_merged
 
 ENV_PREFIX = "OLLAMA_STACK_"
 
@@ -139,13 +139,19 @@ class StackConfig(Config):
 
     def settings(self) -> Settings:
         """The ollama_stack section, validated; an error names the layer that set it."""
-        layers: list[tuple[str, Mapping[str, Any]]] = [
+        return validate_merged(self.raw(), self._layers())
+
+    def host_groups(self) -> dict[str, list[str]]:
+        """The named host groups (``hosts:``) alone, validated the same way."""
+        return validate_host_groups(self.raw(), self._layers())
+
+    def _layers(self) -> list[tuple[str, Mapping[str, Any]]]:
+        return [
             ("invoke.yaml", self._invoke_section),
             (str(self._installation_path or "config.yaml"), self._installation),
             ("environment", self._stack_env),
             ("flags", self._flags),
         ]
-        return validate_merged(self.raw(), layers)
 
 
 def plain(value: Any) -> Any:
@@ -181,3 +187,13 @@ def load_settings(
     base = Config(overrides=None, lazy=True)
     base.load_collection({SECTION: dict(invoke_layer or {})})
     return stack_config(paths, base, flags, environ).settings()
+
+
+def host_groups(
+    base: Config | None, environ: Mapping[str, str] = os.environ
+) -> dict[str, list[str]]:
+    """This machine's named host groups (invoke.yaml, then its own config.yaml),
+    for --hosts @name. A box's config.yaml is never read for them: the fleet
+    is chosen here, before any box is reached."""
+    local = stack_config(InstallPaths.for_target(None, environ), base, None, environ, older_ok=True)
+    return local.host_groups()

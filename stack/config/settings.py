@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -161,6 +161,52 @@ class BackupSettings(_Strict):
     store: str | None = None
 
 
+LOCAL_HOST = "local"  # in a host list: this machine
+GROUP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+def _host_entry(value: str) -> str:
+    """A group's member: `local`, another group (`@name`), or a host as
+    --remote takes it (the one place that judges those)."""
+    from ..hosts.target import check_host_spec
+
+    if value == LOCAL_HOST or (value.startswith("@") and re.fullmatch(GROUP_NAME, value[1:])):
+        return value
+    try:
+        return check_host_spec(value, what="host")
+    except ConfigError as exc:
+        raise ValueError(f"{exc.message}; {exc.remedy}") from None
+
+
+HostEntry = Annotated[str, AfterValidator(_host_entry)]
+
+
+def _groups_resolve(groups: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Every @name a group gives is another group, and none leads back to itself."""
+
+    def walk(name: str, path: tuple[str, ...]) -> None:
+        for entry in groups[name]:
+            if not entry.startswith("@"):
+                continue
+            other = entry[1:]
+            if other in path:
+                loop = " → ".join(f"@{n}" for n in (*path, other))
+                raise ValueError(f"group {path[0]} names itself ({loop})")
+            if other not in groups:
+                raise ValueError(f"group {name} names @{other}, which is no group")
+            walk(other, (*path, other))
+
+    for name in groups:
+        walk(name, (name,))
+    return groups
+
+
+HostGroups = Annotated[
+    dict[Annotated[str, Field(pattern=GROUP_NAME)], list[HostEntry]],
+    AfterValidator(_groups_resolve),
+]
+
+
 class Limits(_Strict):
     """Upper bounds; the compose layer clamps them to what the host has."""
 
@@ -212,6 +258,8 @@ class Settings(_Strict):
     webui: WebuiSettings = Field(default_factory=WebuiSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     extensions: ExtensionSettings = Field(default_factory=ExtensionSettings)
+    # Named groups of hosts for --hosts @name (read from this machine's settings only).
+    hosts: HostGroups = Field(default_factory=dict)
     # More MCP servers behind the proxy, each served under /<name>/.
     mcp_servers: dict[Annotated[str, Field(pattern=MCP_SERVER_NAME)], McpServer] = Field(
         default_factory=dict
@@ -327,12 +375,35 @@ def validate(layers: list[tuple[str, Mapping[str, Any]]]) -> Settings:
     return validate_merged(merged, layers)
 
 
+class _HostGroupsOnly(BaseModel):
+    """The ``hosts`` key alone: what --hosts reads, without judging the rest."""
+
+    hosts: HostGroups = Field(default_factory=dict)
+
+
+def validate_host_groups(
+    merged: Mapping[str, Any], layers: list[tuple[str, Mapping[str, Any]]]
+) -> dict[str, list[str]]:
+    """The named host groups of merged settings; an error names the layer."""
+    only = {"hosts": merged.get("hosts") or {}}
+    return _validated(_HostGroupsOnly, only, layers).hosts
+
+
 def validate_merged(
     merged: Mapping[str, Any], layers: list[tuple[str, Mapping[str, Any]]]
 ) -> Settings:
     """Validate merged settings once; ``layers`` only say which one to blame."""
+    return _validated(Settings, merged, layers)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _validated(
+    model: type[Model], merged: Mapping[str, Any], layers: list[tuple[str, Mapping[str, Any]]]
+) -> Model:
     try:
-        return Settings.model_validate(merged)
+        return model.model_validate(merged)
     except ValidationError as exc:
         first = exc.errors()[0]
         source = _source_of(first["loc"], layers)

@@ -36,8 +36,16 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 def _connection_class() -> type:
     """Build the Fabric subclass lazily: importing fabric costs ~0.15 s."""
+    import logging
+
     import fabric
     import paramiko
+
+    # paramiko logs a refused port (a probe of a stopped service) as an error;
+    # with no handler Python prints it on stderr. Failures reach us as exceptions.
+    quiet = logging.getLogger("paramiko")
+    if not quiet.handlers:
+        quiet.addHandler(logging.NullHandler())
 
     class RejectUnknownHost(paramiko.MissingHostKeyPolicy):
         def missing_host_key(self, client: Any, hostname: str, key: paramiko.PKey) -> None:
@@ -133,31 +141,32 @@ class SSHIdentity:
 _HOST_SPEC = re.compile(r"(?:[\w.][\w.\\+-]*@)?[\w.\[\]:%+-]+")
 
 
-def check_host_spec(spec: str) -> str:
-    """The one place a --remote value is judged: an alias or ``[user@]host[:port]``.
+def check_host_spec(spec: str, what: str = "--remote") -> str:
+    """The one place a --remote value (or a --hosts one: ``what``) is judged:
+    an alias or ``[user@]host[:port]``.
 
     Anything else (a URL, an option, a shell word) is refused before it reaches
     ssh, the docker CLI or a file name.
     """
     how = "use an ~/.ssh/config alias or user@host[:port]"
     if spec.startswith("ssh://"):
-        raise ConfigError(f"bad --remote {spec!r}: give the host without ssh://", how)
+        raise ConfigError(f"bad {what} {spec!r}: give the host without ssh://", how)
     if not _HOST_SPEC.fullmatch(spec) or spec.startswith("-"):
-        raise ConfigError(f"bad --remote {spec!r}", how)
-    _user, host, _port = split_host_spec(spec)
+        raise ConfigError(f"bad {what} {spec!r}", how)
+    _user, host, _port = split_host_spec(spec, what)
     if not host or host.startswith("-"):
-        raise ConfigError(f"bad --remote {spec!r}: no host", how)
+        raise ConfigError(f"bad {what} {spec!r}: no host", how)
     return spec
 
 
-def split_host_spec(spec: str) -> tuple[str, str, int | None]:
+def split_host_spec(spec: str, what: str = "--remote") -> tuple[str, str, int | None]:
     """``[user@]host[:port]`` → (user or "", host, port or None)."""
     user, _, rest = spec.rpartition("@")
     host, text = rest, None
     if rest.startswith("["):  # [v6 address] or [v6 address]:port
         host, _, after = rest[1:].partition("]")
         if after and not after.startswith(":"):
-            raise ConfigError(f"bad --remote {spec!r}", "use user@[v6-address]:port")
+            raise ConfigError(f"bad {what} {spec!r}", "use user@[v6-address]:port")
         text = after[1:] if after else None
     elif rest.count(":") == 1:
         host, _, text = rest.partition(":")
@@ -166,7 +175,7 @@ def split_host_spec(spec: str) -> tuple[str, str, int | None]:
             ipaddress.IPv6Address(rest.split("%")[0])
         except ValueError:
             raise ConfigError(
-                f"bad --remote {spec!r}", "use host:port, or [v6-address]:port"
+                f"bad {what} {spec!r}", "use host:port, or [v6-address]:port"
             ) from None
     port = None
     if text is not None:

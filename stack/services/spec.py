@@ -12,6 +12,7 @@ same way, so adding a service never means editing a list elsewhere.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,27 +145,52 @@ class ToolServer:
     secrets: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class _Extensions:
+    """What enabled extensions add to the catalog for one installation."""
+
+    specs: Mapping[str, ServiceSpec] = field(default_factory=dict)
+    tool_servers: Mapping[str, ToolServer] = field(default_factory=dict)
+    # Every extension found, enabled or not: settings may name one that is
+    # disabled now (images.notes), which must not break every command.
+    names: frozenset[str] = frozenset()
+    # Disabled extensions whose volumes may still hold data: backups take them.
+    dormant: Mapping[str, ServiceSpec] = field(default_factory=dict)
+
+
 class Catalog:
     """The registered services, in the order they were registered, and the
-    tool servers enabled extensions add."""
+    tool servers enabled extensions add.
+
+    The core services are the process's; what extensions add belongs to the
+    installation being worked on, held in a context variable, so a fleet's
+    hosts (one thread and context each) each see their own enabled ones. A
+    thread started without a context of its own (a pool's) sees what was set
+    last, as when this was one global.
+    """
 
     def __init__(self) -> None:
-        self._specs: dict[str, ServiceSpec] = {}
-        self._tool_servers: dict[str, ToolServer] = {}
-        # Every extension found, enabled or not: settings may name one that is
-        # disabled now (images.notes), which must not break every command.
-        self._extension_names: frozenset[str] = frozenset()
-        # Disabled extensions whose volumes may still hold data: backups take them.
-        self._dormant: dict[str, ServiceSpec] = {}
+        self._core: dict[str, ServiceSpec] = {}
+        self._added: ContextVar[_Extensions | None] = ContextVar(
+            f"catalog-extensions-{id(self)}", default=None
+        )
+        self._latest = _Extensions()
+
+    def _extensions(self) -> _Extensions:
+        return self._added.get() or self._latest
+
+    @property
+    def _specs(self) -> dict[str, ServiceSpec]:
+        return {**self._core, **self._extensions().specs}
 
     def register(self, spec: ServiceSpec) -> ServiceSpec:
         if spec.name in self._specs:
             raise ValueError(f"service {spec.name!r} is registered twice")
-        self._specs[spec.name] = spec
+        self._core[spec.name] = spec
         return spec
 
     def unregister(self, name: str) -> None:
-        del self._specs[name]
+        del self._core[name]
 
     def __iter__(self) -> Iterator[ServiceSpec]:
         return iter(list(self._specs.values()))
@@ -180,11 +206,12 @@ class Catalog:
 
     def check_names(self, names: list[str] | tuple[str, ...]) -> list[str]:
         """The names as given, or a one-line error naming the unknown ones."""
-        unknown = [n for n in names if n not in self._specs]
+        known = self._specs
+        unknown = [n for n in names if n not in known]
         if unknown:
             raise ConfigError(
                 f"unknown service {', '.join(unknown)}",
-                f"valid services: {', '.join(self._specs)}",
+                f"valid services: {', '.join(known)}",
             )
         return list(names)
 
@@ -192,16 +219,16 @@ class Catalog:
         return next((s for s in self if s.serves_models), None)
 
     def tool_servers(self) -> list[ToolServer]:
-        return list(self._tool_servers.values())
+        return list(self._extensions().tool_servers.values())
 
     def may_name(self, name: str) -> bool:
         """May a setting keyed by service name this one (a service, or an extension)?"""
-        return name in self._specs or name in self._extension_names
+        return name in self._specs or name in self._extensions().names
 
     def dormant(self) -> list[ServiceSpec]:
         """Extensions found but not enabled that own volumes: not run, not
         shown, but their data is still the user's."""
-        return list(self._dormant.values())
+        return list(self._extensions().dormant.values())
 
     def set_extensions(
         self,
@@ -213,16 +240,18 @@ class Catalog:
         """Replace what extensions added (the enabled ones change between calls);
         ``found``: the names of every extension there is; ``dormant``: the
         disabled ones that own volumes."""
-        self._dormant = {spec.name: spec for spec in dormant or []}
-        for spec in list(self._specs.values()):
-            if spec.extension:
-                del self._specs[spec.name]
-        self._tool_servers = {}
-        self._extension_names = found
+        added: dict[str, ServiceSpec] = {}
         for spec in specs:
-            self.register(spec)
-        for server in tool_servers:
-            self._tool_servers[server.name] = server
+            if spec.name in self._core or spec.name in added:
+                raise ValueError(f"service {spec.name!r} is registered twice")
+            added[spec.name] = spec
+        self._latest = _Extensions(
+            specs=added,
+            tool_servers={server.name: server for server in tool_servers},
+            names=found,
+            dormant={spec.name: spec for spec in dormant or []},
+        )
+        self._added.set(self._latest)
 
 
 CATALOG = Catalog()

@@ -1,0 +1,269 @@
+"""One task on many hosts at once (``--hosts a,b,@group``).
+
+The task layer hands ``run`` a function that does the task on one host — the
+same code path as ``--remote``, with that host's own config, secrets and
+state — and says what it gave: its exit code, its ``--json`` document, its
+error line. ``run`` calls it for every host in parallel, each in its own
+thread and its own copy of the caller's context (so per-task context
+variables such as the host and the display stay per host), and gathers a
+``FleetReport``. Nothing here prints: the caller watches through ``started``
+and ``ended``, and each host's task reports progress to its own display.
+
+Ctrl-C or SIGTERM reaches the main thread, which waits here: every host still
+working is stopped the way the signal stops a single task (the same
+KeyboardInterrupt, or ``Terminated``, raised in its thread; docker CLI
+children get SIGINT from the terminal or from the SIGTERM handler), hosts
+not begun are not begun, and the report says which finished, failed or
+were interrupted. A second Ctrl-C gives hosts that still have not stopped
+(blocked in a call) GRACE_SECONDS more, then the fleet leaves them.
+
+A fleet's exit code: 0 when every host finished; else 130 (Ctrl-C) or 143
+(SIGTERM) when the run was stopped; else the code of the first host that
+failed, in the order the hosts were given.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ctypes
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ollama_stack.common.errors import ConfigError, interruption_code
+
+from .config.settings import LOCAL_HOST
+from .hosts.target import check_host_spec
+
+LOCAL = LOCAL_HOST  # in --hosts: this machine
+MAX_PARALLEL = 16  # hosts worked on at once; the rest wait for a slot
+GRACE_SECONDS = 5.0  # after a second Ctrl-C, how long hosts still have to stop
+HostState = Literal["finished", "failed", "interrupted"]
+
+
+def expand_hosts(value: str, groups: Mapping[str, Sequence[str]]) -> list[str]:
+    """``a,b,@lab`` → the hosts, each once, in the order given (a group's in its order).
+
+    Every name is judged as --remote judges one; ``local`` is this machine.
+    """
+    given = [name.strip() for name in value.replace(" ", ",").split(",") if name.strip()]
+    if not given:
+        raise ConfigError("--hosts names no host", "give --hosts a,b or --hosts @group")
+    hosts: list[str] = []
+    for entry in given:
+        hosts.extend(_members(entry, groups, ()))
+    return list(dict.fromkeys(hosts))
+
+
+def _members(entry: str, groups: Mapping[str, Sequence[str]], within: tuple[str, ...]) -> list[str]:
+    if not entry.startswith("@"):
+        return [entry if entry == LOCAL else check_host_spec(entry, what="host in --hosts")]
+    name = entry[1:]
+    if name not in groups:
+        known = ", ".join(f"@{g}" for g in groups) or "none yet"
+        raise ConfigError(
+            f"unknown host group {entry}",
+            f"groups: {known} (set `hosts: {{{name or 'lab'}: [host1, host2]}}` "
+            "under ollama_stack in invoke.yaml or in this machine's config.yaml)",
+        )
+    if name in within:  # the settings refuse loops; this keeps a hand-made mapping finite
+        raise ConfigError(f"host group @{name} names itself", "take it out of its own list")
+    return [host for member in groups[name] for host in _members(member, groups, (*within, name))]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What the task gave on one host."""
+
+    exit_code: int
+    document: Any = None  # its --json document, when it printed one
+    error: str = ""  # its one error line, when it failed
+
+
+@dataclass(frozen=True)
+class HostOutcome:
+    host: str
+    state: HostState
+    exit_code: int
+    seconds: float
+    document: Any = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "finished"
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"ok": self.ok, "exit_code": self.exit_code}
+        if self.ok:
+            entry["result"] = self.document
+        else:
+            entry["error"] = self.error
+        return entry
+
+
+@dataclass(frozen=True)
+class FleetReport:
+    task: str
+    outcomes: list[HostOutcome]
+    stopped_by: int | None = None  # 130 or 143 when Ctrl-C or SIGTERM stopped the run
+
+    @property
+    def failed(self) -> list[HostOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def exit_code(self) -> int:
+        if not self.failed:
+            return 0
+        return self.stopped_by or self.failed[0].exit_code
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hosts": {o.host: o.to_json() for o in self.outcomes}}
+
+
+Work = Callable[[str], Finished]
+
+
+def run(
+    task: str,
+    hosts: Sequence[str],
+    work: Work,
+    *,
+    started: Callable[[str], None] | None = None,
+    ended: Callable[[HostOutcome], None] | None = None,
+    parallel: int = MAX_PARALLEL,
+) -> FleetReport:
+    """``work(host)`` on every host at once; call from the main thread (it
+    takes Ctrl-C and SIGTERM for the fleet)."""
+    fleet = _Fleet(work, started, ended, parallel, len(hosts))
+    for host in hosts:
+        threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(fleet.host, host),
+            name=f"fleet {host}",
+            daemon=True,  # a host that never lets go cannot keep the process alive
+        ).start()
+    began = time.monotonic()
+    fleet.wait()
+    outcomes = [fleet.outcomes.get(h) or _left_behind(h, fleet, began) for h in hosts]
+    return FleetReport(task, outcomes, fleet.stopped_by)
+
+
+def _left_behind(host: str, fleet: _Fleet, began: float) -> HostOutcome:
+    """A host still stuck in a call when the fleet gave up on it (a second stop)."""
+    code, seconds = fleet.stopped_by or 130, time.monotonic() - began
+    return HostOutcome(host, "interrupted", code, seconds, None, "did not stop in time; left")
+
+
+class _Fleet:
+    def __init__(
+        self,
+        work: Work,
+        started: Callable[[str], None] | None,
+        ended: Callable[[HostOutcome], None] | None,
+        parallel: int,
+        count: int,
+    ) -> None:
+        self.work, self.started, self.ended = work, started, ended
+        self.left = count  # hosts not ended yet
+        self.all_ended = threading.Event()
+        self.slots = threading.Semaphore(max(1, parallel))
+        self.lock = threading.Lock()
+        self.running: dict[str, int] = {}  # host → its thread's id, while its work runs
+        self.stop_kind: type[KeyboardInterrupt] | None = None
+        self.outcomes: dict[str, HostOutcome] = {}
+
+    @property
+    def stopped_by(self) -> int | None:
+        return int(interruption_code(self.stop_kind())) if self.stop_kind else None
+
+    def wait(self) -> None:
+        """Until every host has ended; a stop (again and again) reaches them all.
+
+        Not Thread.join: on Python 3.11 a Ctrl-C inside join() can mark a
+        thread that still runs as ended (its lock is released on the way out).
+        """
+        give_up = math.inf
+        while time.monotonic() < give_up:
+            try:
+                if self.all_ended.wait(0.2):  # short: the main thread must see signals
+                    return
+            except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
+                if self.stop_kind:  # the second: a host blocked in a call gets a last while
+                    give_up = min(give_up, time.monotonic() + GRACE_SECONDS)
+                self.stop(type(stop))
+
+    def stop(self, kind: type[KeyboardInterrupt]) -> None:
+        with self.lock:
+            self.stop_kind = self.stop_kind or kind
+            for ident in self.running.values():
+                _raise_in(ident, kind)
+
+    # -- in each host's thread ------------------------------------------------
+
+    def host(self, host: str) -> None:
+        began = time.monotonic()
+        finished: Finished | None = None
+        stopping = False  # was the fleet being stopped when this host's work ended?
+        try:
+            with self.slots:
+                with self.lock:
+                    if self.stop_kind:
+                        finished = Finished(self.stopped_by or 130, error="not begun")
+                    else:
+                        self.running[host] = threading.get_ident()
+                if finished is None:
+                    began = time.monotonic()
+                    finished = self._attempt(host)
+                stopping = self.stop_kind is not None
+        except BaseException:  # a stop that arrived just as the work ended
+            finished, stopping = finished or Finished(self.stopped_by or 130, "interrupted"), True
+        finally:
+            with self.lock:
+                self.running.pop(host, None)
+        assert finished is not None  # set on every path above
+        outcome = _outcome(host, finished, stopping, time.monotonic() - began)
+        self.outcomes[host] = outcome
+        try:
+            if self.ended:
+                self.ended(outcome)
+        finally:
+            with self.lock:
+                self.left -= 1
+                if not self.left:
+                    self.all_ended.set()
+
+    def _attempt(self, host: str) -> Finished:
+        if self.started:
+            self.started(host)
+        try:
+            return self.work(host)
+        except KeyboardInterrupt as stop:  # reached this thread outside the task's own guard
+            return Finished(interruption_code(stop), error="interrupted")
+        except Exception as exc:  # a bug: one host's, reported as its line, never the fleet's
+            return Finished(1, error=f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _outcome(host: str, finished: Finished, stopping: bool, seconds: float) -> HostOutcome:
+    """A host that ended well finished, even when the fleet was being stopped."""
+    if finished.exit_code == 0:
+        return HostOutcome(host, "finished", 0, seconds, finished.document)
+    state: HostState = "interrupted" if stopping else "failed"
+    error = finished.error or f"exit code {finished.exit_code}"
+    return HostOutcome(host, state, finished.exit_code, seconds, finished.document, error)
+
+
+def _raise_in(thread_id: int, kind: type[BaseException]) -> None:
+    """Raise ``kind`` in another thread at its next Python instruction.
+
+    Python stops only its main thread on a signal; a host's thread may be in a
+    loop of its own (waiting for health, polling every second). This is the
+    one way to stop it where it stands, so its task says what it left, as a
+    single task does on Ctrl-C. A thread blocked in a call (a docker CLI
+    child) gets it when that call returns: the child got SIGINT too.
+    """
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(kind))
