@@ -4,16 +4,20 @@ Ollama's on-disk layout; exports and imports go through its API and volume."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ..unit.test_ollama_standin import tiny_model, write_model
-from .conftest import CLI, Installation, docker
+from .conftest import CLI, Installation, docker, free_ports
 
 SOURCE = "/srv/model-source"
 
@@ -135,3 +139,71 @@ def test_a_model_is_pushed_to_a_box_with_no_registry(make_installation, remote_h
         assert here_only.returncode == 2 and "--remote" in here_only.stderr
     finally:
         there.teardown()
+
+
+# -- a native Ollama: installed on the host, reached only through its API -----------
+
+
+@pytest.fixture
+def native_ollama(standin_images: dict[str, str], tmp_path: Path) -> Iterator:
+    """Start stand-in Ollamas as plain containers published on loopback, each
+    serving a models folder of this machine's disk (as a native Ollama does),
+    outside any compose project; removed by name at the end."""
+    made: list[str] = []
+
+    def start(label: str) -> tuple[str, Path]:
+        folder = tmp_path / label
+        folder.mkdir()
+        name, port = f"ost-native-{uuid.uuid4().hex[:8]}", free_ports(1)[0]
+        made.append(name)
+        docker(
+            "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:11434",
+            "-v", f"{folder}:/root/.ollama/models", standin_images["ollama"],
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{url}/api/version", timeout=1).close()
+                return url, folder
+            time.sleep(0.1)
+        raise AssertionError(f"the native stand-in {name} did not answer")
+
+    yield start
+    if made:
+        docker("rm", "-f", *made, check=False)
+
+
+def test_a_native_ollama_exports_and_imports_through_its_api(
+    make_installation, native_ollama, tmp_path
+):
+    here_url, here_models = native_ollama("here")
+    write_model(
+        here_models,
+        "registry.ollama.ai/library/tiny/latest",
+        [("model", tiny_model(pad=2 << 20)), ("template", b"{{ .Prompt }}")],
+        {"model_format": "gguf", "model_family": "llama"},
+    )
+    here = make_installation(services_ollama_type="native-api", services_ollama_url=here_url)
+    here.env["OLLAMA_MODELS"] = str(here_models)  # the folder `ollama serve` would be given
+    exported = tmp_path / "tiny.model"
+    here.ok("models.export", "tiny", str(exported))
+
+    there_url, there_models = native_ollama("there")
+    there = make_installation(services_ollama_type="native-api", services_ollama_url=there_url)
+    done = json.loads(there.ok("models.import", str(exported), "--json").stdout)
+    assert (done["blobs"], done["moved"]) == (3, 3)  # the weights, the template, the config
+    assert set(models(there)) == {"tiny:latest"}
+    again = json.loads(there.ok("models.import", str(exported), "--json").stdout)
+    assert (again["moved"], again["bytes"]) == (0, 0)
+
+    # A flipped byte: refused, and no model is made (the manifests as they were).
+    there.ok("models.rm", "tiny", "--yes")
+    damaged = tmp_path / "damaged.model"
+    data = bytearray(exported.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    refused = there.cli("models.import", str(damaged))
+    assert refused.returncode == 16 and "does not hash to its name" in refused.stderr
+    assert models(there) == {}
+    assert [p for p in (there_models / "manifests").rglob("*") if p.is_file()] == []
