@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -207,3 +208,71 @@ def test_a_native_ollama_exports_and_imports_through_its_api(
     assert refused.returncode == 16 and "does not hash to its name" in refused.stderr
     assert models(there) == {}
     assert [p for p in (there_models / "manifests").rglob("*") if p.is_file()] == []
+
+
+# -- Ctrl-C during a pull ------------------------------------------------------------
+
+
+@pytest.fixture
+def throttled_ollama(standin_images: dict[str, str]) -> Iterator[str]:
+    """The Ollama stand-in image with its pulls slowed to 2 MiB/s (an image
+    made here with `docker commit`, nothing built or pulled); removed after."""
+    tag = f"ollama-stack-test/ollama-throttled:{uuid.uuid4().hex[:8]}"
+    made = docker("create", standin_images["ollama"]).strip()
+    try:
+        docker("commit", "--change", f"ENV STANDIN_PULL_BYTES_PER_SEC={2 << 20}", made, tag)
+    finally:
+        docker("rm", made)
+    yield tag
+    docker("rmi", tag, check=False)
+
+
+def test_ctrl_c_during_a_pull_keeps_the_partial_and_the_next_pull_resumes(
+    make_installation, throttled_ollama, tmp_path
+):
+    inst = make_installation(images={"ollama": throttled_ollama})
+    inst.ok("stack.start", "--pull", "never")
+    manifest = seed_source(inst, tmp_path, size=8 << 20)
+    big = max(manifest["layers"], key=lambda layer: layer["size"])
+    container = f"{inst.project}-ollama-1"
+    partial = f"/root/.ollama/models/blobs/{big['digest'].replace(':', '-')}-partial"
+
+    def partial_size() -> int:
+        out = docker("exec", container, "stat", "-c", "%s", partial, check=False)
+        return int(out) if out.strip() else 0
+
+    pull = subprocess.Popen(
+        [str(CLI), "models.pull", "tiny"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=inst.env,
+        cwd=inst.env["HOME"],
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while partial_size() < 2 << 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pull.send_signal(signal.SIGINT)  # the process this test started, by its handle
+        _, stderr = pull.communicate(timeout=20)
+    finally:
+        if pull.poll() is None:
+            pull.kill()
+    assert pull.returncode == 130, stderr  # ExitCode.INTERRUPTED
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: the pull of tiny was interrupted; Ollama keeps what it downloaded"
+        " — `ollama-stack models.pull tiny` goes on from there"
+    ], stderr
+    time.sleep(0.5)  # the stand-in stops copying at its next progress line
+    kept = partial_size()
+    assert 2 << 20 <= kept < big["size"]
+
+    inst.ok("models.pull", "tiny")
+    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True, check=True)
+    served = [line for line in logs.stderr.splitlines() if line.startswith("pull ")]
+    line = f"pull {big['digest']}: {{}} bytes from the source, from byte {{}} of {big['size']}"
+    assert line.format(kept, 0) in served  # the pull cut short
+    assert line.format(big["size"] - kept, kept) in served  # the next: only what it lacked
+    assert "tiny:latest" in models(inst)
