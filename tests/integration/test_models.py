@@ -213,6 +213,18 @@ def test_a_native_ollama_exports_and_imports_through_its_api(
 # -- Ctrl-C during a pull ------------------------------------------------------------
 
 
+def served(container: str, digest: str, wait: float = 20.0) -> list[str]:
+    """The stand-in's log lines for what its model source served of a blob,
+    once there is one (waited for)."""
+    deadline = time.monotonic() + wait
+    while True:
+        logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
+        lines = [line for line in logs.stderr.splitlines() if line.startswith(f"pull {digest}:")]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def throttled_ollama(standin_images: dict[str, str]) -> Iterator[str]:
     """The Ollama stand-in image with its pulls slowed to 2 MiB/s (an image
@@ -265,14 +277,17 @@ def test_ctrl_c_during_a_pull_keeps_the_partial_and_the_next_pull_resumes(
         "error: the pull of tiny was interrupted; Ollama keeps what it downloaded"
         " — `ollama-stack models.pull tiny` goes on from there"
     ], stderr
-    time.sleep(0.5)  # the stand-in stops copying at its next progress line
+    # The stand-in stops copying when it next writes to the connection that is
+    # gone; then it logs what its source served, and the partial is final.
+    line = f"pull {big['digest']}: {{}} bytes from the source, from byte {{}} of {big['size']}"
+    first = served(container, big["digest"])
+    assert len(first) == 1, first
     kept = partial_size()
-    assert 2 << 20 <= kept < big["size"]
+    assert first == [line.format(kept, 0)] and 2 << 20 <= kept < big["size"]
 
     inst.ok("models.pull", "tiny")
-    logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True, check=True)
-    served = [line for line in logs.stderr.splitlines() if line.startswith("pull ")]
-    line = f"pull {big['digest']}: {{}} bytes from the source, from byte {{}} of {big['size']}"
-    assert line.format(kept, 0) in served  # the pull cut short
-    assert line.format(big["size"] - kept, kept) in served  # the next: only what it lacked
+    assert served(container, big["digest"]) == [  # the next pull: only what it lacked
+        line.format(kept, 0),
+        line.format(big["size"] - kept, kept),
+    ]
     assert "tiny:latest" in models(inst)
