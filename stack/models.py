@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -32,6 +33,9 @@ from .services import CATALOG, ServiceSpec
 DEFAULT_REGISTRY = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
 MAX_MANIFEST = 1 << 20  # a model's manifest is a few hundred bytes
+# What a blob is read and sent in: tarfile's stream mode reads 10 KiB at a
+# time by default, joining its buffer again for each (a third of a push).
+STREAM_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -511,6 +515,57 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+class _ReadAhead:
+    """Reads a source a few chunks ahead in a thread, so that the source (a
+    `docker cp` pipe) and the sink (an ``ssh -W`` socket) both keep moving:
+    read and sent in turn, each waited for the other through small buffers."""
+
+    AHEAD = 4  # chunks
+
+    def __init__(self, source: IO[bytes]) -> None:
+        import queue
+        import threading
+
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(self.AHEAD)
+        self._left = b""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(source,), daemon=True)
+        self._thread.start()
+
+    def _fill(self, source: IO[bytes]) -> None:
+        try:
+            while not self._stop.is_set():
+                chunk = source.read(STREAM_BUFFER)
+                self._put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:  # handed to the reader, raised there
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        import queue
+
+        while not self._stop.is_set():
+            with contextlib.suppress(queue.Full):
+                self._chunks.put(item, timeout=0.2)
+                return
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._left:
+            item = self._chunks.get()
+            if isinstance(item, BaseException):
+                raise item
+            self._left = item
+        cut = len(self._left) if size < 0 else size
+        chunk, self._left = self._left[:cut], self._left[cut:]
+        return chunk
+
+    def close(self) -> None:
+        """Stop reading (the source is the caller's to close, after this)."""
+        self._stop.set()
+        self._thread.join()
+
+
 class _Hashing:
     """A reader that hashes what passes; ``finish`` refuses content that does not
     hash to its name (checked by us, whatever the other side checks)."""
@@ -545,7 +600,7 @@ def import_model(rt: Runtime, source: IO[bytes], progress: Progress | None = Non
     small: dict[str, bytes] = {}  # checked contents of the small blobs (template, params…)
     names: set[str] = set()
     try:
-        with tarfile.open(fileobj=source, mode="r|") as tar:
+        with tarfile.open(fileobj=source, mode="r|", bufsize=STREAM_BUFFER) as tar:
             for position, member in enumerate(tar):
                 if manifest is not None:
                     raise _bad_file(f"{member.name!r} after the manifest")
@@ -637,10 +692,21 @@ def _upload(
     digest: str,
     whose: str,
 ) -> None:
-    """Stream a blob to the server; it checks the hash, and so do we."""
-    checked = _Hashing(content, digest, f"{whose} blob sha256:{digest[:12]}…")
+    """Stream a blob to the server; it checks the hash, and so do we. To a box
+    the body goes through OpenSSH (``dial_stream``), as fast as `ssh` copies."""
+    ahead = _ReadAhead(content)
+    checked = _Hashing(ahead, digest, f"{whose} blob sha256:{digest[:12]}…")
     path = f"/api/blobs/sha256:{digest}"
-    status, answer = send_stream(endpoint, path, checked, size, rt.target.dial)
+    try:
+        status, answer = send_stream(endpoint, path, checked, size, rt.target.dial_stream)
+    except (OSError, http.client.HTTPException) as exc:
+        raise StackError(
+            f"{spec.title} at {rt.url(spec.name)} broke off while taking blob "
+            f"sha256:{digest[:12]}… ({exc or type(exc).__name__})",
+            "`inv health.check` says why; run it again to go on (blobs it has are kept)",
+        ) from None
+    finally:
+        ahead.close()
     checked.finish()
     if status not in (200, 201):
         why = answer.get("error") if isinstance(answer, dict) else f"HTTP {status}"
@@ -673,15 +739,23 @@ def _blob(
 ) -> Iterator[tuple[IO[bytes], int]]:
     """One blob of a docker Ollama's volume as it streams out, and its size."""
     path = posixpath.join(models, "blobs", f"sha256-{digest}")
-    with (
-        rt.compose.copy_out(container, path, contents=False) as stream,
-        tarfile.open(fileobj=stream, mode="r|") as tar,
-    ):
-        member = next(iter(tar), None)
-        content = tar.extractfile(member) if member is not None else None
-        if member is None or content is None:
-            raise _no_model(spec, name)
-        yield content, member.size
+    with rt.compose.copy_out(container, path, contents=False) as stream:
+        _widen(stream)
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=STREAM_BUFFER) as tar:
+            member = next(iter(tar), None)
+            content = tar.extractfile(member) if member is not None else None
+            if member is None or content is None:
+                raise _no_model(spec, name)
+            yield content, member.size
+
+
+def _widen(pipe: IO[bytes]) -> None:
+    """A pipe from docker cp that holds a chunk, not Linux's 64 KiB: docker
+    then keeps streaming while we wait for a core (as backups do)."""
+    import fcntl
+
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, STREAM_BUFFER)
 
 
 def _drain(checked: _Hashing) -> None:
@@ -692,7 +766,9 @@ def _drain(checked: _Hashing) -> None:
 
 def push(source: Runtime, target: Runtime, name: str, progress: Progress | None = None) -> Carried:
     """A model from this stack's Ollama to a box's: only the blobs the box
-    lacks travel, the model last; then the box's Ollama must list it."""
+    lacks travel, each streamed into the box's Ollama through its API (which
+    keeps a blob only when it hashes to its name), the model last; then the
+    box's Ollama must list it."""
     spec, _ = _server(source)
     files = _model_files(source, spec, name, "models.push")
     dest = _destination(target, "pushed to", "models.push")
@@ -701,44 +777,12 @@ def push(source: Runtime, target: Runtime, name: str, progress: Progress | None 
     sent = 0
     if lacking:
         emit(progress, "step", f"sending {len(lacking)} blobs to {target.target.label}")
-        send = _send_into_volume if dest.volume is not None else _send_through_api
-        sent = send(files, dest, lacking)
-    dest.register(name, files.manifest, lambda digest: _small_blob(files, name, digest))
-    return Carried(canonical(name), len(digests), len(lacking), sent)
-
-
-def _send_into_volume(files: ModelFiles, dest: _Destination, lacking: list[str]) -> int:
-    """Each blob checked against its hash here first (a damaged blob never
-    leaves this machine: the box's volume takes whatever it is given), then
-    one `docker cp` tar stream into the box's volume: OpenSSH carries it
-    (docker's ssh://), far faster than an HTTP body through our own channel."""
-    assert dest.volume is not None
-    for digest in lacking:
-        with files.blob(digest) as (content, _):
-            _drain(_Hashing(content, digest, f"this machine's blob sha256:{digest[:12]}…"))
-    sent = 0
-    with (
-        dest.rt.compose.copy_in(*dest.volume) as sink,
-        tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as out,
-    ):
-        for digest in lacking:
-            with files.blob(digest) as (content, size):
-                info = tarfile.TarInfo(f"blobs/sha256-{digest}")
-                info.size, info.mode, info.mtime = size, 0o644, int(time.time())
-                out.addfile(info, content)
-                sent += size
-    return sent
-
-
-def _send_through_api(files: ModelFiles, dest: _Destination, lacking: list[str]) -> int:
-    """Each blob streamed to the box's Ollama (`POST /api/blobs`, through the
-    SSH connection): it keeps a blob only when it hashes to its name."""
-    sent = 0
     for digest in lacking:
         with files.blob(digest) as (content, size):
             dest.upload(content, size, digest, "this machine's")
             sent += size
-    return sent
+    dest.register(name, files.manifest, lambda digest: _small_blob(files, name, digest))
+    return Carried(canonical(name), len(digests), len(lacking), sent)
 
 
 def _small_blob(files: ModelFiles, name: str, digest: str) -> bytes:
