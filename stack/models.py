@@ -156,6 +156,10 @@ def _manifest(rt: Runtime, spec: ServiceSpec, name: str) -> dict[str, Any] | Non
     if container is None:
         return None
     models = posixpath.join(volume.mount, posixpath.dirname(volume.blobs or ""))
+    return _manifest_in(rt, container, models, name)
+
+
+def _manifest_in(rt: Runtime, container: str, models: str, name: str) -> dict[str, Any] | None:
     path = posixpath.join(models, manifest_path(name))
     try:
         with (
@@ -301,7 +305,7 @@ def _model_files(rt: Runtime, spec: ServiceSpec, name: str, what: str) -> ModelF
     kind = rt.kind(spec.name)
     if kind.in_compose:
         container, models = _volume_access(rt, spec, what)
-        manifest = _manifest(rt, spec, name)
+        manifest = _manifest_in(rt, container, models, name)
         if manifest is None:
             raise _no_model(spec, name)
         return ModelFiles(manifest, lambda digest: _blob(rt, container, models, spec, name, digest))
@@ -769,9 +773,13 @@ def push(source: Runtime, target: Runtime, name: str, progress: Progress | None 
     lacks travel, each streamed into the box's Ollama through its API (which
     keeps a blob only when it hashes to its name), the model last; then the
     box's Ollama must list it."""
+    from concurrent.futures import ThreadPoolExecutor
+
     spec, _ = _server(source)
-    files = _model_files(source, spec, name, "models.push")
-    dest = _destination(target, "pushed to", "models.push")
+    with ThreadPoolExecutor(2) as both:  # each side waits on its engine: ask both at once
+        asked = both.submit(_model_files, source, spec, name, "models.push")
+        dest = _destination(target, "pushed to", "models.push")
+        files = asked.result()
     digests = _digests(files.manifest)
     lacking = [d for d, _ in digests if not dest.has(d)]
     sent = 0
