@@ -497,13 +497,19 @@ def export_model(
     files = _model_files(rt, spec, name, "models.export")
     digests = _digests(files.manifest)
     sent = 0
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    with tarfile.open(
+        fileobj=sink,
+        mode="w|",
+        format=tarfile.PAX_FORMAT,
+        bufsize=STREAM_BUFFER,  # a chunk at a time, as the blob is read
+        copybufsize=STREAM_BUFFER,
+    ) as tar:
         header = {"format": FORMAT, "name": canonical(name)}
         _add_bytes(tar, HEADER, json.dumps(header).encode())
         for digest, _size in digests:
             emit(progress, "step", f"blob sha256:{digest[:12]}…")
-            with files.blob(digest) as (content, size):
-                checked = _Hashing(content, digest, f"{spec.title}'s blob sha256:{digest[:12]}…")
+            with files.blob(digest) as (content, size), _ReadAhead(content) as ahead:
+                checked = _Hashing(ahead, digest, f"{spec.title}'s blob sha256:{digest[:12]}…")
                 info = tarfile.TarInfo(f"blobs/sha256-{digest}")
                 info.size, info.mode, info.mtime = size, 0o644, int(time.time())
                 tar.addfile(info, checked)
@@ -564,10 +570,15 @@ class _ReadAhead:
         chunk, self._left = self._left[:cut], self._left[cut:]
         return chunk
 
-    def close(self) -> None:
-        """Stop reading (the source is the caller's to close, after this)."""
+    def __enter__(self) -> _ReadAhead:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """Stop reading (the source is the caller's to close, after this). A
+        read that hangs (a stalled docker cp) is not waited for long: closing
+        the source ends it, and the thread with it."""
         self._stop.set()
-        self._thread.join()
+        self._thread.join(timeout=5)
 
 
 class _Hashing:
@@ -698,19 +709,17 @@ def _upload(
 ) -> None:
     """Stream a blob to the server; it checks the hash, and so do we. To a box
     the body goes through OpenSSH (``dial_stream``), as fast as `ssh` copies."""
-    ahead = _ReadAhead(content)
-    checked = _Hashing(ahead, digest, f"{whose} blob sha256:{digest[:12]}…")
     path = f"/api/blobs/sha256:{digest}"
-    try:
-        status, answer = send_stream(endpoint, path, checked, size, rt.target.dial_stream)
-    except (OSError, http.client.HTTPException) as exc:
-        raise StackError(
-            f"{spec.title} at {rt.url(spec.name)} broke off while taking blob "
-            f"sha256:{digest[:12]}… ({exc or type(exc).__name__})",
-            "`inv health.check` says why; run it again to go on (blobs it has are kept)",
-        ) from None
-    finally:
-        ahead.close()
+    with _ReadAhead(content) as ahead:
+        checked = _Hashing(ahead, digest, f"{whose} blob sha256:{digest[:12]}…")
+        try:
+            status, answer = send_stream(endpoint, path, checked, size, rt.target.dial_stream)
+        except (OSError, http.client.HTTPException) as exc:
+            raise StackError(
+                f"{spec.title} at {rt.url(spec.name)} broke off while taking blob "
+                f"sha256:{digest[:12]}… ({exc or type(exc).__name__})",
+                "`inv health.check` says why; run it again to go on (blobs it has are kept)",
+            ) from None
     checked.finish()
     if status not in (200, 201):
         why = answer.get("error") if isinstance(answer, dict) else f"HTTP {status}"
