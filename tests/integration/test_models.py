@@ -16,6 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+
+from ollama_stack.stack.config.files import host_slug
 
 from ..unit.test_ollama_standin import tiny_model, write_model
 from .conftest import CLI, Installation, docker, free_ports
@@ -291,3 +294,55 @@ def test_ctrl_c_during_a_pull_keeps_the_partial_and_the_next_pull_resumes(
         line.format(big["size"] - kept, kept),
     ]
     assert "tiny:latest" in models(inst)
+
+
+def native_at(installation: Path, url: str) -> None:
+    """Make an installation's Ollama the native one at ``url`` (its config.yaml:
+    this machine and the box each have their own)."""
+    config = installation / "config.yaml"
+    settings = yaml.safe_load(config.read_text())
+    settings["services"] = {"ollama": {"type": "native-api", "url": url}}
+    config.write_text(yaml.safe_dump(settings))
+
+
+@pytest.mark.remote
+def test_a_model_is_pushed_to_a_native_ollama_on_a_box(
+    make_installation, native_ollama, remote_host, standin_images, tmp_path
+):
+    """A box whose Ollama is native-api: the blobs go through its API over SSH
+    (`ssh -W`), the model is made by its /api/create, and a second push sends
+    nothing."""
+    here_url, here_models = native_ollama("here")
+    write_model(
+        here_models,
+        "registry.ollama.ai/library/tiny/latest",
+        [("model", tiny_model(pad=4 << 20)), ("template", b"{{ .Prompt }}")],
+        {"model_format": "gguf", "model_family": "llama"},
+    )
+    here = make_installation()
+    here.env["OLLAMA_MODELS"] = str(here_models)
+    home = Path(here.env["OLLAMA_STACK_HOME"])
+    native_at(home, here_url)
+    # The box's "native" Ollama: the stand-in as a plain container on the box's loopback.
+    box_ollama, port = f"ost-native-{uuid.uuid4().hex[:8]}", free_ports(1)[0]
+    docker(
+        "run", "-d", "--name", box_ollama, "-p", f"127.0.0.1:{port}:11434",
+        standin_images["ollama"], host=remote_host.docker_host,
+    )  # fmt: skip
+    there = Installation(
+        here.project, here.ports, here.env, remote_host.name, remote_host.docker_host
+    )
+    try:
+        there.ok("stack.install")
+        native_at(home / "remotes" / host_slug(remote_host.name), f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 20
+        while there.cli("models.list").returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        done = json.loads(there.ok("models.push", "tiny", "--json").stdout)
+        assert (done["blobs"], done["moved"]) == (3, 3)
+        assert set(models(there)) == {"tiny:latest"}
+        again = json.loads(there.ok("models.push", "tiny", "--json").stdout)
+        assert (again["moved"], again["bytes"]) == (0, 0)
+    finally:
+        docker("rm", "-f", box_ollama, host=remote_host.docker_host, check=False)
+        there.teardown()
