@@ -178,16 +178,21 @@ def native_ollama(standin_images: dict[str, str], tmp_path: Path) -> Iterator:
         docker("rm", "-f", *made, check=False)
 
 
+def write_tiny_gguf(models_folder: Path, pad: int) -> None:
+    """A model of three blobs (the weights, a template, the config) in Ollama's layout."""
+    write_model(
+        models_folder,
+        "registry.ollama.ai/library/tiny/latest",
+        [("model", tiny_model(pad=pad)), ("template", b"{{ .Prompt }}")],
+        {"model_format": "gguf", "model_family": "llama"},
+    )
+
+
 def test_a_native_ollama_exports_and_imports_through_its_api(
     make_installation, native_ollama, tmp_path
 ):
     here_url, here_models = native_ollama("here")
-    write_model(
-        here_models,
-        "registry.ollama.ai/library/tiny/latest",
-        [("model", tiny_model(pad=2 << 20)), ("template", b"{{ .Prompt }}")],
-        {"model_format": "gguf", "model_family": "llama"},
-    )
+    write_tiny_gguf(here_models, pad=2 << 20)
     here = make_installation(services_ollama_type="native-api", services_ollama_url=here_url)
     here.env["OLLAMA_MODELS"] = str(here_models)  # the folder `ollama serve` would be given
     exported = tmp_path / "tiny.model"
@@ -313,12 +318,7 @@ def test_a_model_is_pushed_to_a_native_ollama_on_a_box(
     (`ssh -W`), the model is made by its /api/create, and a second push sends
     nothing."""
     here_url, here_models = native_ollama("here")
-    write_model(
-        here_models,
-        "registry.ollama.ai/library/tiny/latest",
-        [("model", tiny_model(pad=4 << 20)), ("template", b"{{ .Prompt }}")],
-        {"model_format": "gguf", "model_family": "llama"},
-    )
+    write_tiny_gguf(here_models, pad=4 << 20)
     here = make_installation()
     here.env["OLLAMA_MODELS"] = str(here_models)
     home = Path(here.env["OLLAMA_STACK_HOME"])
