@@ -248,8 +248,8 @@ def throttled_ollama(standin_images: dict[str, str]) -> Iterator[str]:
 
 
 def test_ctrl_c_during_a_pull_keeps_the_partial_and_the_next_pull_resumes(
-    make_installation, throttled_ollama, tmp_path
-):
+    throttled_ollama, make_installation, tmp_path
+):  # the image first: it is removed after the installation's containers are
     inst = make_installation(images={"ollama": throttled_ollama})
     inst.ok("stack.start", "--pull", "never")
     manifest = seed_source(inst, tmp_path, size=8 << 20)
