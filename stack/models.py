@@ -156,10 +156,13 @@ def _manifest(rt: Runtime, spec: ServiceSpec, name: str) -> dict[str, Any] | Non
     if container is None:
         return None
     models = posixpath.join(volume.mount, posixpath.dirname(volume.blobs or ""))
-    return _manifest_in(rt, container, models, name)
+    raw = _manifest_bytes(rt, container, models, name)
+    return json_body(raw) if raw is not None else None
 
 
-def _manifest_in(rt: Runtime, container: str, models: str, name: str) -> dict[str, Any] | None:
+def _manifest_bytes(rt: Runtime, container: str, models: str, name: str) -> bytes | None:
+    """The manifest file as it is (its sha256 is the digest Ollama lists), if
+    it is a JSON object."""
     path = posixpath.join(models, manifest_path(name))
     try:
         with (
@@ -169,8 +172,8 @@ def _manifest_in(rt: Runtime, container: str, models: str, name: str) -> dict[st
             for member in archive:
                 handle = archive.extractfile(member) if member.isfile() else None
                 if handle is not None and member.size <= MAX_MANIFEST:
-                    document = json_body(handle.read())
-                    return document if isinstance(document, dict) else None
+                    raw = handle.read()
+                    return raw if isinstance(json_body(raw), dict) else None
     except (StackError, tarfile.TarError):
         return None
     return None
@@ -291,10 +294,16 @@ BlobReader = Callable[[str], contextlib.AbstractContextManager[tuple[IO[bytes], 
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """A model's manifest, and a way to read each blob it names (with its size)."""
+    """A model's manifest (the file as it is, and read), and a way to read
+    each blob it names (with its size)."""
 
-    manifest: dict[str, Any]
+    raw: bytes
     blob: BlobReader
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        document: dict[str, Any] = json_body(self.raw)  # a JSON object: checked when read
+        return document
 
 
 def _model_files(rt: Runtime, spec: ServiceSpec, name: str, what: str) -> ModelFiles:
@@ -305,10 +314,10 @@ def _model_files(rt: Runtime, spec: ServiceSpec, name: str, what: str) -> ModelF
     kind = rt.kind(spec.name)
     if kind.in_compose:
         container, models = _volume_access(rt, spec, what)
-        manifest = _manifest_in(rt, container, models, name)
-        if manifest is None:
+        raw = _manifest_bytes(rt, container, models, name)
+        if raw is None:
             raise _no_model(spec, name)
-        return ModelFiles(manifest, lambda digest: _blob(rt, container, models, spec, name, digest))
+        return ModelFiles(raw, lambda digest: _blob(rt, container, models, spec, name, digest))
     if kind.on_host and not rt.target.is_remote:
         return _native_files(rt, spec, name)
     raise ConfigError(
@@ -367,11 +376,9 @@ def _native_files(rt: Runtime, spec: ServiceSpec, name: str) -> ModelFiles:
     folders = ollama_folders(os.environ, Path.home())
     for root in folders:
         folder = OllamaFolder(root)
-        raw = folder.manifest_bytes(name)
-        if raw is not None and hashlib.sha256(raw).hexdigest() == wanted:
-            manifest = json_body(raw)
-            if isinstance(manifest, dict):
-                return ModelFiles(manifest, folder.blob)
+        raw = folder.manifest_bytes(name) or b""
+        if hashlib.sha256(raw).hexdigest() == wanted and isinstance(json_body(raw), dict):
+            return ModelFiles(raw, folder.blob)
     looked = ", ".join(str(f) for f in folders)
     raise ConfigError(
         f"{spec.title} at {rt.url(spec.name)} lists {name}, but none of {looked} holds its "
@@ -399,19 +406,25 @@ class _Destination:
     def upload(self, content: IO[bytes], size: int, digest: str, whose: str) -> None:
         _upload(self.rt, self.endpoint, self.spec, content, size, digest, whose)
 
-    def register(self, name: str, manifest: dict[str, Any], text: Callable[[str], bytes]) -> None:
-        """The model, once every blob is there: its manifest into the volume,
-        or `/api/create` from its layers (``text`` reads a small layer)."""
+    def register(self, name: str, raw: bytes, text: Callable[[str], bytes]) -> None:
+        """The model, once every blob is there: its manifest into the volume
+        (unless the server lists this very manifest already), or `/api/create`
+        from its layers (``text`` reads a small layer)."""
         if self.volume is not None:
-            _write_manifest(self.rt, *self.volume, name, manifest)
+            if self._listed().get(canonical(name)) != hashlib.sha256(raw).hexdigest():
+                _write_manifest(self.rt, *self.volume, name, raw)
         else:
-            _create(self, name, manifest, text)
-        if canonical(name) not in {canonical(m.name) for m in list_models(self.rt)}:
+            _create(self, name, json_body(raw), text)
+        if canonical(name) not in self._listed():
             where = f" on {self.rt.target.label}" if self.rt.target.is_remote else ""
             raise StackError(
                 f"{self.spec.title}{where} does not list {name} after the copy",
                 "see `inv stack.logs`",
             )
+
+    def _listed(self) -> dict[str, str]:
+        """Each model the server lists, and its manifest's digest."""
+        return {canonical(m.name): m.digest for m in list_models(self.rt)}
 
 
 def _destination(rt: Runtime, verb: str, task: str) -> _Destination:
@@ -515,7 +528,7 @@ def export_model(
                 tar.addfile(info, checked)
                 checked.finish()
                 sent += size
-        _add_bytes(tar, MANIFEST, json.dumps(files.manifest).encode())
+        _add_bytes(tar, MANIFEST, files.raw)  # as it is: the same digest wherever it goes
     return Carried(canonical(name), len(digests), len(digests), sent)
 
 
@@ -611,7 +624,7 @@ def import_model(rt: Runtime, source: IO[bytes], progress: Progress | None = Non
     manifest, or for a native server `/api/create`); then the server must
     list the model."""
     dest = _destination(rt, "imported", "models.import")
-    name, manifest, moved, sent = "", None, 0, 0
+    name, raw, manifest, moved, sent = "", b"", None, 0, 0
     small: dict[str, bytes] = {}  # checked contents of the small blobs (template, params…)
     names: set[str] = set()
     try:
@@ -629,7 +642,8 @@ def import_model(rt: Runtime, source: IO[bytes], progress: Progress | None = Non
                     size = _send_blob(dest, tar, member, match.group(1), small)
                     moved, sent = moved + bool(size), sent + size
                 elif member.name == MANIFEST and member.isfile() and member.size <= MAX_MANIFEST:
-                    manifest = json_body(tar.extractfile(member).read())  # type: ignore[union-attr]
+                    raw = tar.extractfile(member).read()  # type: ignore[union-attr]
+                    manifest = json_body(raw)
                     if not isinstance(manifest, dict):
                         raise _bad_file("its manifest is not JSON")
                 else:
@@ -648,7 +662,7 @@ def import_model(rt: Runtime, source: IO[bytes], progress: Progress | None = Non
             raise _bad_file(f"its layer sha256:{digest[:12]}… is not in it, or too big")
         return small[digest]
 
-    dest.register(name, manifest, text)
+    dest.register(name, raw, text)
     return Carried(canonical(name), len(digests), moved, sent)
 
 
@@ -728,11 +742,8 @@ def _upload(
         )
 
 
-def _write_manifest(
-    rt: Runtime, container: str, models: str, name: str, manifest: dict[str, Any]
-) -> None:
+def _write_manifest(rt: Runtime, container: str, models: str, name: str, data: bytes) -> None:
     """The manifest, last, into the models folder (docker cp, nothing in the image needed)."""
-    data = json.dumps(manifest).encode()
     relative = manifest_path(name)  # manifests/<registry>/<namespace>/<model>/<tag>
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -798,7 +809,7 @@ def push(source: Runtime, target: Runtime, name: str, progress: Progress | None 
         with files.blob(digest) as (content, size):
             dest.upload(content, size, digest, "this machine's")
             sent += size
-    dest.register(name, files.manifest, lambda digest: _small_blob(files, name, digest))
+    dest.register(name, files.raw, lambda digest: _small_blob(files, name, digest))
     return Carried(canonical(name), len(digests), len(lacking), sent)
 
 

@@ -64,6 +64,7 @@ def test_pull_show_export_remove_import(make_installation, tmp_path):
     assert exported.stat().st_size > 6 << 20
     assert inst.cli("models.export", "tiny", str(exported)).returncode == 2  # never replaced
 
+    digest = models(inst)["tiny:latest"]["digest"]
     inst.ok("models.rm", "tiny", "--yes")
     assert models(inst) == {}
     done = json.loads(inst.ok("models.import", str(exported), "--json").stdout)
@@ -72,7 +73,7 @@ def test_pull_show_export_remove_import(make_installation, tmp_path):
         3,
         3,
     )
-    assert set(models(inst)) == {"tiny:latest"}
+    assert models(inst)["tiny:latest"]["digest"] == digest  # the manifest as it was
     again = json.loads(inst.ok("models.import", str(exported), "--json").stdout)
     assert again["moved"] == 0  # every blob there already: nothing sent
 
@@ -135,7 +136,8 @@ def test_a_model_is_pushed_to_a_box_with_no_registry(make_installation, remote_h
         done = json.loads(there.ok("models.push", "tiny", "--json").stdout)
         took = time.monotonic() - began
         assert (done["blobs"], done["moved"]) == (3, 3) and done["bytes"] > 300 << 20
-        assert "tiny:latest" in models(there)
+        digest = models(here)["tiny:latest"]["digest"]
+        assert models(there)["tiny:latest"]["digest"] == digest  # the very manifest
         print(f"pushed {done['bytes'] >> 20} MiB in {took:.1f} s")
         again = json.loads(there.ok("models.push", "tiny", "--json").stdout)
         assert again["moved"] == 0 and again["bytes"] == 0  # nothing sent twice
