@@ -320,10 +320,56 @@ class Target:
         channel.settimeout(timeout)
         return channel
 
+    def dial_stream(self, host: str, port: int, timeout: float) -> Any:
+        """Like ``dial``, for bulk data (a model blob): on a box, carried by an
+        OpenSSH ``ssh -W`` process, whose crypto runs several times faster than
+        a paramiko channel's (1 GiB: about 5 s against well over 20 here).
+        Uses the ``ssh`` on PATH and its config, as docker's ssh:// does."""
+        if not self.host:
+            return socket.create_connection((host, port), timeout=timeout)
+        import subprocess
+
+        user, name, ssh_port = split_host_spec(self.host)
+        argv = ["ssh", "-o", "BatchMode=yes", "-W", f"{host}:{port}"]
+        argv += [*(["-l", user] if user else []), *(["-p", str(ssh_port)] if ssh_port else [])]
+        ours, theirs = socket.socketpair()
+        try:
+            process = subprocess.Popen(
+                [*argv, "--", name], stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL
+            )
+        except OSError as exc:
+            ours.close()
+            raise _ssh_failure(self.host, exc) from None
+        finally:
+            theirs.close()
+        ours.settimeout(timeout)
+        return ForwardedSocket(ours, process)
+
     def close(self) -> None:
         if self._shell is not None and self.host:
             self._shell.close()
         self._shell = None
+
+
+class ForwardedSocket:
+    """Our end of a socket pair whose other end is an ``ssh -W`` process's
+    stdin and stdout; closing it ends that process (waited for, never left)."""
+
+    def __init__(self, sock: socket.socket, process: Any) -> None:
+        self._sock, self._process = sock, process
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def close(self) -> None:
+        import subprocess
+
+        self._sock.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
 
 
 def _local_context(config: Any = None) -> invoke.Context:

@@ -423,7 +423,9 @@ def test_pull_resumes_a_partial_download(standin: Standin) -> None:
     assert leftovers(standin.models) == []
 
 
-def test_an_interrupted_pull_leaves_a_partial_the_next_pull_resumes(standins: Any) -> None:
+def test_an_interrupted_pull_leaves_a_partial_the_next_pull_resumes(
+    standins: Any, tmp_path: Path
+) -> None:
     standin = standins(STANDIN_PULL_BYTES_PER_SEC=str(4 * MIB))
     manifest = json.loads(write_tiny(standin.source))
     big = manifest["layers"][0]
@@ -450,6 +452,16 @@ def test_an_interrupted_pull_leaves_a_partial_the_next_pull_resumes(standins: An
     data = blob_file(standin.models, big["digest"]).read_bytes()
     assert digest_of(data) == big["digest"]
     assert leftovers(standin.models) == []
+    served = [
+        line
+        for line in (tmp_path / "standin-0.log").read_text().splitlines()
+        if big["digest"] in line
+    ]
+    assert served == [  # what the source served: the partial, then only the rest
+        f"pull {big['digest']}: {sizes[-1]} bytes from the source, from byte 0 of {big['size']}",
+        f"pull {big['digest']}: {big['size'] - sizes[-1]} bytes from the source, "
+        f"from byte {sizes[-1]} of {big['size']}",
+    ]
 
 
 def test_two_pulls_at_once_copy_a_blob_once_and_both_see_progress(standins: Any) -> None:

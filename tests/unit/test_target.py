@@ -75,6 +75,48 @@ def test_local_dial_connects(http_service):
         sock.close()
 
 
+FAKE_SSH = """#!{python}
+# ssh -W HOST:PORT as OpenSSH does it, minus the crypto: logs its argv, then
+# carries stdin/stdout to HOST:PORT.
+import json, socket, sys, threading
+args = sys.argv[1:]
+open({log!r}, "a").write(json.dumps(args) + "\\n")
+host, port = args[args.index("-W") + 1].rsplit(":", 1)
+conn = socket.create_connection((host, int(port)))
+def up():
+    while data := sys.stdin.buffer.read1(65536):
+        conn.sendall(data)
+    conn.shutdown(socket.SHUT_WR)
+threading.Thread(target=up, daemon=True).start()
+while data := conn.recv(65536):
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+"""
+
+
+def test_bulk_data_to_a_box_goes_through_an_openssh_w_process(http_service, tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from ollama_stack.stack.health import endpoint_for, get_json
+
+    from .helpers import ollama_routes
+
+    log = tmp_path / "ssh.log"
+    fake = tmp_path / "bin" / "ssh"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_SSH.format(python=sys.executable, log=str(log)))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    server = http_service(ollama_routes())
+    endpoint = endpoint_for("ollama", f"http://127.0.0.1:{server.port}")
+
+    answer = get_json(endpoint, "/api/version", Target("me@box:2222").dial_stream, timeout=10)
+    assert answer == {"version": "0.5.7"}
+    wanted = ["-o", "BatchMode=yes", "-W", f"127.0.0.1:{server.port}", "-l", "me", "-p", "2222"]
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [[*wanted, "--", "box"]]
+
+
 def test_close_forgets_the_shell():
     shell = FakeShell()
     t = Target(None, _shell=shell)

@@ -534,6 +534,10 @@ def fetch_blob(digest: str, source_root: Path) -> Iterator[dict[str, Any]]:
         lock.release()
 
 
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def size_of(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -551,21 +555,25 @@ def copy_resumed(digest: str, source: Path, target: Path) -> Iterator[dict[str, 
     start = start if start <= total else 0
     hashed = hashlib.sha256()
     chunk = min(CHUNK, max(PULL_RATE // 10, 1)) if PULL_RATE else CHUNK
-    with partial.open("r+b" if start else "w+b") as out, source.open("rb") as inp:
-        for block in iter(lambda: out.read(min(CHUNK, start - out.tell())), b""):
-            hashed.update(block)  # what an earlier pull wrote, read back
-        out.truncate(start)
-        inp.seek(start)
-        done, began = start, time.monotonic()
-        yield progress(digest, total, done)
-        while block := inp.read(chunk):
-            out.write(block)
-            out.flush()  # an interrupted pull leaves what it copied
-            hashed.update(block)
-            done += len(block)
-            if PULL_RATE:
-                time.sleep(max(0.0, (done - start) / PULL_RATE - (time.monotonic() - began)))
+    done = start
+    try:
+        with partial.open("r+b" if start else "w+b") as out, source.open("rb") as inp:
+            for block in iter(lambda: out.read(min(CHUNK, start - out.tell())), b""):
+                hashed.update(block)  # what an earlier pull wrote, read back
+            out.truncate(start)
+            inp.seek(start)
+            began = time.monotonic()
             yield progress(digest, total, done)
+            while block := inp.read(chunk):
+                out.write(block)
+                out.flush()  # an interrupted pull leaves what it copied
+                hashed.update(block)
+                done += len(block)
+                if PULL_RATE:
+                    time.sleep(max(0.0, (done - start) / PULL_RATE - (time.monotonic() - began)))
+                yield progress(digest, total, done)
+    finally:  # what a registry's access log would show: the bytes it served
+        log(f"pull {digest}: {done - start} bytes from the source, from byte {start} of {total}")
     got = f"sha256:{hashed.hexdigest()}"
     if got != digest:
         partial.unlink(missing_ok=True)
