@@ -172,7 +172,10 @@ class Store:
         keeps its mode: what is made inside it is private either way."""
         for directory in (self.root, self.blobs, self.snapshots, self.root / "tmp"):
             if not directory.is_dir():
-                directory.mkdir(parents=True)
+                try:
+                    directory.mkdir(parents=True)
+                except FileExistsError:
+                    continue  # another host of a fleet (a thread here) made it just now
                 os.chmod(directory, 0o700)
         for leftover in (self.root / "tmp").iterdir():
             pid = leftover.name.split("-", 1)[0]

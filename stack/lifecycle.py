@@ -151,7 +151,8 @@ def check_health(rt: Runtime, timeout: float = 2.0) -> dict[str, ProbeResult]:
     (asked while the probes run, as status does: the question inside a container
     takes longer than all the probes)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        links = pool.submit(ask_links, rt)
+        # In this host's context: a fleet's other hosts have other extensions.
+        links = pool.submit(contextvars.copy_context().run, ask_links, rt)
         probed = probe_all(rt.endpoints(), rt.target.dial, timeout=timeout)
         return with_links(rt, probed, links.result())
 
