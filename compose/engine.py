@@ -160,9 +160,13 @@ def engine_at(host: str) -> Engine:
     if parts.scheme == "unix" and parts.path:
         return Engine(socket_path=parts.path)
     if parts.scheme == "ssh" and parts.hostname:
+        try:
+            port = parts.port
+        except ValueError:  # a scoped IPv6 address (fe80::1%eth0): the CLI knows it
+            raise EngineUnreachable(f"{host} is asked through the CLI") from None
         # urlsplit lowercases the host; an ~/.ssh/config alias is passed as written
-        host = parts.netloc.rpartition("@")[2].removesuffix(f":{parts.port}").strip("[]")
-        return Engine(ssh_argv=_ssh_argv(parts.username, host, parts.port))
+        host = parts.netloc.rpartition("@")[2].removesuffix(f":{port}").strip("[]")
+        return Engine(ssh_argv=_ssh_argv(parts.username, host, port))
     raise EngineUnreachable(f"{parts.scheme or host}:// engines are asked through the CLI")
 
 

@@ -429,3 +429,8 @@ def test_an_engine_that_closes_the_connection_is_never_dialled_anew(fake_engine,
         engine._answer(conn, "GET", "/containers/json")
         engine._answer(conn, "GET", "/containers/json")
     assert dialled == []
+
+
+def test_a_scoped_ipv6_box_is_left_to_the_cli():
+    with pytest.raises(engine.EngineUnreachable):
+        engine.engine_at("ssh://fe80::1%eth0")
