@@ -70,6 +70,16 @@ class _EngineHandler(BaseHTTPRequestHandler):
         pass
 
 
+def project_on(server: FakeEngine, tmp_path: Path) -> ComposeProject:
+    """Installation inst1's project "p", asking the fake engine."""
+    return ComposeProject(
+        "p",
+        [tmp_path / "base.yml"],
+        docker_host=f"unix://{server.server_address}",
+        installation="inst1",
+    )
+
+
 @pytest.fixture
 def fake_engine(tmp_path: Path) -> Iterator[Callable[[Answer], FakeEngine]]:
     servers: list[FakeEngine] = []
@@ -161,12 +171,7 @@ def test_ps_reads_the_engine_and_keeps_only_this_installation(fake_engine, tmp_p
         summary("p-ollama-1", "ollama", Labels={"io.ollama-stack.installation": "other"}),
     ]
     server = fake_engine(lambda path, body: (200, listed))
-    project = ComposeProject(
-        "p",
-        [tmp_path / "base.yml"],
-        docker_host=f"unix://{server.server_address}",
-        installation="inst1",
-    )
+    project = project_on(server, tmp_path)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(engine, "locate", locate)  # the real one (conftest keeps it away)
         [row] = project.ps()
@@ -404,12 +409,7 @@ def test_container_image_ids_are_read_from_one_listing(fake_engine, tmp_path):
         ),
     ]
     server = fake_engine(lambda path, body: (200, listed))
-    project = ComposeProject(
-        "p",
-        [tmp_path / "b.yml"],
-        docker_host=f"unix://{server.server_address}",
-        installation="inst1",
-    )
+    project = project_on(server, tmp_path)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(engine, "locate", locate)
         assert project.container_image_ids() == {"webui": "sha256:w", "ollama": "sha256:o"}
