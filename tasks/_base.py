@@ -265,8 +265,11 @@ def runtime(
         older_schema=older_schema,
         extend=lambda raw: activate_from_config(raw)[1],
     )
-    for problem in rt.extension_problems:  # skipped, never fatal to the core stack
-        display().note(f"extension skipped: {problem}")
+    # Skipped, never fatal to the core stack. A task that opens two installations
+    # (a push: this machine's and the box's) says whose extension it skipped.
+    where = f" on {rt.target.label}" if rt.target.host else ""
+    for problem in rt.extension_problems:
+        display().note(f"extension skipped{where}: {problem}")
     return rt
 
 
