@@ -715,7 +715,9 @@ class HostDisplay(Display):
                 f"not asking one host of a fleet: {question}", "give the flag that answers it"
             )
         self._on_event(self.host, Event("step", f"waits for the answer: {question}"))
-        return self._ask(question, self.unshown(), default)
+        answer = self._ask(question, self.unshown(), default)
+        self._on_event(self.host, Event("step", ""))  # its live line: answered
+        return answer
 
 
 class FleetView:

@@ -452,7 +452,7 @@ def test_a_hosts_question_carries_what_it_has_not_shown():
     assert out.confirm("remove?", default=True)
     out.info("removed")
     assert asked == [("remove?", ("  remove volume v\n", ""), True)]
-    assert lines == ["waits for the answer: remove?"]  # its live line, until the round
+    assert lines == ["waits for the answer: remove?", ""]  # its live line, until the round
     assert out.captured() == ("removed\n", "")  # the report shows only the rest
 
 
