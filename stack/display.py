@@ -8,13 +8,14 @@ like ``[/x]`` must print as itself.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from .adopt import Takeover
     from .config.migrate import Migration
     from .doctor import Check
-    from .fleet import FleetReport, HostOutcome
+    from .fleet import FleetReport, HostOutcome, Question
     from .health import ProbeResult
     from .images import ImageRow
     from .lifecycle import StartResult, StatusReport
@@ -67,6 +68,8 @@ def as_run(text: str) -> str:
 
 
 VERDICT_STYLE = {"pass": "green", "warn": "yellow", "fail": "red"}
+# One host's question in a fleet: (question, its plan as (stdout, stderr) text, default) → answer.
+HostAsk = Callable[[str, tuple[str, str], bool], bool]
 
 
 class Display:
@@ -545,9 +548,16 @@ class Display:
 
     # -- fleets (--hosts) ---------------------------------------------------------
 
-    def for_host(self, host: str, on_event: Callable[[str, Event], None]) -> HostDisplay:
-        """What one host's task prints to, in a fleet: kept until the fleet's report."""
-        return HostDisplay(host, on_event, self.json_mode, self.out.is_terminal, self.out.width)
+    def for_host(
+        self,
+        host: str,
+        on_event: Callable[[str, Event], None],
+        ask: HostAsk | None = None,
+    ) -> HostDisplay:
+        """What one host's task prints to, in a fleet: kept until the fleet's
+        report (or a question shows it); its questions go to ``ask``."""
+        terminal, width = self.out.is_terminal, self.out.width
+        return HostDisplay(host, on_event, self.json_mode, terminal, width, ask)
 
     def fleet_view(self, hosts: list[str]) -> FleetView:
         return FleetView(hosts, self.err)
@@ -563,17 +573,36 @@ class Display:
         if report.failed:
             self._fleet_failures(report)
 
-    def _host_sections(self, report: FleetReport, sections: Mapping[str, tuple[str, str]]) -> None:
+    def fleet_question(self, questions: list[Question]) -> bool:
+        """One round of a fleet's questions: each host's plan under its name and
+        what it asks, then one question for them all."""
         from rich.text import Text
 
+        for question in questions:
+            self._host_section(question.host, *question.plan, always=True)
+            self.err.print(Text(as_run(question.text), style="bold"))
+        hosts = [q.host for q in questions]
+        names = ", ".join(hosts[:-1]) + f" and {hosts[-1]}" if len(hosts) > 1 else hosts[0]
+        these = "each of these" if len(hosts) > 1 else "this"
+        default = all(q.default for q in questions)
+        return self.confirm(f"yes to {these}, on {names}?", default=default)
+
+    def _host_sections(self, report: FleetReport, sections: Mapping[str, tuple[str, str]]) -> None:
         for outcome in report.outcomes:
-            out_text, err_text = sections.get(outcome.host, ("", ""))
-            if not (out_text or err_text):
-                continue
-            self.out.print(Text(f"── {outcome.host} ──", style="bold"))
-            for console, text in ((self.out, out_text), (self.err, err_text)):
-                console.file.write(text)  # rendered already, for this terminal
-                console.file.flush()
+            self._host_section(outcome.host, *sections.get(outcome.host, ("", "")))
+
+    def _host_section(self, host: str, out_text: str, err_text: str, always: bool = False) -> None:
+        """A host's output under its name (with --json its stdout part is not
+        shown: stdout holds the one document)."""
+        from rich.text import Text
+
+        if not (out_text or err_text or always):
+            return
+        out = self.err if self.json_mode else self.out
+        out.print(Text(f"── {host} ──", style="bold"))
+        for console, text in ((out, "" if self.json_mode else out_text), (self.err, err_text)):
+            console.file.write(text)  # rendered already, for this terminal
+            console.file.flush()
 
     def _fleet_failures(self, report: FleetReport) -> None:
         said = []
@@ -615,7 +644,8 @@ class HostDisplay(Display):
     """One host's display in a fleet. Its task runs as it would alone, but
     what it prints is kept (rendered as for this terminal) for the fleet's
     report, its --json document and error line are recorded, and its progress
-    goes to the host's live line. It never asks: the fleet asked once."""
+    goes to the host's live line. What it asks goes to the fleet (``ask``),
+    with what it printed before asking (its plan), which the fleet shows then."""
 
     def __init__(
         self,
@@ -624,14 +654,16 @@ class HostDisplay(Display):
         json_mode: bool,
         terminal: bool,
         width: int,
+        ask: HostAsk | None = None,
     ) -> None:
         super().__init__(json_mode=json_mode)
         self.host = host
         self.document: Any = None
         self.error_line = ""
-        self._on_event = on_event
+        self._on_event, self._ask = on_event, ask
         self._terminal, self._width = terminal, width
         self._kept = {"out": io.StringIO(), "err": io.StringIO()}
+        self._shown = {"out": 0, "err": 0}  # how much of each a question has shown
 
     @cached_property
     def out(self) -> Console:
@@ -654,7 +686,16 @@ class HostDisplay(Display):
         )
 
     def captured(self) -> tuple[str, str]:
-        return self._kept["out"].getvalue(), self._kept["err"].getvalue()
+        """What the task printed that no question has shown: (stdout, stderr)."""
+        out, err = (self._kept[s].getvalue()[self._shown[s] :] for s in ("out", "err"))
+        return out, err
+
+    def unshown(self) -> tuple[str, str]:
+        """``captured()``, from now on shown (a question shows it above itself)."""
+        text = self.captured()
+        for stream in self._shown:
+            self._shown[stream] = len(self._kept[stream].getvalue())
+        return text
 
     def progress(self, event: Event) -> None:
         self._on_event(self.host, event)
@@ -667,11 +708,16 @@ class HostDisplay(Display):
         self.error_line = f"{message} — {remedy}" if remedy else message
 
     def confirm(self, question: str, default: bool = False) -> bool:
-        from ollama_stack.common.errors import ConfigError
+        if self._ask is None:
+            from ollama_stack.common.errors import ConfigError
 
-        raise ConfigError(
-            f"not asking one host of a fleet: {question}", "give the flag that answers it"
-        )
+            raise ConfigError(
+                f"not asking one host of a fleet: {question}", "give the flag that answers it"
+            )
+        self._on_event(self.host, Event("step", f"waits for the answer: {question}"))
+        answer = self._ask(question, self.unshown(), default)
+        self._on_event(self.host, Event("step", ""))  # its live line: answered
+        return answer
 
 
 class FleetView:
@@ -703,6 +749,18 @@ class FleetView:
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
             self._live.stop()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The live lines taken off the terminal (a question is asked there)."""
+        if self._live is None:
+            yield
+            return
+        self._live.stop()
+        try:
+            yield
+        finally:
+            self._live.start()
 
     def started(self, host: str) -> None:
         with self._lock:

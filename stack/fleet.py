@@ -17,6 +17,12 @@ not begun are not begun, and the report says which finished, failed or
 were interrupted. A second Ctrl-C gives hosts that still have not stopped
 (blocked in a call) GRACE_SECONDS more, then the fleet leaves them.
 
+A host's task that asks (``ask``, from the host's thread) is not answered
+alone: it waits until every host not yet ended waits at a question too, then
+the main thread hands all the questions to the caller's ``asker`` (one
+round: the user sees each host's plan and answers once) and every waiting
+host gets that answer. A task can ask again later: another round.
+
 A fleet's exit code: 0 when every host finished; else 130 (Ctrl-C) or 143
 (SIGTERM) when the run was stopped; else the code of the first host that
 failed, in the order the hosts were given.
@@ -30,7 +36,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ollama_stack.common.errors import ConfigError, interruption_code
@@ -42,6 +48,7 @@ LOCAL = LOCAL_HOST  # in --hosts: this machine
 MAX_PARALLEL = 16  # hosts worked on at once; the rest wait for a slot
 GRACE_SECONDS = 5.0  # after a second Ctrl-C, how long hosts still have to stop
 HostState = Literal["finished", "failed", "interrupted"]
+DECLINED = "cancelled: answered no"  # the row of a host that ended on a "no"
 
 
 def expand_hosts(value: str, groups: Mapping[str, Sequence[str]]) -> list[str]:
@@ -125,7 +132,34 @@ class FleetReport:
         return {"hosts": {o.host: o.to_json() for o in self.outcomes}}
 
 
+@dataclass(frozen=True)
+class Question:
+    """What one host's task asks, with what it printed before asking and has not shown."""
+
+    host: str
+    text: str
+    plan: tuple[str, str] = ("", "")  # (stdout, stderr) text, rendered by the host's display
+    default: bool = False
+
+
 Work = Callable[[str], Finished]
+Asker = Callable[[list[Question]], bool]  # one round: every waiting host's question, one answer
+# Set in each host's thread: the fleet and the host, for ``ask``.
+_HERE: contextvars.ContextVar[tuple[_Fleet, str] | None] = contextvars.ContextVar(
+    "fleet_host", default=None
+)
+
+
+def ask(question: str, plan: tuple[str, str] = ("", ""), default: bool = False) -> bool:
+    """From a host's thread: wait for the fleet's next round and give its answer.
+
+    Raises the fleet's stop (KeyboardInterrupt or Terminated) when the fleet is
+    stopped while this host waits, as a single task's question raises Ctrl-C."""
+    here = _HERE.get()
+    if here is None:
+        raise RuntimeError("fleet.ask is for a host's thread of fleet.run")
+    fleet, host = here
+    return fleet.asked(Question(host, question, plan, default))
 
 
 def run(
@@ -136,10 +170,12 @@ def run(
     started: Callable[[str], None] | None = None,
     ended: Callable[[HostOutcome], None] | None = None,
     parallel: int = MAX_PARALLEL,
+    asker: Asker | None = None,
 ) -> FleetReport:
     """``work(host)`` on every host at once; call from the main thread (it
-    takes Ctrl-C and SIGTERM for the fleet)."""
-    fleet = _Fleet(work, started, ended, parallel, len(hosts))
+    takes Ctrl-C and SIGTERM for the fleet, and runs ``asker`` for each round
+    of questions). Without ``asker`` a host that asks is refused."""
+    fleet = _Fleet(work, started, ended, parallel, hosts, asker)
     for host in hosts:
         threading.Thread(
             target=contextvars.copy_context().run,
@@ -159,6 +195,15 @@ def _left_behind(host: str, fleet: _Fleet, began: float) -> HostOutcome:
     return HostOutcome(host, "interrupted", code, seconds, None, "did not stop in time; left")
 
 
+@dataclass
+class _Waiting:
+    """One host at a question: released by a round (answer) or a stop (None)."""
+
+    question: Question
+    answer: bool | None = None
+    given: threading.Event = field(default_factory=threading.Event)
+
+
 class _Fleet:
     def __init__(
         self,
@@ -166,14 +211,20 @@ class _Fleet:
         started: Callable[[str], None] | None,
         ended: Callable[[HostOutcome], None] | None,
         parallel: int,
-        count: int,
+        hosts: Sequence[str],
+        asker: Asker | None = None,
     ) -> None:
-        self.work, self.started, self.ended = work, started, ended
-        self.left = count  # hosts not ended yet
+        self.work, self.started, self.ended, self.asker = work, started, ended, asker
+        self.hosts = list(hosts)
+        self.left = len(hosts)  # hosts not ended yet
         self.all_ended = threading.Event()
-        self.slots = threading.Semaphore(max(1, parallel))
+        self.wake = threading.Event()  # the main thread has something to look at
+        self.parallel = max(1, parallel)
+        self.slots = threading.Semaphore(self.parallel)
         self.lock = threading.Lock()
         self.running: dict[str, int] = {}  # host → its thread's id, while its work runs
+        self.waiting: dict[str, _Waiting] = {}  # hosts at a question, until a round answers
+        self.declined: set[str] = set()  # hosts whose last answer was no
         self.stop_kind: type[KeyboardInterrupt] | None = None
         self.outcomes: dict[str, HostOutcome] = {}
 
@@ -190,8 +241,11 @@ class _Fleet:
         give_up = math.inf
         while time.monotonic() < give_up:
             try:
-                if self.all_ended.wait(0.2):  # short: the main thread must see signals
+                self.wake.wait(0.2)  # short: the main thread must see signals
+                self.wake.clear()
+                if self.all_ended.is_set():
                     return
+                self._ask_round()
             except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
                 if self.stop_kind:  # the second: a host blocked in a call gets a last while
                     give_up = min(give_up, time.monotonic() + GRACE_SECONDS)
@@ -202,31 +256,78 @@ class _Fleet:
             self.stop_kind = self.stop_kind or kind
             for ident in self.running.values():
                 _raise_in(ident, kind)
+            for waiting in self.waiting.values():  # answered by the stop itself
+                waiting.given.set()
+            self.waiting.clear()
+
+    # -- questions ------------------------------------------------------------
+
+    def _ask_round(self) -> None:
+        """When every host that could still ask is asking: one answer for all."""
+        with self.lock:
+            if self.stop_kind or not self.waiting or len(self.waiting) < len(self.running):
+                return
+            # Hosts still to begin hold the round up while a slot is free for them.
+            if len(self.running) < min(self.left, self.parallel):
+                return
+            asking = [self.waiting[h] for h in self.hosts if h in self.waiting]
+        assert self.asker is not None  # ``asked`` refuses a question without one
+        answer = self.asker([w.question for w in asking])
+        with self.lock:
+            for waiting in asking:
+                host = waiting.question.host
+                if answer:
+                    self.declined.discard(host)
+                else:
+                    self.declined.add(host)
+                waiting.answer = answer
+                self.waiting.pop(host, None)
+                waiting.given.set()
+
+    def asked(self, question: Question) -> bool:
+        """In the host's thread: wait for the round that answers ``question``."""
+        if self.asker is None:
+            raise ConfigError(
+                f"not asking one host of a fleet: {question.text}", "add --yes to proceed"
+            )
+        waiting = _Waiting(question)
+        with self.lock:
+            if self.stop_kind is None:
+                self.waiting[question.host] = waiting
+        self.wake.set()
+        if self.stop_kind is None:
+            waiting.given.wait()  # a stop sets it too: its exception reaches us here
+        if waiting.answer is None:
+            raise (self.stop_kind or KeyboardInterrupt)()
+        return waiting.answer
 
     # -- in each host's thread ------------------------------------------------
 
     def host(self, host: str) -> None:
+        _HERE.set((self, host))
         began = time.monotonic()
         finished: Finished | None = None
         stopping = False  # was the fleet being stopped when this host's work ended?
         try:
             with self.slots:
-                with self.lock:
-                    if self.stop_kind:
-                        finished = Finished(self.stopped_by or 130, error="not begun")
-                    else:
-                        self.running[host] = threading.get_ident()
-                if finished is None:
-                    began = time.monotonic()
-                    finished = self._attempt(host)
-                stopping = self.stop_kind is not None
+                try:
+                    with self.lock:
+                        if self.stop_kind:
+                            finished = Finished(self.stopped_by or 130, error="not begun")
+                        else:
+                            self.running[host] = threading.get_ident()
+                    if finished is None:
+                        began = time.monotonic()
+                        finished = self._attempt(host)
+                finally:
+                    stopping = self._leave(host)
         except BaseException:  # a stop that arrived just as the work ended
             finished, stopping = finished or Finished(self.stopped_by or 130, "interrupted"), True
-        finally:
-            with self.lock:
-                self.running.pop(host, None)
+            self._leave(host)  # (it may have come before ``_leave`` had begun)
+        # Out of ``running`` now: no stop reaches this thread below.
         assert finished is not None  # set on every path above
-        outcome = _outcome(host, finished, stopping, time.monotonic() - began)
+        declined = host in self.declined
+        outcome = _outcome(host, finished, stopping, time.monotonic() - began, declined)
         self.outcomes[host] = outcome
         try:
             if self.ended:
@@ -236,6 +337,22 @@ class _Fleet:
                 self.left -= 1
                 if not self.left:
                     self.all_ended.set()
+            self.wake.set()  # the hosts left may all be asking now
+
+    def _leave(self, host: str) -> bool:
+        """First thing after the work: out of ``running``, so a stop raises
+        nothing more here; a stop already on its way is taken here (or cleared),
+        never in the bookkeeping after, which must reach ``all_ended``.
+        Says whether the fleet is being stopped."""
+        while True:
+            try:
+                with self.lock:
+                    self.running.pop(host, None)
+                    stopping = self.stop_kind is not None
+                _raise_in(threading.get_ident(), None)  # NULL: clears one still pending
+                return stopping
+            except KeyboardInterrupt:  # raised by a stop before we left: the work is over
+                continue
 
     def _attempt(self, host: str) -> Finished:
         if self.started:
@@ -248,16 +365,21 @@ class _Fleet:
             return Finished(1, error=f"internal error: {type(exc).__name__}: {exc}")
 
 
-def _outcome(host: str, finished: Finished, stopping: bool, seconds: float) -> HostOutcome:
-    """A host that ended well finished, even when the fleet was being stopped."""
+def _outcome(
+    host: str, finished: Finished, stopping: bool, seconds: float, declined: bool = False
+) -> HostOutcome:
+    """A host that ended well finished, even when the fleet was being stopped.
+    One that ended as a "no" ends (exit 1, cancelled) says so."""
     if finished.exit_code == 0:
         return HostOutcome(host, "finished", 0, seconds, finished.document)
     state: HostState = "interrupted" if stopping else "failed"
     error = finished.error or f"exit code {finished.exit_code}"
+    if declined and finished.exit_code == 1 and error.startswith(("cancelled", "exit code")):
+        error = DECLINED
     return HostOutcome(host, state, finished.exit_code, seconds, finished.document, error)
 
 
-def _raise_in(thread_id: int, kind: type[BaseException]) -> None:
+def _raise_in(thread_id: int, kind: type[BaseException] | None) -> None:
     """Raise ``kind`` in another thread at its next Python instruction.
 
     Python stops only its main thread on a signal; a host's thread may be in a
@@ -265,5 +387,7 @@ def _raise_in(thread_id: int, kind: type[BaseException]) -> None:
     one way to stop it where it stands, so its task says what it left, as a
     single task does on Ctrl-C. A thread blocked in a call (a docker CLI
     child) gets it when that call returns: the child got SIGINT too.
+    ``None`` takes back one not yet raised.
     """
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(kind))
+    exc = None if kind is None else ctypes.py_object(kind)
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), exc)

@@ -323,6 +323,9 @@ def _on_fleet(
 ) -> None:
     """The task on every host at once, each exactly as with --remote HOST (or
     on this machine for `local`); then each host's output and one row per host.
+    A task that asks asks in its own thread as it would alone (it shows its
+    plan first; without a terminal it refuses, without --yes): the fleet
+    gathers every host's question and asks once for all (stack/fleet.py).
     Exits with the fleet's code (stack/fleet.py says which)."""
     from ollama_stack.common.errors import ConfigError
     from ollama_stack.stack import fleet
@@ -335,12 +338,15 @@ def _on_fleet(
     chosen = fleet.expand_hosts(hosts, host_groups(c.config) if "@" in hosts else {})
     name = task_name(task)
     out = display(json_mode=json)
-    flags = _asked_once(task, name, chosen, flags, out)
     view = out.fleet_view(chosen)
     shown: dict[str, HostDisplay] = {}
 
+    def ask_round(questions: list[fleet.Question]) -> bool:  # in the main thread
+        with view.paused():
+            return out.fleet_question(questions)
+
     def on_host(host: str) -> fleet.Finished:  # in the host's own thread and context
-        mine = shown[host] = out.for_host(host, view.event)
+        mine = shown[host] = out.for_host(host, view.event, fleet.ask)
         _DISPLAY.set(mine)
         _REMOTE.set("" if host == fleet.LOCAL else host)
         try:
@@ -351,7 +357,9 @@ def _on_fleet(
         return fleet.Finished(code, mine.document, mine.error_line)
 
     with view:
-        report = fleet.run(name, chosen, on_host, started=view.started, ended=view.ended)
+        report = fleet.run(
+            name, chosen, on_host, started=view.started, ended=view.ended, asker=ask_round
+        )
     out.fleet_report(report, {host: mine.captured() for host, mine in shown.items()})
     if report.exit_code:
         raise Exit(code=report.exit_code)
@@ -377,26 +385,3 @@ def task_name(task: Task) -> str:
     """``stack.start``, as the user types it: the namespace is the task's module."""
     namespace = task.body.__module__.rsplit(".", 1)[-1]
     return f"{namespace}.{task.name.replace('_', '-')}"
-
-
-def _asked_once(
-    task: Task, name: str, hosts: list[str], flags: dict[str, Any], out: Display
-) -> dict[str, Any]:
-    """A task that asks first (it has --yes) asks once for the whole fleet,
-    before any host is touched; each host then runs as with --yes."""
-    import inspect
-
-    parameters = inspect.signature(task.body).parameters
-    if "yes" not in parameters or flags.get("yes") or flags.get("dry_run"):
-        return flags  # (a dry run changes nothing: nothing to confirm)
-    given = [
-        f"--{key.replace('_', '-')}" + ("" if value is True else f" {value}")
-        for key, value in flags.items()
-        if key in parameters and value != parameters[key].default and value is not False
-    ]
-    command = " ".join([name, *given])
-    question = f"run `{command}` on {len(hosts)} hosts: {', '.join(hosts)}?"
-    if not confirmer(False, out)(question):
-        out.info("cancelled; no host was touched")
-        raise Exit(code=1)
-    return {**flags, "yes": True}

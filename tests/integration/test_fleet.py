@@ -4,11 +4,18 @@ scripts/testhost.sh (its own network namespace, sshd and dockerd), in parallel."
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import select
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
+
+from ollama_stack.stack.config import InstallPaths
 
 from .conftest import BROKEN_TAG, CLI, docker
 
@@ -145,3 +152,94 @@ def test_sigterm_stops_every_host_and_the_report_says_so(fleet, remote_host, sta
         f"— again on those: ollama-stack stack.start --hosts {hosts}"
     ]
     assert "Traceback" not in err
+
+
+class Terminal:
+    """The CLI on a pseudo-terminal of its own, as a user runs it (a prompt, live lines)."""
+
+    ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][0-9A-B]|\r")
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [str(CLI), *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env | {"TERM": "xterm", "COLUMNS": "120"},
+            cwd=Path(os.environ["HOME"]),
+            start_new_session=True,  # the pty is its controlling terminal
+        )
+        os.close(slave)
+        self.seen = ""
+        self.matched = 0  # how much of it an ``expect`` has matched
+
+    def expect(self, text: str, timeout: float = 30) -> str:
+        """What it showed (escape sequences taken out) since the last ``expect``, up to ``text``."""
+        deadline = time.monotonic() + timeout
+        while text not in self.seen[self.matched :]:
+            if not self._read(deadline):
+                pytest.fail(f"no {text!r} in {timeout} s; the terminal showed:\n{self.seen}")
+        since = self.matched
+        self.matched = self.seen.index(text, since) + len(text)
+        return self.seen[since : self.matched]
+
+    def send(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def finish(self, timeout: float = 30) -> int:
+        """Its exit code, once it has ended; what it showed until then is read."""
+        deadline = time.monotonic() + timeout
+        while self._read(deadline):
+            pass
+        code = self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        os.close(self.master)
+        return code
+
+    def _read(self, deadline: float) -> bool:
+        """Some more of what it shows; False when it ended or the time is up."""
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([self.master], [], [], left)[0]:
+            return False
+        try:
+            chunk = os.read(self.master, 65536)
+        except OSError:  # it ended: its side of the terminal is closed
+            return False
+        self.seen += self.ANSI.sub("", chunk.decode(errors="replace"))
+        return bool(chunk)
+
+
+def test_a_fleet_shows_each_hosts_plan_then_asks_once_per_question(fleet, remote_host) -> None:
+    """stack.uninstall on both hosts at a terminal: each host's plan under its
+    name and one question for both; then the backup offer, again once."""
+    local, box, hosts = fleet
+    local.ok("stack.start", "--pull", "never", "--hosts", hosts)  # volumes to offer a backup of
+    assert local.volumes() and box.volumes()
+    began = time.monotonic()
+    args = ["stack.uninstall", "--remove-volumes", "--remove-config", "--hosts", hosts]
+    term = Terminal(args, local.env)
+    both = f"yes to each of these, on local and {remote_host.name}?"
+    try:
+        shown = term.expect(both)
+        for host in ("local", remote_host.name):
+            plan = shown.index(f"── {host} ──")
+            remove = shown.index("remove volume", plan)
+            assert remove < shown.index(f"remove the above from {host}?", plan)
+        assert shown.count("remove config") == 2
+        assert local.containers() and box.containers()  # nothing touched before the answer
+        term.send("y\n")
+        offer = term.expect(both)  # the second round
+        lines = [line.strip() for line in offer.splitlines()]
+        assert lines.count("take a backup of the volumes first?") == 2, offer  # under each host
+        term.send("n\n")
+        code = term.finish()
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    print(f"fleet uninstall, two questions, on 2 hosts: {time.monotonic() - began:.1f} s")
+    assert code == 0, term.seen
+    assert term.seen.count("uninstalled") == 2 and "Traceback" not in term.seen
+    for inst in (local, box):
+        assert inst.containers() == [] and inst.volumes() == []
+    for host in (None, remote_host.name):
+        assert not InstallPaths.for_target(host, local.env).installed

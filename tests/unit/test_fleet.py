@@ -15,7 +15,7 @@ import invoke
 import pytest
 from invoke import Exit
 
-from ollama_stack.common.errors import ConfigError, ExitCode
+from ollama_stack.common.errors import ConfigError, ExitCode, interruption_code
 from ollama_stack.stack import config, fleet
 from ollama_stack.stack.display import Display
 from ollama_stack.stack.events import Event
@@ -258,6 +258,137 @@ def test_a_second_ctrl_c_leaves_a_host_stuck_in_a_call(monkeypatch):
     assert outcome.error == "did not stop in time; left"
 
 
+# -- questions (a round) and the stop race --------------------------------------------
+
+
+def _asks(times: int = 1, answers: dict[str, list[bool]] | None = None):
+    """A host's work that asks ``times`` times (stopping at a no), recording each answer."""
+
+    def work(host: str) -> fleet.Finished:
+        given: list[bool] = []
+        for n in range(times):
+            given.append(fleet.ask(f"{host} #{n}?", (f"plan of {host}\n", ""), default=True))
+            if not given[-1]:
+                if answers is not None:
+                    answers[host] = given
+                return fleet.Finished(1)  # as a task's "no": cancelled, exit 1
+        if answers is not None:
+            answers[host] = given
+        return fleet.Finished(0, given)
+
+    return work
+
+
+def test_hosts_asking_are_asked_together_once_after_the_others_ended():
+    happened: list[object] = []
+
+    def work(host: str) -> fleet.Finished:
+        if host == "gone":
+            time.sleep(0.3)  # the others wait at their question meanwhile
+            return fleet.Finished(8, error="SSH to gone refused")
+        return _asks()(host)
+
+    def asker(questions: list[fleet.Question]) -> bool:
+        happened.append([(q.host, q.text, q.plan, q.default) for q in questions])
+        return True
+
+    ended = lambda outcome: happened.append(outcome.host)  # noqa: E731
+    report = fleet.run("t", ["a", "gone", "b"], work, ended=ended, asker=asker)
+    assert happened[0] == "gone"  # an ended host does not hold the round up
+    assert happened[1] == [
+        ("a", "a #0?", ("plan of a\n", ""), True),
+        ("b", "b #0?", ("plan of b\n", ""), True),
+    ]
+    assert [o.state for o in report.outcomes] == ["finished", "failed", "finished"]
+    assert report.outcomes[0].document == [True]
+
+
+def test_a_no_reaches_every_waiting_host_and_says_so():
+    report = fleet.run("t", ["a", "b"], _asks(), asker=lambda questions: False)
+    assert [(o.state, o.exit_code, o.error) for o in report.outcomes] == [
+        ("failed", 1, fleet.DECLINED),
+        ("failed", 1, fleet.DECLINED),
+    ]
+    assert report.exit_code == 1
+
+
+def test_a_second_question_is_a_second_round():
+    rounds: list[list[str]] = []
+    answers: dict[str, list[bool]] = {}
+
+    def asker(questions: list[fleet.Question]) -> bool:
+        rounds.append([q.text for q in questions])
+        return len(rounds) == 1  # yes, then no (a backup offer declined)
+
+    work = _asks(2, answers)
+    once = _asks(1, answers)
+    report = fleet.run(
+        "t", ["a", "b", "c"], lambda h: once(h) if h == "c" else work(h), asker=asker
+    )
+    assert rounds == [["a #0?", "b #0?", "c #0?"], ["a #1?", "b #1?"]]
+    assert answers == {"a": [True, False], "b": [True, False], "c": [True]}
+    assert report.outcomes[2].ok
+
+
+def test_hosts_without_a_slot_ask_in_a_later_round():
+    rounds: list[list[str]] = []
+    asker = lambda questions: rounds.append([q.host for q in questions]) or True  # noqa: E731
+    report = fleet.run("t", ["a", "b"], _asks(), asker=asker, parallel=1)
+    assert rounds == [["a"], ["b"]] and report.exit_code == 0
+
+
+def test_ctrl_c_at_the_question_stops_every_host():
+    def work(host: str) -> fleet.Finished:
+        try:
+            fleet.ask("go?")
+        except KeyboardInterrupt as stop:
+            return fleet.Finished(interruption_code(stop), error="interrupted at the question")
+        return fleet.Finished(0)
+
+    def asker(questions: list[fleet.Question]) -> bool:
+        raise KeyboardInterrupt  # as Confirm.ask does on Ctrl-C
+
+    report = fleet.run("t", ["a", "b"], work, asker=asker)
+    assert {(o.state, o.exit_code, o.error) for o in report.outcomes} == {
+        ("interrupted", 130, "interrupted at the question")
+    }
+    assert report.exit_code == 130
+
+
+class _StopAsTheWorkReturns:
+    """The fleet's lock, letting a stop (Ctrl-C, from the main thread) in the
+    moment the host's thread comes back to the lock after its work returned:
+    the second time that thread takes it (the first put it in ``running``)."""
+
+    def __init__(self, fleet_: fleet._Fleet) -> None:
+        self.inner, self.fleet, self.entries = threading.Lock(), fleet_, 0
+
+    def __enter__(self) -> None:
+        if threading.current_thread().name == "the host":
+            self.entries += 1
+            if self.entries == 2:
+                stopper = threading.Thread(target=self.fleet.stop, args=(KeyboardInterrupt,))
+                stopper.start()
+                stopper.join()  # the stop is raised here, in the host's thread
+        self.inner.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.release()
+
+
+def test_a_stop_as_the_work_returns_still_ends_the_host():
+    """Review finding: a stop between the work's return and the host leaving
+    ``running`` raised in the fleet's bookkeeping; the host never ended and
+    ``wait`` spun on."""
+    one = fleet._Fleet(lambda host: fleet.Finished(0, {"done": True}), None, None, 1, ["a"])
+    one.lock = _StopAsTheWorkReturns(one)  # type: ignore[assignment]
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(one.host, "a"), name="the host").start()
+    assert one.all_ended.wait(3), "the host never ended"
+    assert one.outcomes["a"].state == "finished"  # its work was done: it finished
+    assert one.running == {}
+
+
 # -- the display ---------------------------------------------------------------------
 
 
@@ -308,7 +439,21 @@ def test_a_hosts_display_keeps_what_its_task_says():
     assert out.error_line == "port 8080 is in use — free it"
     assert events == [("gpu1", "starting ollama")]
     with pytest.raises(ConfigError, match="not asking one host of a fleet"):
-        out.confirm("remove?")
+        out.confirm("remove?")  # given no way to ask the fleet
+
+
+def test_a_hosts_question_carries_what_it_has_not_shown():
+    asked: list[tuple[str, tuple[str, str], bool]] = []
+    lines: list[str] = []
+    out = Display().for_host(
+        "gpu1", lambda host, e: lines.append(e.message), lambda *a: asked.append(a) or True
+    )
+    out.info("  remove volume v")
+    assert out.confirm("remove?", default=True)
+    out.info("removed")
+    assert asked == [("remove?", ("  remove volume v\n", ""), True)]
+    assert lines == ["waits for the answer: remove?", ""]  # its live line, until the round
+    assert out.captured() == ("removed\n", "")  # the report shows only the rest
 
 
 def test_the_live_lines_follow_each_host(capsys):
@@ -378,34 +523,93 @@ def test_fleet_refusals_are_one_line_exit_2_and_touch_nothing(capsys, argv, need
     assert not (config.stack_home() / "remotes").exists()
 
 
-def test_a_task_that_asks_refuses_once_without_a_terminal(capsys, stack_home):
-    assert run_program("stack.migrate", "--hosts", "local,box1", "--json") == ExitCode.CONFIG
-    captured = capsys.readouterr()
-    assert json.loads(captured.out)["error"] == (
-        "not asking without a terminal: run `stack.migrate --json` on 2 hosts: local, box1?"
-    )
-    assert len(stderr_lines(captured.err)) == 1
+def _asking_task() -> _base.StackTask:
+    """A task that shows its plan and asks, as stack.uninstall does, without Docker."""
+
+    @_base.stack_task
+    @_base.guarded
+    def remove(c, yes=False):
+        out = _base.display()
+        out.info(f"  remove container of {_base.current_remote() or 'local'}")
+        if not _base.confirmer(yes, out)("remove the above?"):
+            out.info("cancelled; nothing was removed")
+            raise Exit(code=1)
+        out.success("removed")
+
+    return remove
 
 
-def test_a_task_that_asks_asks_once_for_the_fleet(monkeypatch):
-    asked: list[str] = []
+def _rows(text: str) -> dict[str, str]:
+    return {line.split("│")[1].strip(): line for line in text.splitlines() if "│" in line}
+
+
+def test_a_fleet_shows_each_hosts_plan_then_asks_once(monkeypatch, capsys):
+    seen: list[tuple[str, list[str], list[str]]] = []  # question, stdout and stderr before it
+
+    def confirm(self, question, default=False):
+        captured = capsys.readouterr()
+        seen.append((question, stderr_lines(captured.out), stderr_lines(captured.err)))
+        return True
+
     monkeypatch.setattr("sys.stdin.isatty", lambda: True)
-    monkeypatch.setattr(Display, "confirm", lambda self, q, default=False: asked.append(q) or True)
+    monkeypatch.setattr(Display, "confirm", confirm)
+    _asking_task()(invoke.Context(), hosts="local,box1")
+    [(question, out, err)] = seen
+    assert question == "yes to each of these, on local and box1?"
+    assert out == [
+        "── local ──",
+        "  remove container of local",
+        "── box1 ──",
+        "  remove container of box1",
+    ]
+    assert err == ["remove the above?", "remove the above?"]  # each under its plan
+    after = capsys.readouterr().out
+    assert after.count("removed") == 2 and "remove container" not in after  # shown once
+    assert "✓ finished" in _rows(after)["local"] and "✓ finished" in _rows(after)["box1"]
 
-    def uninstall(c, yes=False, remove_volumes=False):
-        pass
 
-    task = _base.stack_task(_base.guarded(uninstall))
-    flags = {"yes": False, "remove_volumes": True}
-    assert _base._asked_once(task, "stack.uninstall", ["a", "b"], flags, Display()) == {
-        "yes": True,
-        "remove_volumes": True,
-    }
-    assert asked == ["run `stack.uninstall --remove-volumes` on 2 hosts: a, b?"]
+def test_a_no_cancels_every_waiting_host(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
     monkeypatch.setattr(Display, "confirm", lambda self, q, default=False: False)
     with pytest.raises(Exit) as info:
-        _base._asked_once(task, "stack.uninstall", ["a", "b"], flags, Display())
+        _asking_task()(invoke.Context(), hosts="local,box1")
     assert info.value.code == 1
+    out = capsys.readouterr().out
+    assert "removed" not in out.replace("nothing was removed", "")
+    for row in _rows(out).values():
+        assert "✗ failed (1)" in row and "cancelled: answered no" in row
+
+
+def test_ctrl_c_at_the_fleets_question_stops_every_host(monkeypatch, capsys):
+    def interrupted(self, question, default=False):
+        raise KeyboardInterrupt  # as rich's prompt does on Ctrl-C
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr(Display, "confirm", interrupted)
+    with pytest.raises(Exit) as info:
+        _asking_task()(invoke.Context(), hosts="local,box1")
+    assert info.value.code == 130
+    for row in _rows(capsys.readouterr().out).values():
+        assert "■ interrupted (130)" in row
+
+
+def test_without_a_terminal_each_host_refuses_with_its_own_line(monkeypatch, capsys):
+    asked: list[str] = []
+    monkeypatch.setattr(Display, "confirm", lambda self, q, default=False: asked.append(q))
+    with pytest.raises(Exit) as info:
+        _asking_task()(invoke.Context(), hosts="local,box1")
+    assert info.value.code == ExitCode.CONFIG and asked == []
+    rows = _rows(capsys.readouterr().out)
+    for host in ("local", "box1"):
+        assert "✗ failed (2)" in rows[host]
+        assert "not asking without a terminal: remove the above? — add --yes" in rows[host]
+
+
+def test_yes_asks_nothing(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr(Display, "confirm", lambda self, q, default=False: pytest.fail(q))
+    _asking_task()(invoke.Context(), hosts="local,box1", yes=True)
+    assert capsys.readouterr().out.count("removed") == 2
 
 
 def test_task_names_are_as_typed():
