@@ -562,16 +562,19 @@ class Display:
     def fleet_view(self, hosts: list[str]) -> FleetView:
         return FleetView(hosts, self.err)
 
-    def fleet_report(self, report: FleetReport, sections: Mapping[str, tuple[str, str]]) -> None:
+    def fleet_report(
+        self, report: FleetReport, sections: Mapping[str, tuple[str, str]], command: str = ""
+    ) -> None:
         """Each host's own output under its name, then one row per host (or,
-        with --json, the one document), then which hosts failed."""
+        with --json, the one document), then which hosts failed and the
+        command (as typed) to run again on them."""
         if self.json_mode:
             self.json(report.to_json())
         else:
             self._host_sections(report, sections)
             self.out.print(_fleet_table(report))
         if report.failed:
-            self._fleet_failures(report)
+            self._fleet_failures(report, command or report.task)
 
     def fleet_question(self, questions: list[Question]) -> bool:
         """One round of a fleet's questions: each host's plan under its name and
@@ -604,7 +607,7 @@ class Display:
             console.file.write(text)  # rendered already, for this terminal
             console.file.flush()
 
-    def _fleet_failures(self, report: FleetReport) -> None:
+    def _fleet_failures(self, report: FleetReport, command: str) -> None:
         said = []
         for state in ("failed", "interrupted"):
             hosts = [o for o in report.failed if o.state == state]
@@ -613,7 +616,7 @@ class Display:
                 said.append(f"{state} on {named}")
         again = ",".join(o.host for o in report.failed)
         self.error(
-            f"{report.task} {'; '.join(said)}", f"again on those: inv {report.task} --hosts {again}"
+            f"{report.task} {'; '.join(said)}", f"again on those: inv {command} --hosts {again}"
         )
 
 

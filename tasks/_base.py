@@ -360,7 +360,8 @@ def _on_fleet(
         report = fleet.run(
             name, chosen, on_host, started=view.started, ended=view.ended, asker=ask_round
         )
-    out.fleet_report(report, {host: mine.captured() for host, mine in shown.items()})
+    sections = {host: mine.captured() for host, mine in shown.items()}
+    out.fleet_report(report, sections, command_line(task, name, args, flags))
     if report.exit_code:
         raise Exit(code=report.exit_code)
 
@@ -379,6 +380,23 @@ def _refuse_streams(args: tuple[Any, ...], flags: dict[str, Any]) -> None:
             "- (stdin or stdout) with --hosts: one pipe cannot serve many hosts",
             "run it with --remote HOST for each host",
         )
+
+
+def command_line(task: Task, name: str, args: tuple[Any, ...], flags: Mapping[str, Any]) -> str:
+    """The task as the user typed it (arguments and the flags that differ from
+    their defaults), for a hint that repeats it on the hosts that failed."""
+    import inspect
+    import shlex
+
+    parameters = inspect.signature(task.body).parameters
+    words = [name, *(shlex.quote(str(arg)) for arg in args)]
+    for key, value in flags.items():
+        if key not in parameters or value == parameters[key].default or value in (False, None):
+            continue
+        words.append(f"--{key.replace('_', '-')}")
+        if value is not True:
+            words.append(shlex.quote(str(value)))
+    return " ".join(words)
 
 
 def task_name(task: Task) -> str:

@@ -233,7 +233,14 @@ def test_sigterm_stops_every_host_as_sigterm():
 
 def test_a_second_ctrl_c_leaves_a_host_stuck_in_a_call(monkeypatch):
     monkeypatch.setattr(fleet, "GRACE_SECONDS", 0.2)
-    stuck, began = threading.Event(), threading.Semaphore(0)
+    stuck, began, stopped = threading.Event(), threading.Semaphore(0), threading.Event()
+    first_stop = fleet._Fleet.stop
+
+    def stop(self: fleet._Fleet, kind: type[KeyboardInterrupt]) -> None:
+        first_stop(self, kind)
+        stopped.set()
+
+    monkeypatch.setattr(fleet._Fleet, "stop", stop)
 
     def work(host: str) -> fleet.Finished:
         began.release()
@@ -242,9 +249,14 @@ def test_a_second_ctrl_c_leaves_a_host_stuck_in_a_call(monkeypatch):
 
     def twice() -> None:
         began.acquire(timeout=10)
-        for _ in range(2):
-            time.sleep(0.1)
-            _thread.interrupt_main()
+        time.sleep(0.1)  # the main thread is at its wait (not still starting threads)
+        _thread.interrupt_main()
+        # Two interrupts before the main thread handles the first are one
+        # (Python keeps a flag, not a count): the second waits for the first
+        # to be handled, and for the main thread to be back at its wait.
+        stopped.wait(10)
+        time.sleep(0.1)
+        _thread.interrupt_main()
 
     interrupter = threading.Thread(target=twice)
     interrupter.start()
@@ -618,3 +630,21 @@ def test_task_names_are_as_typed():
     assert _base.task_name(stack.config_) == "stack.config"
     assert _base.task_name(backup.test_restore) == "backup.test-restore"
     assert _base.task_name(backup.list_) == "backup.list"
+
+
+def test_the_again_hint_repeats_the_command_as_typed():
+    from ollama_stack.tasks import stack as stack_tasks
+
+    flags = {"pull": "always", "platform": None, "timeout": 60.0, "json": False}
+    line = _base.command_line(stack_tasks.start, "stack.start", (), flags)
+    assert line == "stack.start --pull always --timeout 60.0"
+    logs = {"services": "webui proxy", "follow": False, "timestamps": True}
+    assert _base.command_line(stack_tasks.logs, "stack.logs", (), logs) == (
+        "stack.logs --services 'webui proxy' --timestamps"
+    )
+
+
+def test_the_failure_line_names_the_command_given(capsys):
+    Display(json_mode=True).fleet_report(_report(), {}, "stack.status --json")
+    (line,) = stderr_lines(capsys.readouterr().err)
+    assert line.endswith("— again on those: inv stack.status --json --hosts gpu1,gpu2")
