@@ -32,6 +32,16 @@ EXEC_TIMEOUT = 15.0  # seconds for a question asked inside a container
 # The installation id our compose files give when run without our env file:
 # containers and volumes made from them by hand.
 UNMANAGED = "unmanaged"
+INSTALLATION_LABEL = "io.ollama-stack.installation"
+# The adoption mark: a volume of the project, never mounted, whose labels name
+# the installation that took the project over last (`stack.adopt`). A volume,
+# because the volumes it guards keep the old home's id and a copy of that
+# home would find them its own; it lives on the same engine as they do.
+ADOPTION_VOLUME = "ollama-stack-adoption"  # the volume is <project>_<this>
+ADOPTED_BY_LABEL = "io.ollama-stack.adopted-by"
+ADOPTED_HOME_LABEL = "io.ollama-stack.adopted-home"
+ADOPTED_VOLUMES_LABEL = "io.ollama-stack.adopted-volumes"
+_MARK_LABELS = (ADOPTED_BY_LABEL, ADOPTED_HOME_LABEL, ADOPTED_VOLUMES_LABEL)
 STANDINS_DIR = Path(__file__).parent / "standins"
 
 
@@ -105,6 +115,43 @@ class ContainerState:
 _CONFIG_HASH_LABEL = re.compile(r"(?:^|,)com\.docker\.compose\.config-hash=([^,]+)")
 _ENV_FILE_LABEL = re.compile(r"(?:^|,)com\.docker\.compose\.project\.environment_file=([^,]+)")
 _INSTALLATION_LABEL = re.compile(r"(?:^|,)io\.ollama-stack\.installation=([^,]+)")
+
+
+@dataclass(frozen=True)
+class AdoptionMark:
+    """Who took the compose project over last (`stack.adopt`), as its mark says."""
+
+    installation: str  # the adopter's installation id
+    home: str  # the adopter's installation directory
+    volumes: str  # the installation id the project's volumes carry
+
+
+@dataclass(frozen=True)
+class ProjectVolumes:
+    """The project's volumes → the installation id each carries ("" without our
+    label), and the adoption mark, from one listing."""
+
+    owners: dict[str, str]
+    mark: AdoptionMark | None = None
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Installation ids other than ours on the project's containers and
+    volumes, and the adoption mark, from the same two listings."""
+
+    others: set[str]
+    mark: AdoptionMark | None = None
+
+
+def _label_fields(*labels: str) -> list[str]:
+    return [f'{{{{.Label "{label}"}}}}' for label in labels]
+
+
+def _mark_of(fields: Sequence[str]) -> AdoptionMark | None:
+    """The mark in (adopted-by, home, volumes) label values; None where absent."""
+    by, home, volumes = fields
+    return AdoptionMark(by, home, volumes) if by else None
 
 
 @dataclass(frozen=True)
@@ -668,27 +715,76 @@ class ComposeProject:
 
     def foreign_installations(self) -> set[str]:
         """Installation ids, other than ours, on containers or volumes of this project."""
+        return self.ownership().others
+
+    def ownership(self) -> Ownership:
+        """Who else holds this project: other ids on its containers and volumes,
+        and its adoption mark (read from the same volume listing: no extra call)."""
         project = f"label=com.docker.compose.project={self.project}"
-        label = '{{.Label "io.ollama-stack.installation"}}'
-        found: set[str] = set()
-        for kind, listing in (("container", ["ps", "--all"]), ("volume", ["volume", "ls"])):
-            out = self._run(
-                [*self._docker_argv(), *listing, "--filter", project, "--format", label]
-            )
-            ids = {line.strip() for line in out.splitlines() if line.strip()}
-            found |= ids - {self._ours(kind) or ""}
-        return found
+        (label,) = _label_fields(INSTALLATION_LABEL)
+        listing = ["ps", "--all", "--filter", project, "--format", label]
+        containers = self._run([*self._docker_argv(), *listing])
+        found = {line.strip() for line in containers.splitlines()} - {"", self._ours("container")}
+        mark = None
+        for installation, *marked in self._volume_rows(INSTALLATION_LABEL, *_MARK_LABELS):
+            mark = mark or _mark_of(marked)
+            if installation not in ("", self._ours("volume")):
+                found.add(installation)
+        return Ownership(found, mark)
 
     def project_volumes(self) -> dict[str, str]:
         """Every volume of this compose project → the installation id it carries
         ("" without our label)."""
+        return self.volumes_and_mark().owners
+
+    def volumes_and_mark(self) -> ProjectVolumes:
+        """The project's volumes (the mark left out) and its adoption mark."""
+        owners, mark = {}, None
+        for name, installation, *marked in self._volume_rows(
+            "{{.Name}}", INSTALLATION_LABEL, *_MARK_LABELS, labels_from=1
+        ):
+            found = _mark_of(marked)
+            if found is None:
+                owners[name] = installation
+            mark = mark or found
+        return ProjectVolumes(owners, mark)
+
+    def adoption_mark(self) -> AdoptionMark | None:
+        """Who adopted this project last (None: nobody, or the mark was removed)."""
+        rows = self._volume_rows(*_MARK_LABELS, only=f"label={ADOPTED_BY_LABEL}")
+        return next((mark for mark in map(_mark_of, rows) if mark), None)
+
+    def _volume_rows(self, *fields: str, labels_from: int = 0, only: str = "") -> list[list[str]]:
+        """One `docker volume ls` of this project: each volume's fields (labels
+        from ``labels_from`` on are label names), "" where one is missing."""
         project = f"label=com.docker.compose.project={self.project}"
-        label = '{{.Name}}\t{{.Label "io.ollama-stack.installation"}}'
-        out = self._run(
-            [*self._docker_argv(), "volume", "ls", "--filter", project, "--format", label]
-        )
-        pairs = (line.partition("\t") for line in out.splitlines() if line.strip())
-        return {name: installation.strip() for name, _, installation in pairs}
+        columns = [*fields[:labels_from], *_label_fields(*fields[labels_from:])]
+        argv = [*self._docker_argv(), "volume", "ls", "--filter", project]
+        argv += ["--filter", only] if only else []
+        out = self._run([*argv, "--format", "\t".join(columns)])
+        padded = (line.split("\t") + [""] * len(fields) for line in out.splitlines())
+        return [[v.strip() for v in row[: len(fields)]] for row in padded if any(row)]
+
+    @property
+    def adoption_volume(self) -> str:
+        return f"{self.project}_{ADOPTION_VOLUME}"
+
+    def mark_adoption(self, home: str) -> None:
+        """Write the mark: this installation (at ``home``) adopted the project,
+        whose volumes carry the id given to ours. A volume's labels cannot
+        change, so the mark is made anew; it holds no data and is never mounted."""
+        name = self.adoption_volume
+        self._run([*self._docker_argv(), "volume", "rm", "--force", name])
+        labels = {
+            "com.docker.compose.project": self.project,
+            ADOPTED_BY_LABEL: self.installation or "",
+            ADOPTED_HOME_LABEL: home,
+            ADOPTED_VOLUMES_LABEL: self._ours("volume") or "",
+        }
+        argv = [*self._docker_argv(), "volume", "create"]
+        for key, value in labels.items():
+            argv += ["--label", f"{key}={value}"]
+        self._run([*argv, name])
 
     def volume_exists(self, name: str) -> bool:
         out = self._run(
