@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from ollama_stack.common.errors import DockerUnavailable, StackError
+from ollama_stack.common.errors import DockerUnavailable, SSHError, StackError
 
 from . import engine
 from .errors import translate
@@ -372,14 +373,35 @@ class ComposeProject:
 
         A non-zero exit is an answer here, not an error: the caller asked a
         question from inside the container and reads the reply. Bounded in
-        time, so a stalled engine or SSH link cannot hold up a wait. Asked
-        through the Engine API, as `compose exec` would, where that can answer.
+        time as a whole (124 when it runs out), so a stalled engine or SSH link
+        cannot hold up a wait. Asked through the Engine API, as `compose exec`
+        would, where that can answer; the CLI is asked only when nothing was
+        started there, never a second time after an answer was lost.
         """
+        deadline = time.monotonic() + timeout
         try:
             where = engine.locate(self.docker_host)
             return engine.exec_in(where, self.project, service, list(argv), timeout)
         except engine.EngineUnreachable:
-            return bounded_run(self.compose_argv("exec", "-T", service, *argv), timeout)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return 124, f"no answer within {timeout:g} s"
+            return bounded_run(self.compose_argv("exec", "-T", service, *argv), left)
+        except engine.ExecLost as lost:
+            raise self._exec_lost(service, argv, str(lost), ssh=bool(where.ssh_argv)) from None
+
+    def _exec_lost(self, service: str, argv: Sequence[str], why: str, *, ssh: bool) -> StackError:
+        import shlex
+
+        on = "" if self.target_label == "local" else f" on {self.target_label}"
+        message = (
+            f"the Docker engine{on} stopped answering after `{shlex.join(argv)}` was started "
+            f"in {service}'s container ({why}): it may have run; not run again"
+        )
+        check = f"see whether it took effect (`inv stack.logs -s {service}`), then run it again"
+        if ssh:
+            return SSHError(message, f"check `ssh {self.target_label} docker info`; {check}")
+        return DockerUnavailable(message, f"check `docker info`; {check}")
 
     def up(
         self,
