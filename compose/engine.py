@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from ollama_stack.common import sshpipe
+
 DEFAULT_SOCKET = "/var/run/docker.sock"
 TIMEOUT = 10.0  # seconds for one answer (an SSH login included)
 PROJECT_LABEL = "com.docker.compose.project"
@@ -67,7 +69,7 @@ class Engine:
             conn.close()
             sock.close()
             if process is not None:
-                _end(process)
+                sshpipe.end(process, grace=2)
 
     def _dial(self, timeout: float) -> tuple[socket.socket, subprocess.Popen[bytes] | None]:
         if self.socket_path:
@@ -79,18 +81,10 @@ class Engine:
                 sock.close()
                 raise EngineUnreachable(f"{self.socket_path}: {exc.strerror or exc}") from None
             return sock, None
-        ours, theirs = socket.socketpair()
         try:
-            process = subprocess.Popen(
-                self.ssh_argv, stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL
-            )
+            return sshpipe.stdio_socket(self.ssh_argv, timeout)
         except OSError as exc:
-            ours.close()
             raise EngineUnreachable(str(exc)) from None
-        finally:
-            theirs.close()
-        ours.settimeout(timeout)
-        return ours, process
 
     def get_json(self, path: str, timeout: float = TIMEOUT) -> Any:
         """A listing's answer; any refusal means the CLI should ask instead."""
@@ -137,15 +131,6 @@ def _message(data: bytes) -> str:
         return data.decode(errors="replace").strip()
 
 
-def _end(process: subprocess.Popen[bytes]) -> None:
-    """ssh ends when its stdin closes; one that lingers is stopped."""
-    try:
-        process.wait(timeout=2)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 # -- finding the engine, as the docker CLI does ---------------------------------
 
 
@@ -174,9 +159,7 @@ def engine_at(host: str) -> Engine:
 def _ssh_argv(user: str | None, host: str, port: int | None) -> tuple[str, ...]:
     """The docker CLI's own ssh command for an ``ssh://`` engine, but never
     prompting: a login that needs one is left to the CLI."""
-    argv = ["ssh", "-o", "ConnectTimeout=30", "-o", "BatchMode=yes", "-T"]
-    argv += ["-l", user] if user else []
-    argv += ["-p", str(port)] if port else []
+    argv = sshpipe.batch_argv(user, port, "-o", "ConnectTimeout=30", "-T")
     return (*argv, "--", host, "docker", "system", "dial-stdio")
 
 

@@ -259,7 +259,7 @@ def test_ssh_engines_are_dialled_like_the_docker_cli_but_never_prompt():
     assert engine_at("ssh://GPU-Box").ssh_argv[-4:] == ("GPU-Box", "docker", "system", "dial-stdio")
     assert engine_at("ssh://[fe80::1]:22").ssh_argv[-6:-3] == ("22", "--", "fe80::1")
     assert engine_at("ssh://ops@box:2222").ssh_argv == (
-        *("ssh", "-o", "ConnectTimeout=30", "-o", "BatchMode=yes", "-T"),
+        *("ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=30", "-T"),
         *("-l", "ops", "-p", "2222", "--", "box", "docker", "system", "dial-stdio"),
     )
 
