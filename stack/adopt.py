@@ -252,13 +252,13 @@ def _record(todo: Takeover) -> Mapping[str, object]:
 
 
 def left_behind(todo: Takeover) -> list[str]:
-    """Notes on the homes that still claim the project (commands there are
-    refused from now on: its containers are ours)."""
+    """Notes on the homes that still claim the project (the adoption mark
+    refuses commands there from now on: its containers and volumes are ours)."""
     return [
-        f"{owner.home} still holds an installation of project {todo.project!r}; it is refused "
-        "there now. Remove its config.yaml, secrets.env and state/ when you no longer need "
-        "them; never `stack.uninstall --remove-volumes` there: the volumes are this "
-        "installation's now"
+        f"{owner.home} still holds an installation of project {todo.project!r}; the adoption "
+        "mark refuses start, stop, logs, restores, rollbacks and `--remove-volumes` there now. "
+        "`inv stack.uninstall --remove-config` there removes its files (never the volumes); "
+        "`inv stack.adopt` there would take the project back"
         for owner in todo.owners
         if owner.home and owner.still_there
     ]
