@@ -383,7 +383,8 @@ class ComposeProject:
             where = engine.locate(self.docker_host)
             return engine.exec_in(where, self.project, service, list(argv), timeout)
         except engine.EngineUnreachable:
-            left = deadline - time.monotonic()
+            # Nothing was started: the CLI asks, in the time that is left.
+            left = round(deadline - time.monotonic(), 1)
             if left <= 0:
                 return 124, f"no answer within {timeout:g} s"
             return bounded_run(self.compose_argv("exec", "-T", service, *argv), left)
@@ -394,8 +395,9 @@ class ComposeProject:
         import shlex
 
         on = "" if self.target_label == "local" else f" on {self.target_label}"
+        command = " ".join(shlex.join(argv).split())  # on one line
         message = (
-            f"the Docker engine{on} stopped answering after `{shlex.join(argv)}` was started "
+            f"the Docker engine{on} stopped answering after `{command}` was started "
             f"in {service}'s container ({why}): it may have run; not run again"
         )
         check = f"see whether it took effect (`inv stack.logs -s {service}`), then run it again"
