@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
-from ollama_stack.common.errors import DockerUnavailable, StackError
+from ollama_stack.common.errors import DockerUnavailable, SSHError, StackError
 
 from . import engine
 from .errors import translate
@@ -32,6 +33,16 @@ EXEC_TIMEOUT = 15.0  # seconds for a question asked inside a container
 # The installation id our compose files give when run without our env file:
 # containers and volumes made from them by hand.
 UNMANAGED = "unmanaged"
+INSTALLATION_LABEL = "io.ollama-stack.installation"
+# The adoption mark: a volume of the project, never mounted, whose labels name
+# the installation that took the project over last (`stack.adopt`). A volume,
+# because the volumes it guards keep the old home's id and a copy of that
+# home would find them its own; it lives on the same engine as they do.
+ADOPTION_VOLUME = "ollama-stack-adoption"  # the volume is <project>_<this>
+ADOPTED_BY_LABEL = "io.ollama-stack.adopted-by"
+ADOPTED_HOME_LABEL = "io.ollama-stack.adopted-home"
+ADOPTED_VOLUMES_LABEL = "io.ollama-stack.adopted-volumes"
+_MARK_LABELS = (ADOPTED_BY_LABEL, ADOPTED_HOME_LABEL, ADOPTED_VOLUMES_LABEL)
 STANDINS_DIR = Path(__file__).parent / "standins"
 
 
@@ -105,6 +116,43 @@ class ContainerState:
 _CONFIG_HASH_LABEL = re.compile(r"(?:^|,)com\.docker\.compose\.config-hash=([^,]+)")
 _ENV_FILE_LABEL = re.compile(r"(?:^|,)com\.docker\.compose\.project\.environment_file=([^,]+)")
 _INSTALLATION_LABEL = re.compile(r"(?:^|,)io\.ollama-stack\.installation=([^,]+)")
+
+
+@dataclass(frozen=True)
+class AdoptionMark:
+    """Who took the compose project over last (`stack.adopt`), as its mark says."""
+
+    installation: str  # the adopter's installation id
+    home: str  # the adopter's installation directory
+    volumes: str  # the installation id the project's volumes carry
+
+
+@dataclass(frozen=True)
+class ProjectVolumes:
+    """The project's volumes → the installation id each carries ("" without our
+    label), and the adoption mark, from one listing."""
+
+    owners: dict[str, str]
+    mark: AdoptionMark | None = None
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Installation ids other than ours on the project's containers and
+    volumes, and the adoption mark, from the same two listings."""
+
+    others: set[str]
+    mark: AdoptionMark | None = None
+
+
+def _label_fields(*labels: str) -> list[str]:
+    return [f'{{{{.Label "{label}"}}}}' for label in labels]
+
+
+def _mark_of(fields: Sequence[str]) -> AdoptionMark | None:
+    """The mark in (adopted-by, home, volumes) label values; None where absent."""
+    by, home, volumes = fields
+    return AdoptionMark(by, home, volumes) if by else None
 
 
 @dataclass(frozen=True)
@@ -325,14 +373,37 @@ class ComposeProject:
 
         A non-zero exit is an answer here, not an error: the caller asked a
         question from inside the container and reads the reply. Bounded in
-        time, so a stalled engine or SSH link cannot hold up a wait. Asked
-        through the Engine API, as `compose exec` would, where that can answer.
+        time as a whole (124 when it runs out), so a stalled engine or SSH link
+        cannot hold up a wait. Asked through the Engine API, as `compose exec`
+        would, where that can answer; the CLI is asked only when nothing was
+        started there, never a second time after an answer was lost.
         """
+        deadline = time.monotonic() + timeout
         try:
             where = engine.locate(self.docker_host)
             return engine.exec_in(where, self.project, service, list(argv), timeout)
         except engine.EngineUnreachable:
-            return bounded_run(self.compose_argv("exec", "-T", service, *argv), timeout)
+            # Nothing was started: the CLI asks, in the time that is left.
+            left = round(deadline - time.monotonic(), 1)
+            if left <= 0:
+                return 124, f"no answer within {timeout:g} s"
+            return bounded_run(self.compose_argv("exec", "-T", service, *argv), left)
+        except engine.ExecLost as lost:
+            raise self._exec_lost(service, argv, str(lost), ssh=bool(where.ssh_argv)) from None
+
+    def _exec_lost(self, service: str, argv: Sequence[str], why: str, *, ssh: bool) -> StackError:
+        import shlex
+
+        on = "" if self.target_label == "local" else f" on {self.target_label}"
+        command = " ".join(shlex.join(argv).split())  # on one line
+        message = (
+            f"the Docker engine{on} stopped answering after `{command}` was started "
+            f"in {service}'s container ({why}): it may have run; not run again"
+        )
+        check = f"see whether it took effect (`inv stack.logs -s {service}`), then run it again"
+        if ssh:
+            return SSHError(message, f"check `ssh {self.target_label} docker info`; {check}")
+        return DockerUnavailable(message, f"check `docker info`; {check}")
 
     def up(
         self,
@@ -668,27 +739,76 @@ class ComposeProject:
 
     def foreign_installations(self) -> set[str]:
         """Installation ids, other than ours, on containers or volumes of this project."""
+        return self.ownership().others
+
+    def ownership(self) -> Ownership:
+        """Who else holds this project: other ids on its containers and volumes,
+        and its adoption mark (read from the same volume listing: no extra call)."""
         project = f"label=com.docker.compose.project={self.project}"
-        label = '{{.Label "io.ollama-stack.installation"}}'
-        found: set[str] = set()
-        for kind, listing in (("container", ["ps", "--all"]), ("volume", ["volume", "ls"])):
-            out = self._run(
-                [*self._docker_argv(), *listing, "--filter", project, "--format", label]
-            )
-            ids = {line.strip() for line in out.splitlines() if line.strip()}
-            found |= ids - {self._ours(kind) or ""}
-        return found
+        (label,) = _label_fields(INSTALLATION_LABEL)
+        listing = ["ps", "--all", "--filter", project, "--format", label]
+        containers = self._run([*self._docker_argv(), *listing])
+        found = {line.strip() for line in containers.splitlines()} - {"", self._ours("container")}
+        mark = None
+        for installation, *marked in self._volume_rows(INSTALLATION_LABEL, *_MARK_LABELS):
+            mark = mark or _mark_of(marked)
+            if installation not in ("", self._ours("volume")):
+                found.add(installation)
+        return Ownership(found, mark)
 
     def project_volumes(self) -> dict[str, str]:
         """Every volume of this compose project → the installation id it carries
         ("" without our label)."""
+        return self.volumes_and_mark().owners
+
+    def volumes_and_mark(self) -> ProjectVolumes:
+        """The project's volumes (the mark left out) and its adoption mark."""
+        owners, mark = {}, None
+        for name, installation, *marked in self._volume_rows(
+            "{{.Name}}", INSTALLATION_LABEL, *_MARK_LABELS, labels_from=1
+        ):
+            found = _mark_of(marked)
+            if found is None:
+                owners[name] = installation
+            mark = mark or found
+        return ProjectVolumes(owners, mark)
+
+    def adoption_mark(self) -> AdoptionMark | None:
+        """Who adopted this project last (None: nobody, or the mark was removed)."""
+        rows = self._volume_rows(*_MARK_LABELS, only=f"label={ADOPTED_BY_LABEL}")
+        return next((mark for mark in map(_mark_of, rows) if mark), None)
+
+    def _volume_rows(self, *fields: str, labels_from: int = 0, only: str = "") -> list[list[str]]:
+        """One `docker volume ls` of this project: each volume's fields (labels
+        from ``labels_from`` on are label names), "" where one is missing."""
         project = f"label=com.docker.compose.project={self.project}"
-        label = '{{.Name}}\t{{.Label "io.ollama-stack.installation"}}'
-        out = self._run(
-            [*self._docker_argv(), "volume", "ls", "--filter", project, "--format", label]
-        )
-        pairs = (line.partition("\t") for line in out.splitlines() if line.strip())
-        return {name: installation.strip() for name, _, installation in pairs}
+        columns = [*fields[:labels_from], *_label_fields(*fields[labels_from:])]
+        argv = [*self._docker_argv(), "volume", "ls", "--filter", project]
+        argv += ["--filter", only] if only else []
+        out = self._run([*argv, "--format", "\t".join(columns)])
+        padded = (line.split("\t") + [""] * len(fields) for line in out.splitlines())
+        return [[v.strip() for v in row[: len(fields)]] for row in padded if any(row)]
+
+    @property
+    def adoption_volume(self) -> str:
+        return f"{self.project}_{ADOPTION_VOLUME}"
+
+    def mark_adoption(self, home: str) -> None:
+        """Write the mark: this installation (at ``home``) adopted the project,
+        whose volumes carry the id given to ours. A volume's labels cannot
+        change, so the mark is made anew; it holds no data and is never mounted."""
+        name = self.adoption_volume
+        self._run([*self._docker_argv(), "volume", "rm", "--force", name])
+        labels = {
+            "com.docker.compose.project": self.project,
+            ADOPTED_BY_LABEL: self.installation or "",
+            ADOPTED_HOME_LABEL: home,
+            ADOPTED_VOLUMES_LABEL: self._ours("volume") or "",
+        }
+        argv = [*self._docker_argv(), "volume", "create"]
+        for key, value in labels.items():
+            argv += ["--label", f"{key}={value}"]
+        self._run([*argv, name])
 
     def volume_exists(self, name: str) -> bool:
         out = self._run(

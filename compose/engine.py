@@ -22,12 +22,15 @@ import os
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
+
+from ollama_stack.common import sshpipe
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 TIMEOUT = 10.0  # seconds for one answer (an SSH login included)
@@ -66,7 +69,7 @@ class Engine:
             conn.close()
             sock.close()
             if process is not None:
-                _end(process)
+                sshpipe.end(process, grace=2)
 
     def _dial(self, timeout: float) -> tuple[socket.socket, subprocess.Popen[bytes] | None]:
         if self.socket_path:
@@ -78,18 +81,10 @@ class Engine:
                 sock.close()
                 raise EngineUnreachable(f"{self.socket_path}: {exc.strerror or exc}") from None
             return sock, None
-        ours, theirs = socket.socketpair()
         try:
-            process = subprocess.Popen(
-                self.ssh_argv, stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL
-            )
+            return sshpipe.stdio_socket(self.ssh_argv, timeout)
         except OSError as exc:
-            ours.close()
             raise EngineUnreachable(str(exc)) from None
-        finally:
-            theirs.close()
-        ours.settimeout(timeout)
-        return ours, process
 
     def get_json(self, path: str, timeout: float = TIMEOUT) -> Any:
         """A listing's answer; any refusal means the CLI should ask instead."""
@@ -136,15 +131,6 @@ def _message(data: bytes) -> str:
         return data.decode(errors="replace").strip()
 
 
-def _end(process: subprocess.Popen[bytes]) -> None:
-    """ssh ends when its stdin closes; one that lingers is stopped."""
-    try:
-        process.wait(timeout=2)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 # -- finding the engine, as the docker CLI does ---------------------------------
 
 
@@ -173,9 +159,7 @@ def engine_at(host: str) -> Engine:
 def _ssh_argv(user: str | None, host: str, port: int | None) -> tuple[str, ...]:
     """The docker CLI's own ssh command for an ``ssh://`` engine, but never
     prompting: a login that needs one is left to the CLI."""
-    argv = ["ssh", "-o", "ConnectTimeout=30", "-o", "BatchMode=yes", "-T"]
-    argv += ["-l", user] if user else []
-    argv += ["-p", str(port)] if port else []
+    argv = sshpipe.batch_argv(user, port, "-o", "ConnectTimeout=30", "-T")
     return (*argv, "--", host, "docker", "system", "dial-stdio")
 
 
@@ -287,25 +271,61 @@ def exec_in(
     engine: Engine, project: str, service: str, argv: list[str], timeout: float
 ) -> tuple[int, str]:
     """`docker compose exec -T SERVICE ARGV` through the Engine API: (exit code,
-    stdout, or stderr and stdout on failure), as `bounded_run` answers."""
-    create = {"AttachStdout": True, "AttachStderr": True, "Cmd": list(argv)}
+    stdout, or stderr and stdout on failure), as `bounded_run` answers.
+
+    One deadline covers every step (the lookup, create, start, output and exit
+    code); when it passes the answer is 124. A failure before the start request
+    is sent is ``EngineUnreachable``: nothing ran, and the CLI may ask. From the
+    start request on the command may run, so a failure is ``ExecLost``: running
+    it a second time would be wrong for anything not idempotent.
+    """
+    deadline = time.monotonic() + timeout
+    started = False
     try:
         # One connection up to the start, which the engine hands over to the
         # output; the exit code is asked on a second one.
-        with engine.connection(timeout) as conn:
-            container = _service_container(conn, project, service)
-            if container is None:
+        with engine.connection(_left(deadline)) as conn:
+            exec_id = _create_exec(conn, project, service, argv, deadline)
+            if exec_id is None:
                 return 1, f'service "{service}" is not running'
-            made = _answer(conn, "POST", f"/containers/{quote(container)}/exec", create)
-            out, err = _run_exec(conn, made["Id"])
-        exit_code = _exit_code(engine, made["Id"], timeout)
+            started = True
+            out, err = _run_exec(conn, exec_id, deadline)
+        exit_code = _exit_code(engine, exec_id, deadline)
     except EngineUnreachable as exc:
         if "timed out" in str(exc):
             return 124, f"no answer within {timeout:g} s"
+        if started:
+            raise ExecLost(str(exc)) from None
         raise
-    except HTTPError as exc:
+    except HTTPError as exc:  # no such container, not running, or the start refused
         return 1, exc.message
     return exit_code, out if exit_code == 0 else err + out
+
+
+class ExecLost(Exception):
+    """The exec was started and its answer lost (the connection dropped, the
+    exit code could not be read): it may have run, and is not run again."""
+
+
+def _left(deadline: float) -> float:
+    """Seconds until the deadline; a deadline passed is a time-out."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise EngineUnreachable("timed out")
+    return left
+
+
+def _create_exec(
+    conn: http.client.HTTPConnection, project: str, service: str, argv: list[str], deadline: float
+) -> str | None:
+    """The exec instance made in the service's container (None: none runs)."""
+    container = _service_container(conn, project, service)
+    if container is None:
+        return None
+    assert conn.sock is not None  # dialled by Engine.connection
+    conn.sock.settimeout(_left(deadline))
+    create = {"AttachStdout": True, "AttachStderr": True, "Cmd": list(argv)}
+    return str(_answer(conn, "POST", f"/containers/{quote(container)}/exec", create)["Id"])
 
 
 def _service_container(conn: http.client.HTTPConnection, project: str, service: str) -> str | None:
@@ -317,9 +337,13 @@ def _service_container(conn: http.client.HTTPConnection, project: str, service: 
     return str(listed[0]["Id"]) if listed else None
 
 
-def _run_exec(conn: http.client.HTTPConnection, exec_id: str) -> tuple[str, str]:
-    """Start it and read its output to the end: the engine hands the connection
-    over to the stream (8-byte frame headers: which stream, then the size)."""
+def _run_exec(conn: http.client.HTTPConnection, exec_id: str, deadline: float) -> tuple[str, str]:
+    """Start it and read its output to the end, by the deadline: the engine hands
+    the connection over to the stream (8-byte frame headers: which stream, then
+    the size)."""
+    sock = conn.sock  # http.client lets go of it once the response owns the stream
+    assert sock is not None
+    sock.settimeout(_left(deadline))
     body = json.dumps({"Detach": False, "Tty": False}).encode()
     conn.request(
         "POST", f"/exec/{exec_id}/start", body=body, headers={"Content-Type": "application/json"}
@@ -327,7 +351,14 @@ def _run_exec(conn: http.client.HTTPConnection, exec_id: str) -> tuple[str, str]
     response = conn.getresponse()
     if response.status != 200:
         raise HTTPError(response.status, _message(response.read()))
-    data = response.read()
+    chunks = []
+    while True:
+        sock.settimeout(_left(deadline))  # a trickle of output cannot outlast it
+        chunk = response.read1(1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    data = b"".join(chunks)
     streams: dict[int, list[bytes]] = {1: [], 2: []}
     offset = 0
     while offset + 8 <= len(data):
@@ -338,16 +369,16 @@ def _run_exec(conn: http.client.HTTPConnection, exec_id: str) -> tuple[str, str]
     return stdout, stderr
 
 
-def _exit_code(engine: Engine, exec_id: str, timeout: float) -> int:
-    """The exec's exit code, once the engine has recorded it."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    with engine.connection(timeout) as conn:
-        while True:
-            inspected = _answer(conn, "GET", f"/exec/{exec_id}/json")
-            if not inspected.get("Running") and inspected.get("ExitCode") is not None:
-                return int(inspected["ExitCode"])
-            if time.monotonic() > deadline:
-                return 124
-            time.sleep(0.01)
+def _exit_code(engine: Engine, exec_id: str, deadline: float) -> int:
+    """The exec's exit code, once the engine has recorded it (by the deadline)."""
+    try:
+        with engine.connection(_left(deadline)) as conn:
+            while True:
+                assert conn.sock is not None
+                conn.sock.settimeout(_left(deadline))
+                inspected = _answer(conn, "GET", f"/exec/{exec_id}/json")
+                if not inspected.get("Running") and inspected.get("ExitCode") is not None:
+                    return int(inspected["ExitCode"])
+                time.sleep(min(0.01, _left(deadline)))
+    except HTTPError as exc:  # the exec ran; only its exit code is not known
+        raise EngineUnreachable(f"its exit code: {exc}") from None

@@ -12,7 +12,13 @@ installation's, after a confirmation the task asks for:
 - volumes hold the data and stay as they are. Docker cannot change a
   volume's labels, and compose offers to recreate (empty) one whose labels
   differ from its file, so the id the volumes carry is recorded in the state
-  and written into their labels from then on (``volumes_installation``).
+  and written into their labels from then on (``volumes_installation``);
+- the project's adoption mark (a volume ``<project>_ollama-stack-adoption``,
+  compose/client.py) names this installation from then on: a home that still
+  holds the old installation (a copy) finds the volumes carry its own id, and
+  the mark is what refuses it there (start, stop, logs, restore, rollback,
+  `uninstall --remove-volumes`) until it takes the project back with
+  `stack.adopt`.
 
 Everything is read before anything changes, and the refusals (a port another
 process holds, an image to build) come before `up`: a refusal leaves the
@@ -25,6 +31,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from ollama_stack.common.errors import (
     ConfigError,
@@ -33,12 +40,13 @@ from ollama_stack.common.errors import (
     StackError,
     interruption_code,
 )
-from ollama_stack.compose.client import UNMANAGED, ContainerState, PullPolicy
+from ollama_stack.compose.client import UNMANAGED, AdoptionMark, ContainerState, PullPolicy
 
 from . import config
 from .events import Progress, emit
 from .lifecycle import (
     StartResult,
+    adopted_elsewhere,
     build_missing,
     check_ports,
     prepare,
@@ -82,10 +90,12 @@ class Takeover:
     owners: list[Owner] = field(default_factory=list)
     # The id this installation's volumes carry from now on; None: as before.
     volumes_installation: str | None = None
+    # The project's adoption mark when it names another installation.
+    mark: AdoptionMark | None = None
 
     @property
     def empty(self) -> bool:
-        return not (self.containers or self.volumes)
+        return not (self.containers or self.volumes or self.mark)
 
 
 def plan(rt: Runtime) -> Takeover:
@@ -97,7 +107,9 @@ def plan(rt: Runtime) -> Takeover:
             f"run `inv stack.install --project {rt.settings.project}` first",
         )
     containers = rt.compose.foreign_containers()
-    volumes_installation, volumes = _foreign_volumes(rt)
+    listed = rt.compose.volumes_and_mark()
+    volumes_installation, volumes = _foreign_volumes(rt, listed.owners)
+    mark = listed.mark if adopted_elsewhere(rt, listed.mark) else None
     ours = set(rt.docker_services())
     todo = Takeover(
         rt.settings.project,
@@ -108,20 +120,22 @@ def plan(rt: Runtime) -> Takeover:
         ],
         volumes=volumes,
         volumes_installation=volumes_installation,
+        mark=mark,
     )
-    ids = sorted({c.installation for c in todo.containers} | set(volumes.values()))
-    todo.owners = [_owner(rt, installation, containers) for installation in ids]
+    ids = {c.installation for c in todo.containers} | set(volumes.values())
+    ids |= {mark.installation} if mark else set()
+    todo.owners = [_owner(rt, installation, containers, mark) for installation in sorted(ids)]
     return todo
 
 
-def _foreign_volumes(rt: Runtime) -> tuple[str | None, dict[str, str]]:
+def _foreign_volumes(rt: Runtime, owners: dict[str, str]) -> tuple[str | None, dict[str, str]]:
     """(the id our volumes will carry if it changes, the volumes that carry another).
 
     One installation's volumes carry one id (compose writes it into every
     volume it makes): volumes of two installations cannot both be ours.
     """
     ours = rt.volumes_installation or config.installation_id(rt.paths)
-    labelled = {name: owner for name, owner in rt.compose.project_volumes().items() if owner}
+    labelled = {name: owner for name, owner in owners.items() if owner}
     ids = set(labelled.values())
     if len(ids) > 1:
         found = "; ".join(
@@ -138,14 +152,21 @@ def _foreign_volumes(rt: Runtime) -> tuple[str | None, dict[str, str]]:
     return (next(iter(ids)) if foreign else None), foreign
 
 
-def _owner(rt: Runtime, installation: str, containers: list[ContainerState]) -> Owner:
+def _owner(
+    rt: Runtime, installation: str, containers: list[ContainerState], mark: AdoptionMark | None
+) -> Owner:
     """Where the installation lived: compose keeps the env file it was given on
-    each container, and ours is ``<home>/state/compose.env``; a path whose id is
-    not the one on the labels is someone else's file, not that home."""
-    for container in containers:
-        if container.installation != installation:
-            continue
-        home = config.home_of_env_file(container.environment_file)
+    each container, and ours is ``<home>/state/compose.env``; else the adoption
+    mark names the adopter's home. A path whose id is not the one on the labels
+    is someone else's, not that home."""
+    homes = [
+        config.home_of_env_file(c.environment_file)
+        for c in containers
+        if c.installation == installation
+    ]
+    if mark is not None and mark.installation == installation and mark.home:
+        homes.append(Path(mark.home))
+    for home in homes:
         if home is None or home == rt.paths.root:
             continue
         if config.installation_id(config.InstallPaths(home)) == installation:
@@ -173,6 +194,7 @@ def execute(
         check_ports(rt, services, [*rt.compose.ps(), *rt.compose.foreign_containers()], progress)
         build_missing(rt, services, progress)
         _recreate(rt, services, progress, pull)
+        _mark(rt, services)
         config.record_adoption(rt.paths, rt.volumes_installation, _record(todo))
         try:
             health = wait_healthy(rt, timeout or rt.settings.start_timeout, progress)
@@ -207,6 +229,19 @@ def _recreate(
         raise
 
 
+def _mark(rt: Runtime, services: list[str]) -> None:
+    """The mark names this installation from now on (the old home is refused)."""
+    try:
+        rt.compose.mark_adoption(str(rt.paths.root))
+    except StackError as failure:
+        failure.message += (
+            f"; the containers are this installation's now ({what_runs(rt, services)}) but "
+            "the adoption mark was not written and nothing was recorded"
+        )
+        failure.remedy = "`inv stack.adopt` again finishes it"
+        raise
+
+
 def _record(todo: Takeover) -> Mapping[str, object]:
     return {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -217,13 +252,13 @@ def _record(todo: Takeover) -> Mapping[str, object]:
 
 
 def left_behind(todo: Takeover) -> list[str]:
-    """Notes on the homes that still claim the project (commands there are
-    refused from now on: its containers are ours)."""
+    """Notes on the homes that still claim the project (the adoption mark
+    refuses commands there from now on: its containers and volumes are ours)."""
     return [
-        f"{owner.home} still holds an installation of project {todo.project!r}; it is refused "
-        "there now. Remove its config.yaml, secrets.env and state/ when you no longer need "
-        "them; never `stack.uninstall --remove-volumes` there: the volumes are this "
-        "installation's now"
+        f"{owner.home} still holds an installation of project {todo.project!r}; the adoption "
+        "mark refuses start, stop, logs, restores, rollbacks and `--remove-volumes` there now. "
+        "`inv stack.uninstall --remove-config` there removes its files (never the volumes); "
+        "`inv stack.adopt` there would take the project back"
         for owner in todo.owners
         if owner.home and owner.still_there
     ]

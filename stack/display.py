@@ -324,6 +324,13 @@ class Display:
             self.out.print(
                 Text(f"  keep     volume    {name} (its data as it is; labelled {owner})", "green")
             )
+        if todo.mark:
+            self.out.print(
+                Text(
+                    f"  rewrite  adoption mark (adopted by {todo.mark.installation}, "
+                    f"home {todo.mark.home}) to name this installation"
+                )
+            )
 
     # -- backups ----------------------------------------------------------------
 

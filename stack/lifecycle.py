@@ -18,7 +18,14 @@ from ollama_stack.common.errors import (
     StackError,
     interruption_code,
 )
-from ollama_stack.compose.client import UNMANAGED, ContainerRun, ContainerState, PullPolicy
+from ollama_stack.compose.client import (
+    UNMANAGED,
+    AdoptionMark,
+    ContainerRun,
+    ContainerState,
+    Ownership,
+    PullPolicy,
+)
 
 from . import config
 from .events import Progress, emit
@@ -191,7 +198,9 @@ def refuse_foreign_at_install(rt: Runtime) -> None:
 
 def refuse_foreign(rt: Runtime) -> None:
     """Never start on top of another installation that uses the same project name."""
-    others = rt.compose.foreign_installations()
+    found = rt.compose.ownership()
+    refuse_adopted_elsewhere(rt, found)
+    others = found.others
     if others == {UNMANAGED}:
         raise ConfigError(
             f"{_project_on(rt)} was started without ollama-stack (from its compose files by hand)",
@@ -205,6 +214,29 @@ def refuse_foreign(rt: Runtime) -> None:
             "over (it asks first); else give this one its own project: "
             "`inv stack.uninstall --remove-config`, then `inv stack.install --project NAME`",
         )
+
+
+def refuse_adopted_elsewhere(rt: Runtime, found: Ownership | None = None) -> None:
+    """Refuse when another installation adopted the project (`stack.adopt`).
+
+    Its volumes keep this home's id, as a volume's labels cannot change, so
+    without the mark this home would take them for its own: delete them
+    (`uninstall --remove-volumes`), write a backup over them, or recreate the
+    containers back. ``found``: the listings refuse_foreign has read already.
+    """
+    mark = found.mark if found is not None else rt.compose.adoption_mark()
+    if mark is not None and adopted_elsewhere(rt, mark):
+        raise ConfigError(
+            f"{_project_on(rt)} was adopted by the installation at {mark.home} "
+            f"(id {mark.installation}); its containers and volumes are that one's now",
+            f"run this from the installation at {mark.home}; or take the project back here "
+            "with `inv stack.adopt` (it asks first)",
+        )
+
+
+def adopted_elsewhere(rt: Runtime, mark: AdoptionMark | None) -> bool:
+    """Does the mark name another installation than this one?"""
+    return mark is not None and mark.installation != rt.compose.installation
 
 
 def _project_on(rt: Runtime) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ollama_stack.common.errors import StackError
+
 from .config import redact_url
 from .health import ProbeResult
 from .runtime import Runtime
@@ -59,7 +61,10 @@ def reaches(rt: Runtime, service: str, dependency: str) -> Link:
         ["python3", "-c", _PYTHON_GET, target],
     )
     for argv in attempts:
-        code, output = rt.compose.exec_in(service, argv)
+        try:
+            code, output = rt.compose.exec_in(service, argv)
+        except StackError as lost:  # started, then the engine's answer was lost
+            return Link(None, url, f"cannot check from inside: {lost.message}")
         if code in (126, 127) or any(s in output.lower() for s in _NOT_FOUND):
             continue  # this image lacks the tool; try the next
         if code == 0 and callee.probe.check(200, output.encode()) is None:

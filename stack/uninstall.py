@@ -11,9 +11,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from ollama_stack.common.errors import backed_up_first
+from ollama_stack.compose.client import Ownership
 
 from . import config
 from .events import Progress, emit
+from .lifecycle import adopted_elsewhere, refuse_adopted_elsewhere
 from .runtime import Runtime
 from .services import CATALOG
 from .update.engine import rollback_repository
@@ -54,10 +56,10 @@ def plan(rt: Runtime, *, remove_volumes: bool, remove_images: bool, remove_confi
         networks=[*compose.labelled("network"), *compose.labelled("network", trial)],
     )
     result.volumes = compose.labelled("volume", trial)
-    volumes = compose.labelled("volume")
+    volumes, mark = _volumes(rt, remove_volumes, result.kept)
     images = _images(rt)
     if remove_volumes:
-        result.volumes += volumes
+        result.volumes += volumes + ([compose.adoption_volume] if mark else [])
     elif volumes:
         result.kept.append(f"volumes {', '.join(volumes)} (add --remove-volumes to delete data)")
     if remove_images:
@@ -69,6 +71,19 @@ def plan(rt: Runtime, *, remove_volumes: bool, remove_images: bool, remove_confi
     elif rt.paths.installed:
         result.kept.append(f"config and secrets in {rt.paths.root} (--remove-config)")
     return result
+
+
+def _volumes(rt: Runtime, remove: bool, kept: list[str]) -> tuple[list[str], bool]:
+    """(this installation's data volumes, is there an adoption mark to remove
+    with them). Adopted by another installation, they are that one's: never
+    deleted from here, and not listed as this one's."""
+    mark = rt.compose.adoption_mark()
+    if mark is not None and adopted_elsewhere(rt, mark):
+        if remove:
+            refuse_adopted_elsewhere(rt, Ownership(set(), mark))
+        kept.append(f"volumes: the installation at {mark.home} adopted them (`stack.adopt`)")
+        return [], False
+    return rt.compose.labelled("volume"), mark is not None
 
 
 def _images(rt: Runtime) -> list[str]:

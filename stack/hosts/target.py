@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ollama_stack.common import sshpipe
 from ollama_stack.common.errors import ConfigError, SSHError
 
 if TYPE_CHECKING:
@@ -327,22 +328,12 @@ class Target:
         Uses the ``ssh`` on PATH and its config, as docker's ssh:// does."""
         if not self.host:
             return socket.create_connection((host, port), timeout=timeout)
-        import subprocess
-
         user, name, ssh_port = split_host_spec(self.host)
-        argv = ["ssh", "-o", "BatchMode=yes", "-W", f"{host}:{port}"]
-        argv += [*(["-l", user] if user else []), *(["-p", str(ssh_port)] if ssh_port else [])]
-        ours, theirs = socket.socketpair()
+        argv = sshpipe.batch_argv(user, ssh_port, "-W", f"{host}:{port}")
         try:
-            process = subprocess.Popen(
-                [*argv, "--", name], stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL
-            )
+            ours, process = sshpipe.stdio_socket([*argv, "--", name], timeout)
         except OSError as exc:
-            ours.close()
             raise _ssh_failure(self.host, exc) from None
-        finally:
-            theirs.close()
-        ours.settimeout(timeout)
         return ForwardedSocket(ours, process)
 
     def close(self) -> None:
@@ -362,14 +353,8 @@ class ForwardedSocket:
         return getattr(self._sock, name)
 
     def close(self) -> None:
-        import subprocess
-
         self._sock.close()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        sshpipe.end(self._process, grace=10)
 
 
 def _local_context(config: Any = None) -> invoke.Context:

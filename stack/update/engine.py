@@ -29,7 +29,7 @@ from ollama_stack.common.errors import (
 
 from .. import config
 from ..events import Progress, emit
-from ..lifecycle import check_service_names, prepare, wait_healthy
+from ..lifecycle import check_service_names, prepare, refuse_foreign, wait_healthy
 from ..runtime import Runtime
 from ..services import CATALOG
 from .records import Outcome, ServiceCheck, ServiceOutcome, Status, UpdateReport  # noqa: F401
@@ -348,6 +348,7 @@ def rollback(rt: Runtime, timeout: float | None = None, progress: Progress | Non
             code=ExitCode.FAILED,
         )
     config.read_secrets(rt.paths)
+    refuse_foreign(rt)  # `up --force-recreate` would take another home's containers
     rt = prepare(rt, progress)
     restore(rt, images, timeout, progress)
     entry["status"] = "rolled-back-by-hand"

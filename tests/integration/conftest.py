@@ -143,6 +143,10 @@ class Installation:
             names = listing()
             if names:
                 docker(*command, *names, host=self.docker_host, check=False)
+        # The adoption mark (`stack.adopt`) carries the project label, so it went
+        # above; by its name too, should a test have made it without the label.
+        mark = f"{self.project}_ollama-stack-adoption"
+        docker("volume", "rm", "-f", mark, host=self.docker_host, check=False)
         rollback = docker(
             "images",
             "--format",

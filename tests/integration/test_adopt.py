@@ -86,6 +86,73 @@ def test_a_copied_home_adopts_its_project_and_keeps_the_data(make_installation) 
     assert "already running" in moved.ok("stack.start", "--pull", "never").stdout
     assert first.cli("stack.start", "--pull", "never").returncode == 2
     assert "nothing to adopt" in moved.ok("stack.adopt", "--yes").stdout
+    (old_id,) = old["volumes"]
+    assert mark_of(first) == {"by": moved_id(moved), "home": str(home_of(moved)), "volumes": old_id}
+
+
+def mark_of(inst: Installation) -> dict[str, str]:
+    """The adoption mark's labels ({} without one), read with the plain docker CLI."""
+    name = f"{inst.project}_ollama-stack-adoption"
+    if name not in inst.volumes():
+        return {}
+    fields = "\t".join(
+        f'{{{{index .Labels "io.ollama-stack.adopted-{key}"}}}}'
+        for key in ("by", "home", "volumes")
+    )
+    out = docker("volume", "inspect", "--format", fields, name, host=inst.docker_host)
+    return dict(zip(("by", "home", "volumes"), out.rstrip("\n").split("\t"), strict=True))
+
+
+def home_of(inst: Installation) -> Path:
+    return Path(inst.env["OLLAMA_STACK_HOME"])
+
+
+def moved_id(inst: Installation) -> str:
+    (found,) = labels(inst)["containers"]
+    return found
+
+
+def test_the_old_home_of_a_copy_is_refused_until_it_takes_the_project_back(
+    make_installation,
+) -> None:
+    first = make_installation()
+    first.ok("stack.start", "--pull", "never")
+    write_marker(first, "kept-by-the-old-home")
+    (old_id,) = labels(first)["volumes"]
+    home_a, moved = moved_copy(first)
+    moved.ok("stack.adopt", "--yes", "--pull", "never")
+    new_id = moved_id(moved)
+    assert mark_of(first) == {"by": new_id, "home": str(home_of(moved)), "volumes": old_id}
+    # The adopter's containers gone (removed by hand): the volumes carry the old
+    # home's own id again, and only the mark tells they are not its own.
+    docker("rm", "--force", *first.containers(), host=first.docker_host)
+    volumes = first.volumes()
+    for args in (
+        ("stack.start", "--pull", "never"),
+        ("stack.stop",),
+        ("stack.uninstall", "--yes", "--remove-volumes", "--no-backup"),
+    ):
+        refused = first.cli(*args)
+        assert refused.returncode == 2, (args, refused.stderr)
+        assert (
+            f"was adopted by the installation at {home_of(moved)} (id {new_id})" in refused.stderr
+        )
+        assert "stack.adopt` (it asks first)" in refused.stderr
+    assert first.volumes() == volumes and not first.containers()  # nothing was touched
+    kept = first.ok("stack.uninstall", "--yes")  # this home's files and nothing else
+    assert f"the installation at {home_of(moved)} adopted them" in kept.stdout, kept.stdout
+    assert first.volumes() == volumes
+
+    back = first.ok("stack.adopt", "--yes", "--pull", "never")
+    assert "rewrite  adoption mark" in back.stdout and "stack healthy" in back.stdout
+    assert mark_of(first) == {"by": old_id, "home": str(home_a), "volumes": old_id}
+    assert labels(first)["containers"] == {old_id}
+    assert read_marker(first) == "kept-by-the-old-home"
+    refused = moved.cli("stack.start", "--pull", "never")  # now the copy is refused
+    assert refused.returncode == 2 and f"adopted by the installation at {home_a}" in refused.stderr
+    # The owner's `--remove-volumes` takes the mark along with its volumes.
+    first.ok("stack.uninstall", "--yes", "--remove-volumes", "--no-backup")
+    assert first.volumes() == [] and mark_of(first) == {}
 
 
 def test_containers_started_by_hand_from_our_files_are_adopted(make_installation) -> None:

@@ -12,7 +12,7 @@ import pytest
 from python_on_whales.exceptions import DockerException
 
 from ollama_stack.common.errors import ConfigError, ExitCode, NotInstalled, StackError
-from ollama_stack.compose.client import UNMANAGED
+from ollama_stack.compose.client import UNMANAGED, AdoptionMark
 from ollama_stack.stack import adopt, config, lifecycle
 from ollama_stack.stack.config import InstallPaths
 from ollama_stack.stack.runtime import Runtime
@@ -42,6 +42,7 @@ class Engine:
 
     def __init__(self, calls: Any, rows: list[dict], volumes: dict[str, str]) -> None:
         self.calls, self.rows, self.volumes = calls, rows, volumes
+        self.mark: tuple[str, str, str] | None = None  # (adopted by, home, volumes' id)
 
     def recreated(self) -> bool:
         return any("--force-recreate" in argv for argv, _ in self.calls.calls)
@@ -55,10 +56,12 @@ class Engine:
         fmt = argv[argv.index("--format") + 1] if "--format" in argv else ""
         if "compose" in argv and "ps" in argv:
             return "\n".join(json.dumps(r) for r in self.containers())
-        if argv[1:3] == ["volume", "ls"] and fmt.startswith("{{.Name}}"):
-            return "".join(f"{name}\t{owner}\n" for name, owner in self.volumes.items())
         if argv[1:3] == ["volume", "ls"]:
-            return "".join(f"{owner}\n" for owner in self.volumes.values())
+            return self.volume_listing(argv, fmt)
+        if argv[1:3] == ["volume", "create"]:
+            labels = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--label")
+            by, home, volumes = (labels[f"io.ollama-stack.adopted-{k}"] for k in MARK_KEYS)
+            self.mark = (by, home, volumes)
         if argv[1] == "ps" and "io.ollama-stack.installation" in fmt:
             return "".join(
                 f"{r['Labels'].split('installation=')[1].split(',')[0]}\n"
@@ -72,6 +75,21 @@ class Engine:
         if "exec" in argv:
             return '{"version":"0.5.7"}'
         return ""
+
+    def volume_listing(self, argv: list[str], fmt: str) -> str:
+        """`docker volume ls` in each format the wrapper asks for; the mark is a
+        volume of the project with no installation label."""
+        mark = "\t".join(self.mark) if self.mark else ""
+        if "label=io.ollama-stack.adopted-by" in argv:
+            return f"{mark}\n" if mark else ""
+        rows = [(name, owner, "") for name, owner in self.volumes.items()]
+        rows += [("p_ollama-stack-adoption", "", mark)] if mark else []
+        if fmt.startswith("{{.Name}}"):
+            return "".join(f"{name}\t{owner}\t{m}\n" for name, owner, m in rows)
+        return "".join(f"{owner}\t{m}\n" for _, owner, m in rows)
+
+
+MARK_KEYS = ("by", "home", "volumes")
 
 
 def engine_with(pow_calls, rows: list[dict], volumes: dict[str, str]) -> Engine:
@@ -185,7 +203,7 @@ def test_adoption_recreates_with_our_files_and_keeps_the_volumes_id(
     services,  # noqa: F811 (the fixture imported above)
 ):
     config.install(local_paths, {})
-    moved_project(pow_calls, old_home)
+    engine = moved_project(pow_calls, old_home)
     rt = make_runtime(local_paths, ports_of(services), project="p")
     todo = adopt.plan(rt)
     done = adopt.execute(rt, todo, pull="never", timeout=5)
@@ -202,6 +220,10 @@ def test_adoption_recreates_with_our_files_and_keeps_the_volumes_id(
     assert state[config.VOLUMES_INSTALLATION_KEY] == old
     assert state["adopted"][0]["volumes"] == ["p_ollama_data", "p_webui_data"]
     assert state["adopted"][0]["from"][0]["home"] == str(old_home.root)
+    # The mark names us from now on, written after `up` (nothing changes before it).
+    assert engine.mark == (ours(), str(local_paths.root), old)
+    changes = [argv[1:3] for argv, _ in pow_calls.calls if "up" in argv or "create" in argv]
+    assert changes[-1] == ["volume", "create"] and len(changes) == 2
 
 
 def test_after_adoption_the_old_volumes_are_ours_and_its_containers_are_not(
@@ -240,6 +262,117 @@ def test_a_failed_up_records_nothing_and_says_what_runs(
     assert "nothing was recorded; running now: ollama, webui, mcp_proxy" in info.value.message
     assert "`inv stack.adopt` again" in info.value.remedy
     assert config.VOLUMES_INSTALLATION_KEY not in config.read_state(local_paths)
+
+
+def test_a_failed_mark_says_the_containers_are_ours_and_records_nothing(
+    local_paths, pow_calls, old_home, monkeypatch
+):
+    from ollama_stack.compose.client import ComposeProject
+
+    config.install(local_paths, {})
+    moved_project(pow_calls, old_home)
+    rt = make_runtime(local_paths, {}, project="p")
+
+    def refused(self: ComposeProject, home: str) -> None:
+        raise StackError("docker volume create: no space left on device")
+
+    monkeypatch.setattr(ComposeProject, "mark_adoption", refused)
+    with pytest.raises(StackError) as info:
+        adopt.execute(rt, adopt.plan(rt), pull="never", timeout=1)
+    assert "the adoption mark was not written and nothing was recorded" in info.value.message
+    assert info.value.remedy == "`inv stack.adopt` again finishes it"
+    assert config.VOLUMES_INSTALLATION_KEY not in config.read_state(local_paths)
+
+
+# -- the old home, once another installation adopted the project -------------------------
+
+
+def adopted_by(pow_calls, adopter: InstallPaths, rows: list[dict]) -> Engine:
+    """The project as the adopter left it: our (the old home's) id on the volumes."""
+    engine = engine_with(pow_calls, rows, {"p_ollama_data": ours(), "p_webui_data": ours()})
+    engine.mark = (config.installation_id(adopter), str(adopter.root), ours())
+    return engine
+
+
+def test_refuse_adopted_elsewhere_names_the_adopter_and_both_ways_out(
+    local_paths, pow_calls, old_home
+):
+    config.install(local_paths, {})
+    rt = make_runtime(local_paths, {}, project="p")
+    engine = adopted_by(pow_calls, old_home, [])
+    with pytest.raises(ConfigError) as info:
+        lifecycle.refuse_adopted_elsewhere(rt)
+    adopter = config.installation_id(old_home)
+    assert info.value.code == ExitCode.CONFIG
+    assert info.value.message.startswith(
+        f"compose project 'p' on local was adopted by the installation at {old_home.root} "
+        f"(id {adopter})"
+    )
+    assert str(old_home.root) in info.value.remedy and "`inv stack.adopt`" in info.value.remedy
+    assert "\n" not in str(info.value)
+    engine.mark = (ours(), str(local_paths.root), ours())  # the mark names us: go on
+    lifecycle.refuse_adopted_elsewhere(rt)
+    engine.mark = None  # nobody adopted it
+    lifecycle.refuse_adopted_elsewhere(rt)
+
+
+def test_the_old_home_sees_its_own_id_on_the_volumes_and_is_refused_all_the_same(
+    local_paths, pow_calls, old_home
+):
+    """The adopter's containers are gone (removed by hand, or its uninstall):
+    nothing but the mark tells the volumes are not this home's any more."""
+    config.install(local_paths, {})
+    rt = make_runtime(local_paths, {}, project="p")
+    adopted_by(pow_calls, old_home, [])
+    assert rt.compose.foreign_installations() == set()
+    pow_calls.calls.clear()
+    for refused in (
+        lambda: lifecycle.refuse_foreign(rt),
+        lambda: lifecycle.start(rt, timeout=1),
+        lambda: lifecycle.stop(rt),
+        lambda: list(lifecycle.logs(rt, [])),
+    ):
+        with pytest.raises(ConfigError, match="was adopted by the installation at"):
+            refused()
+    assert not {"up", "stop", "logs"} & set(pow_calls.subcommands())
+    listings = [argv for argv, _ in pow_calls.calls if argv[1:3] == ["volume", "ls"]]
+    assert len(listings) == 4  # one for each refusal: the mark comes with the ownership listing
+
+
+def test_the_old_home_takes_the_project_back_with_adopt(
+    local_paths,
+    pow_calls,
+    old_home,
+    services,  # noqa: F811 (the fixture imported above)
+):
+    config.install(local_paths, {})
+    rt = make_runtime(local_paths, ports_of(services), project="p")
+    adopter = config.installation_id(old_home)
+    env_file = str(old_home.runtime_env_file)
+    engine = adopted_by(pow_calls, old_home, [row("ollama", adopter, env_file)])
+    todo = adopt.plan(rt)
+    assert not todo.empty and todo.volumes == {}  # the volumes carry our id already
+    assert todo.mark == AdoptionMark(adopter, str(old_home.root), ours())
+    assert todo.owners == [adopt.Owner(adopter, str(old_home.root), still_there=True)]
+    engine.rows = []  # the adopter's containers removed: the mark alone is taken back
+    todo = adopt.plan(rt)
+    assert not todo.empty and todo.owners == [
+        adopt.Owner(adopter, str(old_home.root), still_there=True)
+    ]
+    adopt.execute(rt, todo, pull="never", timeout=5)
+    assert engine.mark == (ours(), str(local_paths.root), ours())
+    lifecycle.refuse_adopted_elsewhere(rt)
+
+
+def test_the_start_task_refused_by_the_mark_says_it_in_one_line(
+    capsys, local_paths, pow_calls, old_home
+):
+    config.install(local_paths, {"project": "p", "platform": "cpu"})
+    adopted_by(pow_calls, old_home, [])
+    assert run_program("stack.start") == ExitCode.CONFIG
+    (line,) = [ln for ln in stderr_lines(capsys.readouterr().err) if ln.startswith("error:")]
+    assert f"was adopted by the installation at {old_home.root}" in line
+    assert "up" not in pow_calls.subcommands()
 
 
 # -- refusals elsewhere name adopt ------------------------------------------------------

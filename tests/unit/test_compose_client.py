@@ -458,13 +458,66 @@ def test_foreign_containers_carry_another_id_and_tell_their_env_file(adopted, po
     assert [c.name for c in adopted.ps()] == ["mine"]
 
 
+MARK_FORMAT = (
+    '{{.Label "io.ollama-stack.adopted-by"}}\t{{.Label "io.ollama-stack.adopted-home"}}'
+    '\t{{.Label "io.ollama-stack.adopted-volumes"}}'
+)
+
+
 def test_project_volumes_argv_and_parsing(adopted, fake_docker, pow_calls):
-    pow_calls.stdout = "p_ollama_data\told\np_webui_data\t\n\n"
+    pow_calls.stdout = "p_ollama_data\told\t\t\t\np_webui_data\t\n\n"
     assert adopted.project_volumes() == {"p_ollama_data": "old", "p_webui_data": ""}
     assert pow_calls.argv == [
         str(fake_docker),
         *("volume", "ls", "--filter", "label=com.docker.compose.project=p"),
-        *("--format", '{{.Name}}\t{{.Label "io.ollama-stack.installation"}}'),
+        *("--format", '{{.Name}}\t{{.Label "io.ollama-stack.installation"}}\t' + MARK_FORMAT),
+    ]
+
+
+def test_the_adoption_mark_is_read_from_the_volume_listing_and_not_a_volume_of_ours(
+    adopted, pow_calls
+):
+    mark = "p_ollama-stack-adoption\t\tnew\t/new/home\told\n"
+    pow_calls.stdout = "p_ollama_data\told\t\t\t\n" + mark
+    listed = adopted.volumes_and_mark()
+    assert listed.owners == {"p_ollama_data": "old"}
+    assert listed.mark == client_mod.AdoptionMark("new", "/new/home", "old")
+
+    pow_calls.calls.clear()
+    pow_calls.on_run = lambda argv: (
+        "old\t\t\t\n\tnew\t/new/home\told\n" if "volume" in argv else "me\n"
+    )
+    found = adopted.ownership()
+    assert found.others == set() and found.mark == client_mod.AdoptionMark(
+        "new", "/new/home", "old"
+    )
+    assert len(pow_calls.calls) == 2  # the same two listings as before: no extra call
+
+
+def test_adoption_mark_alone_and_its_writing(adopted, fake_docker, pow_calls):
+    pow_calls.stdout = "new\t/new/home\told\n"
+    assert adopted.adoption_mark() == client_mod.AdoptionMark("new", "/new/home", "old")
+    assert pow_calls.argv == [
+        str(fake_docker),
+        *("volume", "ls", "--filter", "label=com.docker.compose.project=p"),
+        *("--filter", "label=io.ollama-stack.adopted-by", "--format", MARK_FORMAT),
+    ]
+    pow_calls.stdout = ""
+    assert adopted.adoption_mark() is None
+
+    pow_calls.calls.clear()
+    adopted.mark_adoption("/my/home")
+    remove, create = (argv[1:] for argv, _ in pow_calls.calls)
+    assert remove == ["volume", "rm", "--force", "p_ollama-stack-adoption"]  # labels are fixed
+    assert create == [
+        *("volume", "create", "--label", "com.docker.compose.project=p"),
+        *(
+            "--label",
+            "io.ollama-stack.adopted-by=me",
+            "--label",
+            "io.ollama-stack.adopted-home=/my/home",
+        ),
+        *("--label", "io.ollama-stack.adopted-volumes=old", "p_ollama-stack-adoption"),
     ]
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import socketserver
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -22,11 +25,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from ollama_stack.compose import engine
+from ollama_stack.common.errors import DockerUnavailable, SSHError
+from ollama_stack.compose import client, engine
 from ollama_stack.compose.client import ComposeProject
 from ollama_stack.compose.engine import Engine, EngineUnreachable, engine_at, locate
 
 Answer = Callable[[str, Any], tuple[int, Any]]  # (path, JSON body) -> (status, JSON or raw bytes)
+DROP = object()  # an answer that closes the connection without a word
 
 
 class FakeEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -52,6 +57,9 @@ class _EngineHandler(BaseHTTPRequestHandler):
     def _reply(self, body: Any) -> None:
         self.server.requests.append((self.command, self.path, body))
         status, document = self.server.answer(self.path, body)
+        if document is DROP:  # the link goes down: no answer at all
+            self.close_connection = True
+            return
         if isinstance(document, bytes):  # a hijacked stream: raw, then the end
             self.send_response(status)
             self.send_header("Content-Type", "application/vnd.docker.raw-stream")
@@ -251,7 +259,7 @@ def test_ssh_engines_are_dialled_like_the_docker_cli_but_never_prompt():
     assert engine_at("ssh://GPU-Box").ssh_argv[-4:] == ("GPU-Box", "docker", "system", "dial-stdio")
     assert engine_at("ssh://[fe80::1]:22").ssh_argv[-6:-3] == ("22", "--", "fe80::1")
     assert engine_at("ssh://ops@box:2222").ssh_argv == (
-        *("ssh", "-o", "ConnectTimeout=30", "-o", "BatchMode=yes", "-T"),
+        *("ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=30", "-T"),
         *("-l", "ops", "-p", "2222", "--", "box", "docker", "system", "dial-stdio"),
     )
 
@@ -372,6 +380,95 @@ def test_compose_exec_in_falls_back_to_compose_exec(pow_calls, tmp_path):
         patch.setattr(engine, "locate", locate)
         assert project.exec_in("webui", ["true"], timeout=3) == (0, "ok")
     assert pow_calls.argv[-4:] == ["exec", "-T", "webui", "true"]
+
+
+def compose_exec(pow_calls: Any, project: ComposeProject, where: Engine | None = None) -> Any:
+    """``project.exec_in("webui", ["touch", "/x"])``, the engine found as given
+    (by its docker_host when None); the CLI's answer is "by the cli"."""
+    pow_calls.stdout = "by the cli"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "locate", (lambda host: where) if where else locate)
+        return project.exec_in("webui", ["touch", "/x"], timeout=3)
+
+
+def test_an_engine_that_refuses_the_connection_leaves_the_exec_to_the_cli(pow_calls, tmp_path):
+    refusing = socket.socket(socket.AF_UNIX)
+    refusing.bind(str(tmp_path / "docker.sock"))  # bound, never listening: ECONNREFUSED
+    project = ComposeProject(
+        "p", [tmp_path / "base.yml"], docker_host=f"unix://{tmp_path / 'docker.sock'}"
+    )
+    try:
+        assert compose_exec(pow_calls, project) == (0, "by the cli")
+    finally:
+        refusing.close()
+    argv = pow_calls.argv
+    assert argv[1:3] == ["--host", f"unix://{tmp_path / 'docker.sock'}"]
+    assert argv[3] == "compose" and argv[-5:] == ["exec", "-T", "webui", "touch", "/x"]
+
+
+def lost_after(step: str) -> Answer:
+    """An engine whose link drops at ``step`` ("start": before any output;
+    "json": while the exit code is asked)."""
+    ran = exec_engine(0, frames((1, b"done")), [summary("p-webui-1", "webui")])
+    return lambda path, body: (200, DROP) if path.endswith(step) else ran(path, body)
+
+
+@pytest.mark.parametrize("step", ["start", "json"])
+def test_an_exec_whose_answer_is_lost_after_the_start_is_never_run_again(
+    fake_engine, pow_calls, tmp_path, step
+):
+    server = fake_engine(lost_after(step))
+    with pytest.raises(DockerUnavailable) as info:
+        compose_exec(pow_calls, project_on(server, tmp_path))
+    assert pow_calls.calls == []  # the CLI was not asked to run it again
+    assert [path for _, path, _ in server.requests].count("/exec/e1/start") == 1
+    assert "`touch /x` was started in webui's container" in info.value.message
+    assert "it may have run; not run again" in info.value.message
+    assert "stack.logs -s webui" in info.value.remedy and "docker info" in info.value.remedy
+
+
+def test_a_lost_exec_on_a_box_is_an_ssh_error(fake_engine, pow_calls, tmp_path):
+    server = fake_engine(lost_after("start"))
+    through_ssh = Engine(ssh_argv=(sys.executable, "-c", BRIDGE, server.server_address))
+    project = replace(project_on(server, tmp_path), target_label="gpu-box")
+    with pytest.raises(SSHError) as info:
+        compose_exec(pow_calls, project, through_ssh)
+    assert "engine on gpu-box stopped answering" in info.value.message
+    assert "not run again" in info.value.message and pow_calls.calls == []
+    assert info.value.remedy.startswith("check `ssh gpu-box docker info`")
+
+
+def test_one_deadline_covers_every_step_of_an_exec(fake_engine, pow_calls, tmp_path):
+    """Each step answers well within the time-out, all of them together do not."""
+    ran = exec_engine(0, frames((1, b"done")), [summary("p-webui-1", "webui")])
+
+    def slow(path: str, body: Any) -> tuple[int, Any]:
+        time.sleep(0.3)
+        return ran(path, body)
+
+    server = fake_engine(slow)
+    began = time.monotonic()
+    where = Engine(socket_path=server.server_address)
+    assert engine.exec_in(where, "p", "webui", ["true"], 1.0) == (124, "no answer within 1 s")
+    assert 1.0 <= time.monotonic() - began < 1.25
+    assert len(server.requests) == 4  # the exit code was being asked when the time ran out
+    assert pow_calls.calls == []
+
+
+def test_time_spent_before_an_engine_fails_is_not_given_to_the_cli_again(pow_calls, tmp_path):
+    class Slow(Engine):
+        def connection(self, timeout: float = 10.0) -> Any:
+            time.sleep(0.2)  # an ssh login that fails after a while
+            raise EngineUnreachable("Permission denied (publickey)")
+
+    project = ComposeProject("p", [tmp_path / "base.yml"])
+    seen: list[float] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(client, "bounded_run", lambda argv, timeout: seen.append(timeout) or (0, ""))
+        patch.setattr(engine, "locate", lambda host: Slow(socket_path="/nowhere"))
+        assert project.exec_in("webui", ["true"], timeout=1.0) == (0, "")
+        (left,) = seen
+        assert 0.5 < left <= 0.8
 
 
 # -- images -----------------------------------------------------------------------

@@ -66,6 +66,22 @@ def test_without_curl_python_asks(local_paths, pow_calls):
     assert [argv[:2] for argv in execs(pow_calls)] == [["curl", "-sS"], ["python3", "-c"]]
 
 
+def test_an_exec_whose_answer_was_lost_cannot_tell_and_is_not_asked_again(
+    local_paths, pow_calls, monkeypatch
+):
+    from ollama_stack.common.errors import DockerUnavailable
+    from ollama_stack.compose.client import ComposeProject
+
+    def lost(self: ComposeProject, service: str, argv: list[str], timeout: float = 15) -> Any:
+        pow_calls.calls.append((argv, {}))
+        raise DockerUnavailable("the Docker engine stopped answering …: it may have run")
+
+    monkeypatch.setattr(ComposeProject, "exec_in", lost)
+    link = links.reaches(make_runtime(local_paths), "webui", "ollama")
+    assert link.ok is None and link.detail.startswith("cannot check from inside: the Docker")
+    assert len(pow_calls.calls) == 1  # python3 is not tried after it
+
+
 def test_with_neither_tool_it_cannot_tell(local_paths, pow_calls):
     pow_calls.on_run = answers((127, "sh: curl: not found"), (127, "python3: not found"))
     link = links.reaches(make_runtime(local_paths), "webui", "ollama")

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import pytest
 
-from ollama_stack.common.errors import StackError
-from ollama_stack.compose.client import ComposeProject
+from ollama_stack.common.errors import ConfigError, ExitCode, StackError
+from ollama_stack.compose.client import AdoptionMark, ComposeProject
 from ollama_stack.stack import config, uninstall
 from ollama_stack.stack.config import InstallPaths
 from ollama_stack.stack.events import Event
@@ -44,6 +44,8 @@ class FakeCompose:
         self.created_from: dict[str, str] = {}  # container → the reference it was created from
         self.tags: set[str] = set()
         self.calls: list[tuple[Any, ...]] = []
+        self.installation = "me"  # this installation's id
+        self.mark: AdoptionMark | None = None  # the project's adoption mark, if one was made
 
     def add_project(self, project: str, images: dict[str, str]) -> None:
         """Containers, a network and two volumes, as compose creates them."""
@@ -64,6 +66,13 @@ class FakeCompose:
 
     def scratch_containers(self) -> list[str]:
         return []
+
+    def adoption_mark(self) -> AdoptionMark | None:
+        return self.mark
+
+    @property
+    def adoption_volume(self) -> str:
+        return f"{self.project}_ollama-stack-adoption"
 
     def remove(self, kind: Kind, names: Sequence[str]) -> None:
         self.calls.append(("remove", kind, list(names)))
@@ -88,7 +97,8 @@ class FakeCompose:
 
 
 def test_the_fake_takes_the_wrappers_arguments():
-    for name in ("labelled", "remove", "image_exists", "images_matching", "remove_image"):
+    names = ("labelled", "remove", "image_exists", "images_matching", "remove_image")
+    for name in (*names, "adoption_mark"):
         ours = inspect.signature(getattr(FakeCompose, name)).parameters
         theirs = inspect.signature(getattr(ComposeProject, name)).parameters
         assert list(ours) == list(theirs), name
@@ -168,6 +178,28 @@ def test_each_flag_moves_only_its_own_kind_from_kept(rt, flag):
     assert len(todo.kept) == 2
     word = {"remove_volumes": "volumes", "remove_images": "images", "remove_config": "config"}
     assert not any(word[flag] in line for line in todo.kept)
+
+
+def test_volumes_another_installation_adopted_are_never_removed_from_here(rt, engine):
+    engine.mark = AdoptionMark("n3wn3wn3wn3wn3w0", "/the/new/home", "me")
+    with pytest.raises(ConfigError) as info:
+        uninstall.plan(rt, remove_volumes=True, remove_images=False, remove_config=True)
+    assert info.value.code == ExitCode.CONFIG
+    assert "was adopted by the installation at /the/new/home (id n3wn3wn3wn3wn3w0)" in str(
+        info.value
+    )
+    assert "`inv stack.adopt`" in info.value.remedy
+    todo = uninstall.plan(rt, remove_volumes=False, remove_images=False, remove_config=True)
+    assert todo.volumes == [] and todo.config_dir  # this home's files still go
+    assert "volumes: the installation at /the/new/home adopted them (`stack.adopt`)" in todo.kept
+
+
+def test_the_adopters_remove_volumes_takes_the_mark_along(rt, engine):
+    engine.mark = AdoptionMark("me", "/here", "0ld0ld0ld0ld0ld0")
+    todo = uninstall.plan(rt, remove_volumes=True, remove_images=False, remove_config=False)
+    assert todo.volumes == [*OUR_VOLUMES, f"{OURS}_ollama-stack-adoption"]
+    todo = uninstall.plan(rt, remove_volumes=False, remove_images=False, remove_config=False)
+    assert todo.volumes == []
 
 
 def test_plan_images_are_the_docker_services_images_present_and_our_rollback_tags(

@@ -31,7 +31,14 @@ from ollama_stack.common.errors import (
     NotInstalled,
     StackError,
 )
-from ollama_stack.compose.client import ComposeProject, ContainerRun, ContainerState, ImageInfo
+from ollama_stack.compose.client import (
+    AdoptionMark,
+    ComposeProject,
+    ContainerRun,
+    ContainerState,
+    ImageInfo,
+    Ownership,
+)
 from ollama_stack.stack import config, lifecycle
 from ollama_stack.stack.config import InstallPaths, Settings
 from ollama_stack.stack.events import Event
@@ -116,6 +123,8 @@ class FakeCompose:
         self.calls: list[tuple[Any, ...]] = []
         self.on_change: Callable[[], None] = lambda: None
         self.files: list[Any] = []  # what Runtime.resolve() points it at
+        self.installation = "me"
+        self.held = Ownership(set())  # other installations' ids, and an adoption mark
 
     def with_files(self, files: Sequence[Any]) -> FakeCompose:
         """The same engine seen through other compose files (as Runtime.resolve()
@@ -175,6 +184,10 @@ class FakeCompose:
             )
             for service, c in self.containers.items()
         ]
+
+    def ownership(self) -> Ownership:
+        self.calls.append(("ownership",))
+        return self.held
 
     def container_runs(self) -> dict[str, ContainerRun]:
         self.calls.append(("container_runs",))
@@ -1223,6 +1236,18 @@ def test_rollback_puts_back_the_last_applied_update_offline(stack):
     assert [e["status"] for e in stack.history()] == ["rolled-back-by-hand"]
     with pytest.raises(StackError, match="no applied update"):
         update.rollback(stack.rt)
+
+
+def test_rollback_is_refused_where_another_installation_adopted_the_project(stack):
+    engine = stack.engine
+    engine.publish("webui", "v2")
+    apply(stack)
+    engine.calls.clear()
+    engine.held = Ownership({"n3w"}, AdoptionMark("n3w", "/the/new/home", "me"))
+    with pytest.raises(ConfigError, match="adopted by the installation at /the/new/home"):
+        update.rollback(stack.rt, timeout=3)
+    assert engine.ups() == [] and "tag" not in engine.kinds()
+    assert [e["status"] for e in stack.history()] == ["applied"]
 
 
 def test_rollback_takes_the_latest_applied_entry(stack):
