@@ -394,8 +394,8 @@ def command_line(task: Task, name: str, args: tuple[Any, ...], flags: Mapping[st
         if key not in parameters or value == parameters[key].default or value in (False, None):
             continue
         words.append(f"--{key.replace('_', '-')}")
-        if value is not True:
-            words.append(shlex.quote(str(value)))
+        if value is not True:  # (120, not 120.0: as it was typed)
+            words.append(shlex.quote(f"{value:g}" if isinstance(value, float) else str(value)))
     return " ".join(words)
 
 

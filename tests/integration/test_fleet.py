@@ -149,7 +149,7 @@ def test_sigterm_stops_every_host_and_the_report_says_so(fleet, remote_host, sta
     failure = [line for line in err.splitlines() if line.startswith("error:")]
     assert failure == [
         f"error: stack.start interrupted on local (exit 143), {remote_host.name} (exit 143) "
-        f"— again on those: ollama-stack stack.start --hosts {hosts}"
+        f"— again on those: ollama-stack stack.start --pull never --timeout 120 --hosts {hosts}"
     ]
     assert "Traceback" not in err
 

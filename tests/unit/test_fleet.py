@@ -637,7 +637,7 @@ def test_the_again_hint_repeats_the_command_as_typed():
 
     flags = {"pull": "always", "platform": None, "timeout": 60.0, "json": False}
     line = _base.command_line(stack_tasks.start, "stack.start", (), flags)
-    assert line == "stack.start --pull always --timeout 60.0"
+    assert line == "stack.start --pull always --timeout 60"
     logs = {"services": "webui proxy", "follow": False, "timestamps": True}
     assert _base.command_line(stack_tasks.logs, "stack.logs", (), logs) == (
         "stack.logs --services 'webui proxy' --timestamps"
