@@ -485,21 +485,23 @@ def status(rt: Runtime) -> StatusReport:
     # Probe every endpoint while `compose ps` runs; results for containers
     # that turn out not to be running are dropped below (their port may be
     # someone else's). Links between containers are asked at the same time
-    # too: their answers count only where both ends run and answer.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # too: their answers count only where both ends run and answer. So are
+    # the models counted: kept only where the service turns out healthy.
+    with ThreadPoolExecutor(max_workers=3) as pool:
         listing = pool.submit(rt.compose.ps)
         # (in this context: a fleet's host sees its own extensions in the catalog)
         links = pool.submit(contextvars.copy_context().run, ask_links, rt)
+        counting = pool.submit(contextvars.copy_context().run, _model_counts, rt)
         probed = probe_all(rt.endpoints(), rt.target.dial, timeout=1.5)
         containers = {c.service: c for c in listing.result()}
         running = {name for name, c in containers.items() if c.state == "running"}
         probed = with_links(rt, probed, links.result(), running=running)
-    health = {
-        name: result
-        for name, result in probed.items()
-        if rt.kind(name).counts(result, containers.get(name))
-    }
-    models = _model_counts(rt, health)
+        health = {
+            name: result
+            for name, result in probed.items()
+            if rt.kind(name).counts(result, containers.get(name))
+        }
+        models = {n: c for n, c in counting.result().items() if n in health and health[n].ok}
     report = StatusReport(rt.target.label, rt.settings.project, rt.paths.installed, platform)
     for spec in CATALOG:
         kind = rt.kind(spec.name)
@@ -523,11 +525,11 @@ def status(rt: Runtime) -> StatusReport:
     return report
 
 
-def _model_counts(rt: Runtime, health: dict[str, ProbeResult]) -> dict[str, tuple[int, int]]:
-    """Models available and in memory, for each healthy service that serves models."""
+def _model_counts(rt: Runtime) -> dict[str, tuple[int, int]]:
+    """Models available and in memory, for each service that serves models and answers."""
     counts = {}
     for spec in CATALOG:
-        if spec.serves_models and spec.name in health and health[spec.name].ok:
+        if spec.serves_models:
             found = ollama_models(rt.endpoint(spec.name), rt.target.dial, timeout=1.5)
             if found:
                 counts[spec.name] = found
