@@ -64,6 +64,10 @@ program = StackProgram(
 
 
 def main() -> None:
+    # pydantic scans every installed distribution's entry points for plugins
+    # when it builds its first model (~5-10 ms of each command that opens the
+    # installation); ollama-stack uses none. A user's own setting wins.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         program.run()
     except BrokenPipeError:

@@ -180,6 +180,22 @@ def test_only_the_tasks_named_are_parsed_and_help_still_finds_any(capsys):
     assert "No idea what 'stack.nosuch' is" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("given", "seen"), [(None, "__all__"), ("logfire", "logfire")])
+def test_the_console_script_turns_pydantic_plugins_off_unless_told(monkeypatch, given, seen):
+    # pydantic scans every distribution's entry points at its first model.
+    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", given or "")  # put back after the test
+    if given is None:
+        monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS")
+    found: list[str | None] = []
+    monkeypatch.setattr(
+        program, "run", lambda: found.append(os.environ.get("PYDANTIC_DISABLE_PLUGINS"))
+    )
+    from ollama_stack.tasks.program import main
+
+    main()
+    assert found == [seen]
+
+
 def test_install_then_refuse_then_force(capsys, stack_home):
     assert run_program("stack.install", "--project", "lab", "--bind", "0.0.0.0") == 0
     captured = capsys.readouterr()
