@@ -196,6 +196,21 @@ def test_the_console_script_turns_pydantic_plugins_off_unless_told(monkeypatch, 
     assert found == [seen]
 
 
+@pytest.mark.parametrize(("flag", "writes"), [(None, True), ("1", False)])
+def test_the_console_script_writes_bytecode_unless_python_is_told_not_to(flag, writes):
+    # invoke turns it off for a project's tasks.py; our modules, imported
+    # after it parsed the command line, were then compiled on every run.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if flag:
+        env["PYTHONDONTWRITEBYTECODE"] = flag
+    code = (
+        "import sys; from ollama_stack.tasks.program import program; "
+        "program.run(['ollama-stack', '--list'], exit=False); print(not sys.dont_write_bytecode)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1] == str(writes)
+
+
 def test_install_then_refuse_then_force(capsys, stack_home):
     assert run_program("stack.install", "--project", "lab", "--bind", "0.0.0.0") == 0
     captured = capsys.readouterr()
