@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ollama_stack.common.errors import (
     ConfigError,
@@ -30,11 +31,13 @@ from ollama_stack.compose.client import (
 from . import config
 from .events import Progress, emit
 from .health import ProbeResult, ollama_models, probe_all
-from .hosts import hostcheck
 from .links import ask_links, with_links
 from .runtime import Runtime
 from .services import CATALOG
 from .services.core import env_safe_json
+
+if TYPE_CHECKING:
+    from .hosts.hostcheck import Listener
 
 POLL_SECONDS = 0.5
 
@@ -257,6 +260,8 @@ def check_ports(
     """Fail before `up` if another process or container holds one of our ports."""
     if not services:
         return
+    from .hosts import hostcheck  # starts only: status and the reads never look at ports
+
     found = hostcheck.listeners(rt.target.shell())
     if found is None:
         emit(
@@ -280,7 +285,7 @@ def check_ports(
             )
 
 
-def _holder(rt: Runtime, port: int, taken: list[hostcheck.Listener]) -> str:
+def _holder(rt: Runtime, port: int, taken: list[Listener]) -> str:
     process = next((t.process for t in taken if t.process), "")
     if not process or process.startswith("docker-proxy"):
         names = rt.compose.containers_publishing(port)

@@ -76,7 +76,7 @@ def build(
     mirror: str = DEFAULT_MIRROR,
 ) -> dict[str, str]:
     """Build the stand-in image of every service that has one; return service → image."""
-    from .update.registry import parse_reference
+    from .update.reference import parse_reference
 
     parse_reference(image_name("standin", version))  # a tag Docker takes, before any work
     if not mirror.startswith(("http://", "https://")):

@@ -320,7 +320,11 @@ class Target:
     def dial(self, host: str, port: int, timeout: float) -> Any:
         """A connected socket-like object to host:port as seen from the target."""
         if not self.host:
-            return socket.create_connection((host, port), timeout=timeout)
+            # getaddrinfo encodes a str name with the idna codec, whose first use
+            # imports unicodedata and stringprep (~2 ms of each status); an
+            # ASCII name (an address, localhost) needs none of that.
+            name = host.encode() if host.isascii() else host
+            return socket.create_connection((name, port), timeout=timeout)
         transport = self.shell().client.get_transport()  # type: ignore[attr-defined]
         channel = transport.open_channel(
             "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout

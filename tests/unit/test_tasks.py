@@ -211,6 +211,29 @@ def test_the_console_script_writes_bytecode_unless_python_is_told_not_to(flag, w
     assert done.stdout.splitlines()[-1] == str(writes)
 
 
+def test_what_a_status_imports_leaves_out_what_only_updates_and_starts_use(closed_port):
+    # Each of these cost a few ms of every status: the registry client (and
+    # urllib.request), the update records, the host checks, and the idna codec
+    # getaddrinfo loads for a str host name.
+    code = f"""
+import sys
+from ollama_stack.stack import lifecycle, links, runtime
+from ollama_stack.stack.config import Settings
+from ollama_stack.stack.hosts.target import Target
+Settings()  # validates the image references
+try:
+    Target(None).dial("127.0.0.1", {closed_port}, 1.0).close()
+except OSError:
+    pass
+unused = ("ollama_stack.stack.update.registry", "ollama_stack.stack.update.records",
+          "ollama_stack.stack.hosts.hostcheck", "urllib.request", "encodings.idna")
+print(",".join(name for name in unused if name in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+
+
 def test_install_then_refuse_then_force(capsys, stack_home):
     assert run_program("stack.install", "--project", "lab", "--bind", "0.0.0.0") == 0
     captured = capsys.readouterr()
