@@ -211,13 +211,14 @@ def test_the_console_script_writes_bytecode_unless_python_is_told_not_to(flag, w
     assert done.stdout.splitlines()[-1] == str(writes)
 
 
-def test_what_a_status_imports_leaves_out_what_only_updates_and_starts_use(closed_port):
+def test_what_status_and_the_reads_import_leaves_out_what_they_do_not_use(closed_port):
     # Each of these cost a few ms of every status: the registry client (and
     # urllib.request), the update records, the host checks, and the idna codec
-    # getaddrinfo loads for a str host name.
+    # getaddrinfo loads for a str host name; zstandard, of every backup.list.
     code = f"""
 import sys
 from ollama_stack.stack import lifecycle, links, runtime
+from ollama_stack.backups import store
 from ollama_stack.stack.config import Settings
 from ollama_stack.stack.hosts.target import Target
 Settings()  # validates the image references
@@ -226,7 +227,7 @@ try:
 except OSError:
     pass
 unused = ("ollama_stack.stack.update.registry", "ollama_stack.stack.update.records",
-          "ollama_stack.stack.hosts.hostcheck", "urllib.request", "encodings.idna")
+          "ollama_stack.stack.hosts.hostcheck", "urllib.request", "encodings.idna", "zstandard")
 print(",".join(name for name in unused if name in sys.modules))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
