@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol, TypeVar
 
-import zstandard
 from pydantic import ValidationError
 
 from ollama_stack.common.errors import ConfigError, ExitCode, StackError
@@ -70,6 +69,8 @@ def _hash_and_compress(stream: Readable, raw: IO[bytes]) -> tuple[str, int]:
     sha256 and size. Each chunk is hashed while it is compressed and the next
     one read, and the disk is kept writing in the background so the final
     fsync finds little left; memory is DEPTH chunks whatever the size."""
+    import zstandard  # loaded by what writes or reads blobs: not by backup.list (~5 ms)
+
     digest, size, flushed = hashlib.sha256(), 0, 0
     writer = zstandard.ZstdCompressor(level=LEVEL).stream_writer(
         raw, closefd=False, write_size=CHUNK
@@ -276,6 +277,8 @@ class Store:
         """The raw content of a blob, decompressed as it is read."""
         if not HEX.fullmatch(digest):
             raise BadBackup(f"{digest!r} is not a content hash", "the manifest is damaged")
+        import zstandard
+
         handle = open(self.blob_path(digest), "rb")  # noqa: SIM115 (the reader closes it)
         return zstandard.ZstdDecompressor().stream_reader(handle, closefd=True)  # type: ignore[return-value]
 

@@ -17,6 +17,9 @@ standins=0
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[compose]' 2>&1 | { grep -v '^WARNING: Location' || [ $? -eq 1 ]; }
+# An editable install compiles nothing: without this the first run of each
+# command pays for compiling every module it imports.
+.venv/bin/python -m compileall -q tasks stack compose common extensions backups >/dev/null
 if [ "$(id -u)" = 0 ]; then
     bash scripts/ensure-docker.sh "$PWD/.venv"
 fi

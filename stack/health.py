@@ -207,10 +207,10 @@ def probe(endpoint: Endpoint, dialer: Dialer, timeout: float = 2.0) -> ProbeResu
 
     path = endpoint.path
     try:
-        status, body = _get(endpoint, path, dialer, timeout)
+        status, body = fetch(endpoint, path, dialer, timeout)
         if status == 404 and endpoint.fallback:
             path = endpoint.fallback
-            status, body = _get(endpoint, path, dialer, timeout)
+            status, body = fetch(endpoint, path, dialer, timeout)
     except StackError:
         raise  # e.g. SSH to the target failed: that is not the service's health
     except Exception as exc:  # refused, reset, timeout, SSH channel refused …
@@ -243,7 +243,8 @@ def _version_in(data: Any) -> str | None:
     return str(version) if version is not None else None
 
 
-def _get(endpoint: Endpoint, path: str, dialer: Dialer, timeout: float) -> tuple[int, bytes]:
+def fetch(endpoint: Endpoint, path: str, dialer: Dialer, timeout: float) -> tuple[int, bytes]:
+    """GET a path on a service's URL (under its prefix), through the dialer: status and body."""
     host, port = endpoint.host_port
     return _http_get(
         dialer, host, port, endpoint.under_prefix(path), timeout, endpoint.tls, endpoint.headers
@@ -253,7 +254,7 @@ def _get(endpoint: Endpoint, path: str, dialer: Dialer, timeout: float) -> tuple
 def get_json(endpoint: Endpoint, path: str, dialer: Dialer, timeout: float = 2.0) -> Any:
     """GET another path on a service's URL; None when it does not answer with JSON."""
     try:
-        status, body = _get(endpoint, path, dialer, timeout)
+        status, body = fetch(endpoint, path, dialer, timeout)
     except StackError:
         raise
     except Exception:

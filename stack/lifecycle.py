@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ollama_stack.common.errors import (
     ConfigError,
@@ -30,11 +31,13 @@ from ollama_stack.compose.client import (
 from . import config
 from .events import Progress, emit
 from .health import ProbeResult, ollama_models, probe_all
-from .hosts import hostcheck
 from .links import ask_links, with_links
 from .runtime import Runtime
 from .services import CATALOG
 from .services.core import env_safe_json
+
+if TYPE_CHECKING:
+    from .hosts.hostcheck import Listener
 
 POLL_SECONDS = 0.5
 
@@ -257,6 +260,8 @@ def check_ports(
     """Fail before `up` if another process or container holds one of our ports."""
     if not services:
         return
+    from .hosts import hostcheck  # starts only: status and the reads never look at ports
+
     found = hostcheck.listeners(rt.target.shell())
     if found is None:
         emit(
@@ -280,7 +285,7 @@ def check_ports(
             )
 
 
-def _holder(rt: Runtime, port: int, taken: list[hostcheck.Listener]) -> str:
+def _holder(rt: Runtime, port: int, taken: list[Listener]) -> str:
     process = next((t.process for t in taken if t.process), "")
     if not process or process.startswith("docker-proxy"):
         names = rt.compose.containers_publishing(port)
@@ -485,21 +490,23 @@ def status(rt: Runtime) -> StatusReport:
     # Probe every endpoint while `compose ps` runs; results for containers
     # that turn out not to be running are dropped below (their port may be
     # someone else's). Links between containers are asked at the same time
-    # too: their answers count only where both ends run and answer.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # too: their answers count only where both ends run and answer. So are
+    # the models counted: kept only where the service turns out healthy.
+    with ThreadPoolExecutor(max_workers=3) as pool:
         listing = pool.submit(rt.compose.ps)
         # (in this context: a fleet's host sees its own extensions in the catalog)
         links = pool.submit(contextvars.copy_context().run, ask_links, rt)
+        counting = pool.submit(contextvars.copy_context().run, _model_counts, rt)
         probed = probe_all(rt.endpoints(), rt.target.dial, timeout=1.5)
         containers = {c.service: c for c in listing.result()}
         running = {name for name, c in containers.items() if c.state == "running"}
         probed = with_links(rt, probed, links.result(), running=running)
-    health = {
-        name: result
-        for name, result in probed.items()
-        if rt.kind(name).counts(result, containers.get(name))
-    }
-    models = _model_counts(rt, health)
+        health = {
+            name: result
+            for name, result in probed.items()
+            if rt.kind(name).counts(result, containers.get(name))
+        }
+        models = {n: c for n, c in counting.result().items() if n in health and health[n].ok}
     report = StatusReport(rt.target.label, rt.settings.project, rt.paths.installed, platform)
     for spec in CATALOG:
         kind = rt.kind(spec.name)
@@ -523,11 +530,11 @@ def status(rt: Runtime) -> StatusReport:
     return report
 
 
-def _model_counts(rt: Runtime, health: dict[str, ProbeResult]) -> dict[str, tuple[int, int]]:
-    """Models available and in memory, for each healthy service that serves models."""
+def _model_counts(rt: Runtime) -> dict[str, tuple[int, int]]:
+    """Models available and in memory, for each service that serves models and answers."""
     counts = {}
     for spec in CATALOG:
-        if spec.serves_models and spec.name in health and health[spec.name].ok:
+        if spec.serves_models:
             found = ollama_models(rt.endpoint(spec.name), rt.target.dial, timeout=1.5)
             if found:
                 counts[spec.name] = found

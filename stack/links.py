@@ -6,6 +6,13 @@ it on the stack's network, nor about a native Ollama that listens on the
 host's loopback only. So each link a service description declares
 (``depends_on``) is asked from inside that service's container, at the very
 URL it was given, and answered with the dependency's own health check.
+
+A service that asks its dependency itself on a path of its own (``link_paths``:
+Open WebUI's ``/ollama/api/version`` goes to its own OLLAMA_BASE_URL) is asked
+there over HTTP first, through the same dialer as the probes: a few
+milliseconds instead of an exec. Anything but a clear answer (not published,
+refused, another status, an answer that is not the dependency's) falls back to
+the exec.
 """
 
 from __future__ import annotations
@@ -15,11 +22,13 @@ from dataclasses import dataclass, replace
 from ollama_stack.common.errors import StackError
 
 from .config import redact_url
-from .health import ProbeResult
+from .health import ProbeResult, fetch, json_body
 from .runtime import Runtime
 from .services import CATALOG
 
 TIMEOUT_SECONDS = 5
+# Asked over HTTP first; a caller slower than this to decide is asked from inside.
+HTTP_TIMEOUT_SECONDS = 2.0
 # Open WebUI's image ships curl (its HEALTHCHECK uses it); python3 is the fallback.
 _PYTHON_GET = (
     "import sys, urllib.request as u; "
@@ -49,9 +58,13 @@ def declared_links(rt: Runtime) -> list[LinkKey]:
 
 
 def reaches(rt: Runtime, service: str, dependency: str) -> Link:
-    """Ask from inside ``service``'s container whether ``dependency`` answers."""
+    """Whether ``dependency`` answers ``service`` where it runs: asked over HTTP
+    on the caller's own link path when it has one, else from inside its container."""
     caller, callee = CATALOG[service], CATALOG[dependency]
     url = rt.container_url(dependency)
+    answered = _asked_over_http(rt, service, dependency, url)
+    if answered is not None:
+        return answered
     if rt.kind(dependency).probe_headers(rt, callee):
         # Its key would show in the container's process list: not asked.
         return Link(None, url, f"{callee.title} needs our key; not asked from inside")
@@ -78,6 +91,28 @@ def reaches(rt: Runtime, service: str, dependency: str) -> Link:
     return Link(
         None, url, f"cannot check from inside: the {service} image has neither curl nor python3"
     )
+
+
+def _asked_over_http(rt: Runtime, service: str, dependency: str, url: str) -> Link | None:
+    """The caller's own answer on its link path: linked on the dependency's
+    health answer, not linked on 500 (it found none answering); None on
+    anything else, for the exec to decide."""
+    caller, callee = CATALOG[service], CATALOG[dependency]
+    path = caller.link_paths.get(dependency)
+    if path is None:
+        return None
+    try:
+        status, body = fetch(rt.endpoint(service), path, rt.target.dial, HTTP_TIMEOUT_SECONDS)
+    except Exception:  # not published, refused, timed out, SSH channel refused …
+        return None
+    if status == 200 and callee.probe.check(200, body) is None:
+        return Link(True, url, f"{caller.title} reaches {callee.title}")
+    if status == 500:  # Open WebUI's word for "no Ollama answered me"
+        answer = json_body(body)
+        said = answer.get("detail") if isinstance(answer, dict) else None
+        reason = str(said)[:120] if said else "no detail"
+        return Link(False, url, f"{caller.title} answers 500 on {path}: {reason}")
+    return None
 
 
 def ask_links(rt: Runtime) -> dict[LinkKey, Link]:

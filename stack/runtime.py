@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from invoke.config import Config as InvokeConfig
@@ -26,12 +26,14 @@ from ollama_stack.compose.client import ComposeProject, compose_file
 from . import config
 from .config import InstallPaths, Settings
 from .health import Endpoint, endpoint_for, probe
-from .hosts import hostcheck
 from .hosts.platform import PlatformChoice, detect
 from .hosts.target import Target
 from .services import CATALOG, ServiceSpec
 from .services.kinds import ServiceKind, kind_of, natively_run
 from .services.spec import EnvContext
+
+if TYPE_CHECKING:
+    from .hosts.hostcheck import HostFacts
 
 NOT_DETECTED = "not detected yet"
 UNDETECTED = PlatformChoice("auto", NOT_DETECTED)
@@ -45,7 +47,7 @@ class Runtime:
     platform_override: str | None = None
     # What `open` read from the last start, or what `resolve` found.
     platform: PlatformChoice = UNDETECTED
-    facts: hostcheck.HostFacts | None = None  # set by resolve()
+    facts: HostFacts | None = None  # set by resolve()
     compose: ComposeProject = field(default=None)  # type: ignore[assignment]
     # One line for each extension folder or enabled extension that could not
     # be read (reported, never fatal to the core stack).
@@ -123,11 +125,13 @@ class Runtime:
         """Detect the platform and the host's CPUs; a new Runtime that knows them."""
         if self.resolved:
             return self
+        from .hosts import hostcheck  # a status never resolves: not imported for one
+
         facts = hostcheck.host_facts(self.target.shell())
         choice = self._detect_platform(facts)
         return self._with(platform=choice, facts=facts)
 
-    def _detect_platform(self, facts: hostcheck.HostFacts) -> PlatformChoice:
+    def _detect_platform(self, facts: HostFacts) -> PlatformChoice:
         engine = None
         if (self.platform_override or self.configured.platform) == "auto":
             engine = self.compose.engine_info()

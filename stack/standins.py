@@ -7,7 +7,8 @@ Used where no registry is reachable (these machines, air-gapped boxes):
   made with debootstrap, with ``mcpo`` as its entrypoint like the upstream image.
 - ``ollama`` is a small Python server on the same base image that answers the
   API the stack and Open WebUI read, with the real JSON content type.
-- ``webui`` is a busybox server with the real health endpoints and data path.
+- ``webui`` is a busybox server with the real health endpoints, data path and
+  ``/ollama/api/version`` (its Ollama's version, or 500 when none answers).
 
 The base image and the real mcpo layer are cached on the engine by name
 (the mcpo one by the hash of its pins), so a second build takes seconds.
@@ -75,7 +76,7 @@ def build(
     mirror: str = DEFAULT_MIRROR,
 ) -> dict[str, str]:
     """Build the stand-in image of every service that has one; return service → image."""
-    from .update.registry import parse_reference
+    from .update.reference import parse_reference
 
     parse_reference(image_name("standin", version))  # a tag Docker takes, before any work
     if not mirror.startswith(("http://", "https://")):

@@ -22,6 +22,15 @@ class StackProgram(Program):
         except Exception as exc:  # yaml errors and unreadable files
             raise Exit(f"error: cannot read ./invoke.yaml: {exc}", code=2) from None
 
+    def parse_core(self, argv: list[str] | None) -> None:
+        super().parse_core(argv)
+        # invoke turns bytecode writing off unless --write-pyc (for a project's
+        # tasks.py). Ours is an installed package whose modules are imported
+        # after this point: off, an editable install or a changed module was
+        # compiled from source on every run (~70 ms of each status). Python's
+        # own -B and PYTHONDONTWRITEBYTECODE still apply.
+        sys.dont_write_bytecode = bool(sys.flags.dont_write_bytecode)
+
     def _make_parser(self) -> Parser:
         # invoke builds a parser context for every task (inspecting each one's
         # signature), then deep-copies them all, on every run: a fifth of
@@ -64,6 +73,10 @@ program = StackProgram(
 
 
 def main() -> None:
+    # pydantic scans every installed distribution's entry points for plugins
+    # when it builds its first model (~5-10 ms of each command that opens the
+    # installation); ollama-stack uses none. A user's own setting wins.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         program.run()
     except BrokenPipeError:

@@ -48,7 +48,7 @@ def _image_reference(value: str) -> str:
     """Docker's reference grammar; an empty or option-like value never reaches the CLI."""
     from ollama_stack.common.errors import StackError
 
-    from ..update.registry import parse_reference
+    from ..update.reference import parse_reference
 
     try:
         parse_reference(value)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ollama_stack.compose.client import EngineInfo
 
 from ..config import Settings
-from . import hostcheck
 from .target import Shell
+
+if TYPE_CHECKING:
+    from .hostcheck import HostFacts
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ def detect(
     settings: Settings,
     shell: Shell,
     engine: EngineInfo | None,
-    facts: hostcheck.HostFacts,
+    facts: HostFacts,
     override: str | None = None,
 ) -> PlatformChoice:
     choice = _detect(settings, shell, engine, facts, override)
@@ -45,7 +48,7 @@ def _detect(
     settings: Settings,
     shell: Shell,
     engine: EngineInfo | None,
-    facts: hostcheck.HostFacts,
+    facts: HostFacts,
     override: str | None,
 ) -> PlatformChoice:
     chosen = override or settings.platform
@@ -56,6 +59,8 @@ def _detect(
         return PlatformChoice(
             "apple", "Apple Silicon: Ollama runs natively for Metal, the rest in Docker"
         )
+    from . import hostcheck  # only a start detects: commands that read status never do
+
     if hostcheck.nvidia_gpu_present(shell):
         runtimes = engine.runtimes if engine else ()
         if "nvidia" in runtimes:

@@ -14,6 +14,7 @@ import ipaddress
 import os
 import re
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -279,6 +280,11 @@ class Target:
     # invoke's configuration for host commands (run.*, sudo.*); invoke's defaults if None.
     config: Any = field(default=None, repr=False, compare=False)
     _shell: Any = field(default=None, repr=False)
+    # Probes and update checks run in threads, and each may be the first to
+    # need the shell: one SSH connection is opened, not one per thread.
+    _opening: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.host is not None:
@@ -297,9 +303,10 @@ class Target:
         return f"ssh://{self.host}" if self.host else None
 
     def shell(self) -> Shell:
-        if self._shell is None:
-            self._shell = self._open_remote() if self.host else _local_context(self.config)
-        return self._shell
+        with self._opening:
+            if self._shell is None:
+                self._shell = self._open_remote() if self.host else _local_context(self.config)
+            return self._shell
 
     def _open_remote(self) -> Any:
         assert self.host
@@ -313,7 +320,11 @@ class Target:
     def dial(self, host: str, port: int, timeout: float) -> Any:
         """A connected socket-like object to host:port as seen from the target."""
         if not self.host:
-            return socket.create_connection((host, port), timeout=timeout)
+            # getaddrinfo encodes a str name with the idna codec, whose first use
+            # imports unicodedata and stringprep (~2 ms of each status); an
+            # ASCII name (an address, localhost) needs none of that.
+            name = host.encode() if host.isascii() else host
+            return socket.create_connection((name, port), timeout=timeout)
         transport = self.shell().client.get_transport()  # type: ignore[attr-defined]
         channel = transport.open_channel(
             "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout

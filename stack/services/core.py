@@ -26,7 +26,8 @@ MCPO_STACK_TOOLS = "/app/ollama-stack/stack_tools.py"  # mcp_proxy.yml puts it t
 
 def check_ollama(status: int, body: bytes) -> str | None:
     data = json_body(body)
-    if status == 200 and isinstance(data, dict) and "version" in data:
+    # A string: Open WebUI answers {"version": false} for Ollama when its Ollama API is off.
+    if status == 200 and isinstance(data, dict) and isinstance(data.get("version"), str):
         return None
     return f"answered {status} without a version"
 
@@ -193,6 +194,9 @@ WEBUI = CATALOG.register(
             ),
         ),
         depends_on=("ollama",),
+        # Open WebUI asks its own OLLAMA_BASE_URL here, without a login: Ollama's
+        # version when it reaches one, 500 when none answers.
+        link_paths={"ollama": "/ollama/api/version"},
         env=webui_env,
         tool_server_api="/api/v1/configs/tool_servers",
         # Alembic migrates webui.db at start, one way: an older Open WebUI exits

@@ -23,14 +23,16 @@ from ollama_stack.common.errors import StackError
 from ..config import Settings, redact_url
 from ..events import Progress
 from ..health import ProbeResult, api_version, probe
-from ..update import registry
-from ..update.records import Outcome, ServiceCheck, ServiceOutcome
 from .spec import CATALOG, ServiceSpec, Volume
 
+# The registry client and the update records are imported where an update
+# needs them: every command describes its services through these kinds, and
+# only updates ask a registry (~10 ms of imports for the others).
 if TYPE_CHECKING:
     from ollama_stack.compose.client import ContainerState
 
     from ..runtime import Runtime
+    from ..update.records import Outcome, ServiceCheck, ServiceOutcome
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
@@ -103,6 +105,8 @@ class ServiceKind:
     def check_update(
         self, rt: Runtime, spec: ServiceSpec, running_ids: dict[str, str], strict: bool
     ) -> ServiceCheck:
+        from ..update.records import ServiceCheck  # updates only (see the imports)
+
         url = self.url(rt, spec)
         result = ServiceCheck(spec.name, self.name, image=redact_url(url))
         endpoint = rt.endpoint(spec.name, with_headers=False)
@@ -121,6 +125,8 @@ class ServiceKind:
     def apply_update(
         self, rt: Runtime, spec: ServiceSpec, progress: Progress | None
     ) -> ServiceOutcome:
+        from ..update.records import ServiceOutcome
+
         found = self.check_update(rt, spec, {}, strict=False)
         outcome: Outcome = "validated" if found.status == "ok" else "unreachable"
         return ServiceOutcome(spec.name, self.name, outcome, found.detail, current=found.version)
@@ -166,6 +172,9 @@ class DockerKind(ServiceKind):
     def check_update(
         self, rt: Runtime, spec: ServiceSpec, running_ids: dict[str, str], strict: bool
     ) -> ServiceCheck:
+        from ..update import registry
+        from ..update.records import ServiceCheck
+
         image = rt.settings.images[spec.name]
         result = ServiceCheck(spec.name, self.name, image=image)
         local = rt.compose.image_info(image)
@@ -205,6 +214,8 @@ def _registry_digest(rt: Runtime, image: str) -> str:
     A loopback registry named by a remote box's config is that box's own:
     this machine's loopback would answer for a different registry, or not at all.
     """
+    from ..update import registry
+
     where = registry.parse_reference(image).registry
     if rt.target.is_remote and registry.is_loopback(where):
         raise registry.RegistryUnreachable(
@@ -233,6 +244,8 @@ class NativeApiKind(ServiceKind):
     def apply_update(
         self, rt: Runtime, spec: ServiceSpec, progress: Progress | None
     ) -> ServiceOutcome:
+        from ..update.records import ServiceOutcome
+
         assert spec.native is not None
         endpoint = rt.endpoint(spec.name, with_headers=False)
         result = spec.native.installer.update_native(

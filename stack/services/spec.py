@@ -112,6 +112,10 @@ class ServiceSpec:
     # Compose files added on a platform (e.g. {"nvidia": GPU reservations}).
     platform_fragments: Mapping[str, Path] = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()  # services it calls; their links are checked from inside
+    # dependency → a path on this service's own URL where it asks that
+    # dependency itself and passes on its answer (Open WebUI's
+    # /ollama/api/version): the link is asked over HTTP, without an exec.
+    link_paths: Mapping[str, str] = field(default_factory=dict)
     # The compose variable that carries how containers reach this service.
     url_env: str | None = None
     env: Callable[[EnvContext], dict[str, str]] | None = None  # more compose variables

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import docker
+from .conftest import STANDIN_TAG, docker
 
 OTHERS = ("ollama", "webui")  # the ones that must not be blamed for mcp_proxy's crash
 
@@ -191,6 +191,47 @@ def test_a_crash_loop_fails_the_wait_within_a_few_restarts(make_installation, st
 # -- Open WebUI → Ollama, checked from where Open WebUI runs -----------------------------------
 
 
+PROJECT_LABEL = "com.docker.compose.project"
+ASKED = "/ollama/api/version"  # Open WebUI asks its own OLLAMA_BASE_URL there, no login
+NO_OLLAMA = "WebUI could not connect to Ollama"  # the real one's 500 detail
+
+
+def webui_asked(inst) -> tuple[int, object]:
+    try:
+        with DIRECT.open(f"http://127.0.0.1:{inst.ports['webui']}{ASKED}", timeout=30) as answer:
+            return answer.status, json.load(answer)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def execs_during(inst, command: list[str]) -> tuple[str, list[str]]:
+    """Run a command; the execs into this installation's containers it caused."""
+    since = int(time.time())
+    out = inst.ok(*command).stdout
+    until = int(time.time()) + 1
+    filters = ["type=container", "event=exec_create", f"label={PROJECT_LABEL}={inst.project}"]
+    window = ["--since", str(since), "--until", str(until)]
+    events = docker("events", *window, *(f"--filter={f}" for f in filters), "--format={{.Action}}")
+    return out, events.splitlines()
+
+
+def test_status_asks_open_webui_itself_whether_it_reaches_ollama(make_installation):
+    inst = make_installation()
+    inst.ok("stack.start", "--pull", "never")
+    out, execs = execs_during(inst, ["stack.status", "--json"])
+    health = {s["name"]: s["health"] for s in json.loads(out)["services"]}
+    assert health == {"ollama": "healthy", "webui": "healthy", "mcp_proxy": "healthy"}
+    assert execs == []  # asked over HTTP, not from inside its container
+    assert webui_asked(inst) == (200, {"version": STANDIN_TAG})  # Ollama's, through Open WebUI
+
+    # Ollama stops: Open WebUI answers 500 there, as the real one does. Status
+    # reports Ollama itself; the link is its echo and is not asked about.
+    docker("stop", container_of(inst, "ollama"))
+    assert webui_asked(inst) == (500, {"detail": NO_OLLAMA})
+    rows = {s["name"]: s for s in inst.status()["services"]}
+    assert (rows["ollama"]["state"], rows["webui"]["health"]) == ("exited", "healthy")
+
+
 def test_webui_that_cannot_reach_ollama_is_not_healthy(make_installation):
     # Nothing listens on port 9 inside the webui container: the URL points nowhere.
     inst = make_installation(services_ollama_container_url="http://127.0.0.1:9")
@@ -201,6 +242,11 @@ def test_webui_that_cannot_reach_ollama_is_not_healthy(make_installation):
     assert checked.returncode == 1
     health = {s["service"]: s["health"] for s in json.loads(checked.stdout)["services"]}
     assert health == {"ollama": "healthy", "webui": "reachable", "mcp_proxy": "healthy"}
+    # Open WebUI's own answer says so: no exec into its container is needed.
+    out, execs = execs_during(inst, ["stack.status", "--json"])
+    webui = next(s for s in json.loads(out)["services"] if s["name"] == "webui")
+    assert webui["health"] == "reachable" and execs == []
+    assert webui["detail"].endswith(f"Open WebUI answers 500 on {ASKED}: {NO_OLLAMA}")
 
 
 # -- the Ollama stand-in, read the way Open WebUI reads it -----------------------------------

@@ -273,6 +273,7 @@ def test_endpoint_for_each_service():
 def test_checks_directly():
     assert core.check_ollama(200, b'{"version": "1"}') is None
     assert core.check_ollama(200, b"not json") is not None
+    assert core.check_ollama(200, b'{"version": false}') is not None  # Open WebUI, API off
     assert core.check_webui(200, b'{"status": true}') is None
     assert core.check_openapi(200, b'{"openapi": "3.0.0"}') is None
     assert core.check_openapi(201, b'{"openapi": "3.0.0"}') is not None

@@ -500,6 +500,46 @@ def test_status_shows_webui_that_cannot_reach_ollama(local_paths, services, pow_
     assert rows["webui"].detail.endswith("curl: (7) Failed to connect to ollama")
 
 
+def test_status_counts_the_models_while_the_link_is_asked(local_paths, http_service, pow_calls):
+    # Two independent questions: the count waited for the link check to end.
+    config.install(local_paths, {})
+    counted = {
+        "/api/tags": json_route(200, {"models": [{"name": "a"}, {"name": "b"}]}, delay=0.3),
+        "/api/ps": json_route(200, {"models": [{"name": "a"}]}, delay=0.3),
+    }
+    servers = {
+        "ollama": http_service(ollama_routes() | counted),
+        "webui": http_service(webui_routes()),
+        "mcp_proxy": http_service(mcpo_routes()),
+    }
+    answer = ps_answer(*(ps_row(name) for name in servers))
+
+    def engine(argv: list[str]) -> str:
+        if "exec" in argv:
+            time.sleep(0.6)  # as long as counting takes
+        return answer(argv)
+
+    pow_calls.on_run = engine
+    began = time.monotonic()
+    report = lifecycle.status(make_runtime(local_paths, ports_of(servers)))
+    assert time.monotonic() - began < 1.0  # 0.6 + 0.6 one after the other
+    ollama = next(s for s in report.services if s.name == "ollama")
+    assert (ollama.models, ollama.loaded_models) == (2, 1)
+    assert report.healthy
+
+
+def test_status_counts_no_models_on_a_port_our_container_does_not_hold(
+    local_paths, http_service, pow_calls
+):
+    config.install(local_paths, {})
+    counted = {"/api/tags": json_route(200, {"models": []}), "/api/ps": json_route(200, {})}
+    someone_elses = http_service(ollama_routes() | counted)
+    pow_calls.on_run = ps_answer(ps_row("ollama", "exited"))
+    report = lifecycle.status(make_runtime(local_paths, {"ollama": someone_elses.port}))
+    ollama = next(s for s in report.services if s.name == "ollama")
+    assert (ollama.health, ollama.models, ollama.loaded_models) == ("unknown", None, None)
+
+
 def test_status_trusts_probes_of_running_containers_only(local_paths, services, pow_calls):
     config.install(local_paths, {})
     pow_calls.on_run = ps_answer(ps_row("ollama"), ps_row("webui", "exited"))

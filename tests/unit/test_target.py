@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,6 +124,26 @@ def test_close_forgets_the_shell():
     assert t.shell() is shell
     t.close()
     assert t._shell is None
+
+
+def test_threads_that_need_the_shell_at_once_open_one_connection(monkeypatch):
+    # Probes and update checks run in threads; each dial needs the SSH connection.
+    opened: list[FakeShell] = []
+
+    def open_slowly(self: Target) -> FakeShell:
+        time.sleep(0.05)  # as long as an SSH handshake takes, for the others to arrive
+        opened.append(FakeShell())
+        return opened[-1]
+
+    monkeypatch.setattr(Target, "_open_remote", open_slowly)
+    t = Target("box")
+    shells: list[object] = []
+    threads = [threading.Thread(target=lambda: shells.append(t.shell())) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(opened) == 1 and shells == opened * 4
 
 
 def test_fingerprint_format():

@@ -180,6 +180,61 @@ def test_only_the_tasks_named_are_parsed_and_help_still_finds_any(capsys):
     assert "No idea what 'stack.nosuch' is" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("given", "seen"), [(None, "__all__"), ("logfire", "logfire")])
+def test_the_console_script_turns_pydantic_plugins_off_unless_told(monkeypatch, given, seen):
+    # pydantic scans every distribution's entry points at its first model.
+    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", given or "")  # put back after the test
+    if given is None:
+        monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS")
+    found: list[str | None] = []
+    monkeypatch.setattr(
+        program, "run", lambda: found.append(os.environ.get("PYDANTIC_DISABLE_PLUGINS"))
+    )
+    from ollama_stack.tasks.program import main
+
+    main()
+    assert found == [seen]
+
+
+@pytest.mark.parametrize(("flag", "writes"), [(None, True), ("1", False)])
+def test_the_console_script_writes_bytecode_unless_python_is_told_not_to(flag, writes):
+    # invoke turns it off for a project's tasks.py; our modules, imported
+    # after it parsed the command line, were then compiled on every run.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    if flag:
+        env["PYTHONDONTWRITEBYTECODE"] = flag
+    code = (
+        "import sys; from ollama_stack.tasks.program import program; "
+        "program.run(['ollama-stack', '--list'], exit=False); print(not sys.dont_write_bytecode)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1] == str(writes)
+
+
+def test_what_status_and_the_reads_import_leaves_out_what_they_do_not_use(closed_port):
+    # Each of these cost a few ms of every status: the registry client (and
+    # urllib.request), the update records, the host checks, and the idna codec
+    # getaddrinfo loads for a str host name; zstandard, of every backup.list.
+    code = f"""
+import sys
+from ollama_stack.stack import lifecycle, links, runtime
+from ollama_stack.backups import store
+from ollama_stack.stack.config import Settings
+from ollama_stack.stack.hosts.target import Target
+Settings()  # validates the image references
+try:
+    Target(None).dial("127.0.0.1", {closed_port}, 1.0).close()
+except OSError:
+    pass
+unused = ("ollama_stack.stack.update.registry", "ollama_stack.stack.update.records",
+          "ollama_stack.stack.hosts.hostcheck", "urllib.request", "encodings.idna", "zstandard")
+print(",".join(name for name in unused if name in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+
+
 def test_install_then_refuse_then_force(capsys, stack_home):
     assert run_program("stack.install", "--project", "lab", "--bind", "0.0.0.0") == 0
     captured = capsys.readouterr()

@@ -14,6 +14,7 @@ import copy
 import hashlib
 import inspect
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -473,9 +474,9 @@ def test_check_up_to_date_when_digests_match_and_the_container_runs_that_image(s
     assert webui.local_digest == webui.registry_digest == digest_of("webui", "v1")
     assert webui.detail == ""
     assert ("container_image_ids",) in stack.engine.calls
-    assert [c[1] for c in stack.engine.calls if c[0] == "remote_digest"] == [
-        stack.engine.images[n] for n in tuple(CATALOG.names())
-    ]
+    asked = [c[1] for c in stack.engine.calls if c[0] == "remote_digest"]
+    assert sorted(asked) == sorted(stack.engine.images[n] for n in tuple(CATALOG.names()))
+    assert [c.service for c in found.values()] == list(CATALOG.names())  # in catalog order
 
 
 def test_check_update_available_when_the_registry_has_another_digest(stack):
@@ -552,6 +553,22 @@ def test_check_unreachable_registry_is_a_status_unless_strict(stack):
     with pytest.raises(registry.RegistryUnreachable) as info:
         update.check(stack.rt, list(tuple(CATALOG.names())), strict=True)
     assert info.value.code == ExitCode.REGISTRY_UNREACHABLE
+
+
+def test_check_asks_the_registries_at_the_same_time(stack, monkeypatch):
+    # Each registry costs a token round trip and a HEAD: asked one after
+    # another, a check took the sum of them.
+    answer = stack.engine.remote_digest
+
+    def slow_registry(image: str, timeout: float = 10.0) -> str:
+        time.sleep(0.4)
+        return answer(image, timeout)
+
+    monkeypatch.setattr(registry, "remote_digest", slow_registry)
+    began = time.monotonic()
+    found = checks_by_name(stack)
+    assert time.monotonic() - began < 0.4 * (len(found) - 1)
+    assert {c.status for c in found.values()} == {"up-to-date"}
 
 
 def test_check_an_image_missing_from_the_registry_is_unknown(stack):

@@ -4,6 +4,7 @@
 #   GET /             -> small HTML page
 #   GET /health       -> {"status":true}
 #   GET /api/version  -> {"version":"$STANDIN_VERSION"}
+#   GET /ollama/api/version -> its OLLAMA_BASE_URL's version, or 500 (serve.sh)
 # Data dir /app/backend/data (webui.db created empty if absent). If
 # WEBUI_SECRET_KEY is non-empty its sha256 is written to
 # /app/backend/data/.secret_key_sha256 (the key itself is never printed);
@@ -15,10 +16,10 @@ WWW=/tmp/www
 DATA=/app/backend/data
 VERSION=${STANDIN_VERSION:-0.0.0-standin}
 
-HTTPD_PID=
+SERVER_PID=
 SLEEP_PID=
 stop() {
-    [ -n "$HTTPD_PID" ] && kill "$HTTPD_PID" 2>/dev/null
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
     [ -n "$SLEEP_PID" ] && kill "$SLEEP_PID" 2>/dev/null
     exit 0
 }
@@ -50,8 +51,10 @@ printf '{"version":"%s"}' "$(json_escape "$VERSION")" > "$WWW/api/version"
 if [ $broken = 1 ]; then
     echo "open-webui stand-in $VERSION: BROKEN mode, not serving" >&2
 else
-    httpd -f -p "$PORT" -h "$WWW" &
-    HTTPD_PID=$!
+    # busybox httpd cannot run a script on a path outside /cgi-bin: a
+    # listener hands each connection to serve.sh, which passes the rest on.
+    nc -ll -p "$PORT" -e /serve.sh &
+    SERVER_PID=$!
     echo "open-webui stand-in $VERSION listening on :$PORT (data in $DATA)" >&2
 fi
 
@@ -60,8 +63,8 @@ while :; do
     SLEEP_PID=$!
     wait "$SLEEP_PID"
     SLEEP_PID=
-    if [ -n "$HTTPD_PID" ] && ! kill -0 "$HTTPD_PID" 2>/dev/null; then
-        echo "open-webui stand-in: httpd exited" >&2
+    if [ -n "$SERVER_PID" ] && ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        echo "open-webui stand-in: its listener exited" >&2
         exit 1
     fi
 done
