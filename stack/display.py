@@ -700,12 +700,11 @@ class HostDisplay(Display):
         out, err = (self._kept[s].getvalue()[self._shown[s] :] for s in ("out", "err"))
         return out, err
 
-    def unshown(self) -> tuple[str, str]:
-        """``captured()``, from now on shown (a question shows it above itself)."""
-        text = self.captured()
-        for stream in self._shown:
-            self._shown[stream] = len(self._kept[stream].getvalue())
-        return text
+    def _mark_shown(self, plan: tuple[str, str]) -> None:
+        """Once a question's round has shown ``plan`` above itself, and not
+        before: a stop before the round leaves it for the report."""
+        for stream, text in zip(("out", "err"), plan, strict=True):
+            self._shown[stream] += len(text)
 
     def progress(self, event: Event) -> None:
         self._on_event(self.host, event)
@@ -725,7 +724,9 @@ class HostDisplay(Display):
                 f"not asking one host of a fleet: {question}", "give the flag that answers it"
             )
         self._on_event(self.host, Event("step", f"waits for the answer: {question}"))
-        answer = self._ask(question, self.unshown(), default)
+        plan = self.captured()
+        answer = self._ask(question, plan, default)  # raises on a stop: the plan stays unshown
+        self._mark_shown(plan)  # the round showed it above the question
         self._on_event(self.host, Event("step", ""))  # its live line: answered
         return answer
 

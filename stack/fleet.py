@@ -224,7 +224,7 @@ class _Fleet:
         self.lock = threading.Lock()
         self.running: dict[str, int] = {}  # host → its thread's id, while its work runs
         self.waiting: dict[str, _Waiting] = {}  # hosts at a question, until a round answers
-        self.declined: set[str] = set()  # hosts whose last answer was no
+        self.declined: dict[str, str] = {}  # hosts whose last answer was no → why
         self.stop_kind: type[KeyboardInterrupt] | None = None
         self.outcomes: dict[str, HostOutcome] = {}
 
@@ -272,14 +272,18 @@ class _Fleet:
                 return
             asking = [self.waiting[h] for h in self.hosts if h in self.waiting]
         assert self.asker is not None  # ``asked`` refuses a question without one
-        answer = self.asker([w.question for w in asking])
+        why = DECLINED
+        try:
+            answer = self.asker([w.question for w in asking])
+        except Exception as exc:  # the terminal went away, a closed pipe: a no, said so
+            answer, why = False, f"cancelled: could not ask ({type(exc).__name__}: {exc})"
         with self.lock:
             for waiting in asking:
                 host = waiting.question.host
                 if answer:
-                    self.declined.discard(host)
+                    self.declined.pop(host, None)
                 else:
-                    self.declined.add(host)
+                    self.declined[host] = why
                 waiting.answer = answer
                 self.waiting.pop(host, None)
                 waiting.given.set()
@@ -326,7 +330,7 @@ class _Fleet:
             self._leave(host)  # (it may have come before ``_leave`` had begun)
         # Out of ``running`` now: no stop reaches this thread below.
         assert finished is not None  # set on every path above
-        declined = host in self.declined
+        declined = self.declined.get(host, "")
         outcome = _outcome(host, finished, stopping, time.monotonic() - began, declined)
         self.outcomes[host] = outcome
         try:
@@ -366,7 +370,7 @@ class _Fleet:
 
 
 def _outcome(
-    host: str, finished: Finished, stopping: bool, seconds: float, declined: bool = False
+    host: str, finished: Finished, stopping: bool, seconds: float, declined: str = ""
 ) -> HostOutcome:
     """A host that ended well finished, even when the fleet was being stopped.
     One that ended as a "no" ends (exit 1, cancelled) says so."""
@@ -375,7 +379,7 @@ def _outcome(
     state: HostState = "interrupted" if stopping else "failed"
     error = finished.error or f"exit code {finished.exit_code}"
     if declined and finished.exit_code == 1 and error.startswith(("cancelled", "exit code")):
-        error = DECLINED
+        error = declined
     return HostOutcome(host, state, finished.exit_code, seconds, finished.document, error)
 
 

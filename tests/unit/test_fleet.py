@@ -588,6 +588,7 @@ def test_a_no_cancels_every_waiting_host(monkeypatch, capsys):
     assert info.value.code == 1
     out = capsys.readouterr().out
     assert "removed" not in out.replace("nothing was removed", "")
+    assert set(_rows(out)) == {"local", "box1"}
     for row in _rows(out).values():
         assert "✗ failed (1)" in row and "cancelled: answered no" in row
 
@@ -601,8 +602,51 @@ def test_ctrl_c_at_the_fleets_question_stops_every_host(monkeypatch, capsys):
     with pytest.raises(Exit) as info:
         _asking_task()(invoke.Context(), hosts="local,box1")
     assert info.value.code == 130
-    for row in _rows(capsys.readouterr().out).values():
+    rows = _rows(capsys.readouterr().out)
+    assert set(rows) == {"local", "box1"}
+    for row in rows.values():
         assert "■ interrupted (130)" in row
+
+
+def test_a_question_that_cannot_be_asked_is_a_no_that_says_why(monkeypatch, capsys):
+    def gone(self, question, default=False):
+        raise BrokenPipeError(32, "Broken pipe")  # the terminal went away mid-round
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr(Display, "confirm", gone)
+    with pytest.raises(Exit) as info:
+        _asking_task()(invoke.Context(), hosts="local,box1")
+    assert info.value.code == 1  # every host ended (none left waiting), nothing removed
+    out = capsys.readouterr().out
+    assert "removed" not in out.replace("nothing was removed", "")
+    rows = _rows(out)
+    assert set(rows) == {"local", "box1"}  # the report came: no host was left waiting
+    for row in rows.values():
+        assert "cancelled: could not ask (BrokenPipeError" in row
+
+
+def test_a_stop_before_the_round_keeps_the_waiting_hosts_plan_for_the_report(capsys):
+    shown: dict[str, _base.HostDisplay] = {}
+    out = Display()
+
+    def work(host: str) -> fleet.Finished:
+        mine = shown[host] = out.for_host(host, lambda h, e: None, fleet.ask)
+        if host == "a":
+            mine.info("PLAN of a")
+            try:
+                mine.confirm("remove?")
+            except KeyboardInterrupt:
+                return fleet.Finished(130, error="interrupted")
+        while True:  # b works on, so the round never comes; the stop ends it
+            time.sleep(0.05)
+
+    def stop_when_a_asks() -> None:
+        time.sleep(0.5)
+        _thread.interrupt_main()
+
+    threading.Thread(target=stop_when_a_asks).start()
+    fleet.run("t", ["a", "b"], work, asker=lambda questions: True)
+    assert "PLAN of a" in shown["a"].captured()[0]  # not lost: the round never showed it
 
 
 def test_without_a_terminal_each_host_refuses_with_its_own_line(monkeypatch, capsys):
