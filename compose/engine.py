@@ -55,7 +55,11 @@ class Engine:
 
     @contextmanager
     def connection(self, timeout: float = TIMEOUT) -> Iterator[http.client.HTTPConnection]:
-        """One HTTP connection to the engine, closed (and its ssh ended) afterwards."""
+        """One HTTP connection to the engine, closed (and its ssh ended) afterwards.
+
+        ``timeout`` is the caller's time left too (an exec's deadline): ending
+        the ssh waits no longer than that, nor than 2 s."""
+        ends_by = time.monotonic() + timeout
         sock, process = self._dial(timeout)
         conn = _Dialled("docker", timeout=timeout)
         conn.sock = sock
@@ -69,7 +73,8 @@ class Engine:
             conn.close()
             sock.close()
             if process is not None:
-                sshpipe.end(process, grace=2)
+                # never under 0.1 s: an ssh about to end by itself gets to end
+                sshpipe.end(process, grace=max(0.1, min(2.0, ends_by - time.monotonic())))
 
     def _dial(self, timeout: float) -> tuple[socket.socket, subprocess.Popen[bytes] | None]:
         if self.socket_path:

@@ -287,6 +287,15 @@ def test_a_dial_stdio_process_carries_the_http(fake_engine):
     assert row["Name"] == "p-ollama-1"
 
 
+def test_an_ssh_that_lingers_is_ended_by_the_execs_deadline(fake_engine):
+    server = fake_engine(exec_engine(0, frames((1, b"done")), [summary("p-webui-1", "webui")]))
+    lingering = BRIDGE + "\nimport time\ntime.sleep(30)\n"  # its session outlives the stream
+    through_ssh = Engine(ssh_argv=(sys.executable, "-c", lingering, server.server_address))
+    began = time.monotonic()
+    assert engine.exec_in(through_ssh, "p", "webui", ["true"], 1.0) == (124, "no answer within 1 s")
+    assert time.monotonic() - began < 1.5  # not 1 s and the 2 s ssh is given to end
+
+
 def test_a_dial_stdio_process_that_fails_is_unreachable():
     with pytest.raises(EngineUnreachable):
         Engine(ssh_argv=(sys.executable, "-c", "raise SystemExit(255)")).get_json("/_ping")
