@@ -55,7 +55,11 @@ class Engine:
 
     @contextmanager
     def connection(self, timeout: float = TIMEOUT) -> Iterator[http.client.HTTPConnection]:
-        """One HTTP connection to the engine, closed (and its ssh ended) afterwards."""
+        """One HTTP connection to the engine, closed (and its ssh ended) afterwards.
+
+        ``timeout`` is the caller's time left too (an exec's deadline): ending
+        the ssh waits no longer than that, nor than 2 s."""
+        ends_by = time.monotonic() + timeout
         sock, process = self._dial(timeout)
         conn = _Dialled("docker", timeout=timeout)
         conn.sock = sock
@@ -69,7 +73,8 @@ class Engine:
             conn.close()
             sock.close()
             if process is not None:
-                sshpipe.end(process, grace=2)
+                # never under 0.1 s: an ssh about to end by itself gets to end
+                sshpipe.end(process, grace=max(0.1, min(2.0, ends_by - time.monotonic())))
 
     def _dial(self, timeout: float) -> tuple[socket.socket, subprocess.Popen[bytes] | None]:
         if self.socket_path:
@@ -288,8 +293,9 @@ def exec_in(
             exec_id = _create_exec(conn, project, service, argv, deadline)
             if exec_id is None:
                 return 1, f'service "{service}" is not running'
+            sock = _open(conn)  # the start needs it: closed by the engine, nothing ran
             started = True
-            out, err = _run_exec(conn, exec_id, deadline)
+            out, err = _run_exec(conn, sock, exec_id, deadline)
         exit_code = _exit_code(engine, exec_id, deadline)
     except EngineUnreachable as exc:
         if "timed out" in str(exc):
@@ -307,6 +313,14 @@ class ExecLost(Exception):
     exit code could not be read): it may have run, and is not run again."""
 
 
+def _open(conn: http.client.HTTPConnection) -> socket.socket:
+    """The connection's socket; an engine that answers with `Connection: close`
+    (a socket proxy, Podman) has closed it, which is a lost connection."""
+    if conn.sock is None:
+        raise ConnectionError("the engine closed the connection")
+    return conn.sock
+
+
 def _left(deadline: float) -> float:
     """Seconds until the deadline; a deadline passed is a time-out."""
     left = deadline - time.monotonic()
@@ -322,8 +336,7 @@ def _create_exec(
     container = _service_container(conn, project, service)
     if container is None:
         return None
-    assert conn.sock is not None  # dialled by Engine.connection
-    conn.sock.settimeout(_left(deadline))
+    _open(conn).settimeout(_left(deadline))
     create = {"AttachStdout": True, "AttachStderr": True, "Cmd": list(argv)}
     return str(_answer(conn, "POST", f"/containers/{quote(container)}/exec", create)["Id"])
 
@@ -337,12 +350,13 @@ def _service_container(conn: http.client.HTTPConnection, project: str, service: 
     return str(listed[0]["Id"]) if listed else None
 
 
-def _run_exec(conn: http.client.HTTPConnection, exec_id: str, deadline: float) -> tuple[str, str]:
+def _run_exec(
+    conn: http.client.HTTPConnection, sock: socket.socket, exec_id: str, deadline: float
+) -> tuple[str, str]:
     """Start it and read its output to the end, by the deadline: the engine hands
     the connection over to the stream (8-byte frame headers: which stream, then
-    the size)."""
-    sock = conn.sock  # http.client lets go of it once the response owns the stream
-    assert sock is not None
+    the size). ``sock`` is conn's: http.client lets go of it once the response
+    owns the stream."""
     sock.settimeout(_left(deadline))
     body = json.dumps({"Detach": False, "Tty": False}).encode()
     conn.request(
@@ -372,13 +386,13 @@ def _run_exec(conn: http.client.HTTPConnection, exec_id: str, deadline: float) -
 def _exit_code(engine: Engine, exec_id: str, deadline: float) -> int:
     """The exec's exit code, once the engine has recorded it (by the deadline)."""
     try:
-        with engine.connection(_left(deadline)) as conn:
-            while True:
-                assert conn.sock is not None
-                conn.sock.settimeout(_left(deadline))
-                inspected = _answer(conn, "GET", f"/exec/{exec_id}/json")
-                if not inspected.get("Running") and inspected.get("ExitCode") is not None:
-                    return int(inspected["ExitCode"])
-                time.sleep(min(0.01, _left(deadline)))
+        while True:  # dialled again when the engine closes the connection after an answer
+            with engine.connection(_left(deadline)) as conn:
+                while conn.sock is not None:
+                    conn.sock.settimeout(_left(deadline))
+                    inspected = _answer(conn, "GET", f"/exec/{exec_id}/json")
+                    if not inspected.get("Running") and inspected.get("ExitCode") is not None:
+                        return int(inspected["ExitCode"])
+                    time.sleep(min(0.01, _left(deadline)))
     except HTTPError as exc:  # the exec ran; only its exit code is not known
         raise EngineUnreachable(f"its exit code: {exc}") from None

@@ -16,8 +16,9 @@ installation's, after a confirmation the task asks for:
 - the project's adoption mark (a volume ``<project>_ollama-stack-adoption``,
   compose/client.py) names this installation from then on: a home that still
   holds the old installation (a copy) finds the volumes carry its own id, and
-  the mark is what refuses it there (start, stop, logs, restore, rollback,
-  `uninstall --remove-volumes`) until it takes the project back with
+  the mark is what refuses it there (start, stop, logs, restore, update,
+  rollback, `uninstall --remove-volumes` or `--remove-images`, a Docker
+  Ollama's model pull, delete, import and push to it) until it takes the project back with
   `stack.adopt`.
 
 Everything is read before anything changes, and the refusals (a port another
@@ -256,7 +257,8 @@ def left_behind(todo: Takeover) -> list[str]:
     refuses commands there from now on: its containers and volumes are ours)."""
     return [
         f"{owner.home} still holds an installation of project {todo.project!r}; the adoption "
-        "mark refuses start, stop, logs, restores, rollbacks and `--remove-volumes` there now. "
+        "mark refuses start, stop, logs, restores, updates, rollbacks, model changes, "
+        "`--remove-volumes` and `--remove-images` there now. "
         "`inv stack.uninstall --remove-config` there removes its files (never the volumes); "
         "`inv stack.adopt` there would take the project back"
         for owner in todo.owners

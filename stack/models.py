@@ -27,6 +27,7 @@ from ollama_stack.common.errors import ConfigError, ExitCode, StackError, interr
 
 from .events import Progress, emit
 from .health import Endpoint, get_json, json_body, send_json, send_stream, stream_json_lines
+from .lifecycle import refuse_adopted_elsewhere
 from .runtime import Runtime
 from .services import CATALOG, ServiceSpec
 
@@ -75,6 +76,8 @@ def _managed(rt: Runtime, spec: ServiceSpec, what: str) -> None:
             f"listed here, not {what}",
             f"{what.split()[0]} them on the machine that runs it",
         )
+    if kind.in_compose:  # adopted elsewhere, the Ollama on its port is the adopter's
+        refuse_adopted_elsewhere(rt)
 
 
 def _unreachable(rt: Runtime, spec: ServiceSpec) -> StackError:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from ollama_stack.common.errors import backed_up_first
-from ollama_stack.compose.client import Ownership
+from ollama_stack.compose.client import AdoptionMark, Ownership
 
 from . import config
 from .events import Progress, emit
@@ -56,10 +56,13 @@ def plan(rt: Runtime, *, remove_volumes: bool, remove_images: bool, remove_confi
         networks=[*compose.labelled("network"), *compose.labelled("network", trial)],
     )
     result.volumes = compose.labelled("volume", trial)
-    volumes, mark = _volumes(rt, remove_volumes, result.kept)
+    mark = compose.adoption_mark()
+    if remove_volumes or remove_images:  # its data; its rollback tags, named by project
+        refuse_adopted_elsewhere(rt, Ownership(set(), mark))
+    volumes = _volumes(rt, mark, result.kept)
     images = _images(rt)
     if remove_volumes:
-        result.volumes += volumes + ([compose.adoption_volume] if mark else [])
+        result.volumes += volumes + ([compose.adoption_volume] if mark is not None else [])
     elif volumes:
         result.kept.append(f"volumes {', '.join(volumes)} (add --remove-volumes to delete data)")
     if remove_images:
@@ -73,17 +76,13 @@ def plan(rt: Runtime, *, remove_volumes: bool, remove_images: bool, remove_confi
     return result
 
 
-def _volumes(rt: Runtime, remove: bool, kept: list[str]) -> tuple[list[str], bool]:
-    """(this installation's data volumes, is there an adoption mark to remove
-    with them). Adopted by another installation, they are that one's: never
-    deleted from here, and not listed as this one's."""
-    mark = rt.compose.adoption_mark()
+def _volumes(rt: Runtime, mark: AdoptionMark | None, kept: list[str]) -> list[str]:
+    """This installation's data volumes. Adopted by another installation, they
+    are that one's: never deleted from here, and not listed as this one's."""
     if mark is not None and adopted_elsewhere(rt, mark):
-        if remove:
-            refuse_adopted_elsewhere(rt, Ownership(set(), mark))
         kept.append(f"volumes: the installation at {mark.home} adopted them (`stack.adopt`)")
-        return [], False
-    return rt.compose.labelled("volume"), mark is not None
+        return []
+    return rt.compose.labelled("volume")
 
 
 def _images(rt: Runtime) -> list[str]:

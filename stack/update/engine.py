@@ -31,7 +31,13 @@ from ollama_stack.common.errors import (
 
 from .. import config
 from ..events import Progress, emit
-from ..lifecycle import check_service_names, prepare, refuse_foreign, wait_healthy
+from ..lifecycle import (
+    check_service_names,
+    prepare,
+    refuse_adopted_elsewhere,
+    refuse_foreign,
+    wait_healthy,
+)
 from ..runtime import Runtime
 from ..services import CATALOG
 from .records import Outcome, ServiceCheck, ServiceOutcome, Status, UpdateReport  # noqa: F401
@@ -121,6 +127,8 @@ def apply(
     # services run in Docker and which on the host.
     rt = rt.resolve()
     docker = [s for s in services if rt.kind(s).in_compose]
+    if docker:  # the adopter's containers, and its rollback tags (named by project)
+        refuse_adopted_elsewhere(rt)
     running = {c.service for c in rt.compose.ps() if c.state == "running"} if docker else set()
     # Read-only first: an unreachable registry stops here, and nobody is asked
     # about a change that will not happen.

@@ -131,6 +131,9 @@ def test_the_old_home_of_a_copy_is_refused_until_it_takes_the_project_back(
         ("stack.start", "--pull", "never"),
         ("stack.stop",),
         ("stack.uninstall", "--yes", "--remove-volumes", "--no-backup"),
+        ("update.apply", "--yes", "--no-backup"),
+        ("models.pull", "tiny"),
+        ("models.rm", "tiny", "--yes"),
     ):
         refused = first.cli(*args)
         assert refused.returncode == 2, (args, refused.stderr)

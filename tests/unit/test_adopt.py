@@ -13,7 +13,7 @@ from python_on_whales.exceptions import DockerException
 
 from ollama_stack.common.errors import ConfigError, ExitCode, NotInstalled, StackError
 from ollama_stack.compose.client import UNMANAGED, AdoptionMark
-from ollama_stack.stack import adopt, config, lifecycle
+from ollama_stack.stack import adopt, config, lifecycle, models
 from ollama_stack.stack.config import InstallPaths
 from ollama_stack.stack.runtime import Runtime
 
@@ -339,14 +339,15 @@ def test_the_old_home_sees_its_own_id_on_the_volumes_and_is_refused_all_the_same
     assert len(listings) == 4  # one for each refusal: the mark comes with the ownership listing
 
 
-def test_the_old_home_takes_the_project_back_with_adopt(
-    local_paths,
-    pow_calls,
-    old_home,
-    services,  # noqa: F811 (the fixture imported above)
-):
+@pytest.fixture
+def here(local_paths, services) -> Runtime:  # noqa: F811 (the fixture imported above)
+    """This home, installed, its project "p" answered by the stand-in services."""
     config.install(local_paths, {})
-    rt = make_runtime(local_paths, ports_of(services), project="p")
+    return make_runtime(local_paths, ports_of(services), project="p")
+
+
+def test_the_old_home_takes_the_project_back_with_adopt(local_paths, pow_calls, old_home, here):
+    rt = here
     adopter = config.installation_id(old_home)
     env_file = str(old_home.runtime_env_file)
     engine = adopted_by(pow_calls, old_home, [row("ollama", adopter, env_file)])
@@ -362,6 +363,32 @@ def test_the_old_home_takes_the_project_back_with_adopt(
     adopt.execute(rt, todo, pull="never", timeout=5)
     assert engine.mark == (ours(), str(local_paths.root), ours())
     lifecycle.refuse_adopted_elsewhere(rt)
+
+
+def test_the_old_home_neither_pulls_nor_deletes_the_adopters_models(
+    local_paths,
+    pow_calls,
+    old_home,
+    here,
+    services,  # noqa: F811 (the fixture imported above)
+):
+    """The adopter's Ollama answers on the same port: a docker Ollama's models are its."""
+    rt = here
+    adopted_by(pow_calls, old_home, [])
+    for refused in (
+        lambda: models.remove(rt, "tiny", confirm=lambda question: True),
+        lambda: models.pull(rt, "tiny"),
+    ):
+        with pytest.raises(ConfigError, match="was adopted by the installation at"):
+            refused()
+    assert services["ollama"].requests == []
+    url = f"http://127.0.0.1:{services['ollama'].port}"
+    native = make_runtime(
+        local_paths, {}, project="p", services={"ollama": {"type": "native-api", "url": url}}
+    )
+    with pytest.raises(StackError, match="could not pull tiny: HTTP 201"):  # the stand-in's
+        models.pull(native, "tiny")  # asked: the host's own Ollama is no project's
+    assert services["ollama"].requests == ["POST /api/pull"]
 
 
 def test_the_start_task_refused_by_the_mark_says_it_in_one_line(

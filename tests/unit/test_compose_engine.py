@@ -40,6 +40,7 @@ class FakeEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: Path, answer: Answer) -> None:
         self.answer = answer
         self.requests: list[tuple[str, str, Any]] = []
+        self.closing: tuple[str, ...] = ()  # routes answered with `Connection: close`
         super().__init__(str(path), _EngineHandler)
 
 
@@ -71,6 +72,8 @@ class _EngineHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if urlsplit(self.path).path.endswith(self.server.closing):
+            self.send_header("Connection", "close")  # as a socket proxy or Podman may
         self.end_headers()
         self.wfile.write(data)
 
@@ -282,6 +285,15 @@ def test_a_dial_stdio_process_carries_the_http(fake_engine):
     through_stdio = Engine(ssh_argv=(sys.executable, "-c", BRIDGE, server.server_address))
     [row] = engine.project_containers(through_stdio, "p")
     assert row["Name"] == "p-ollama-1"
+
+
+def test_an_ssh_that_lingers_is_ended_by_the_execs_deadline(fake_engine):
+    server = fake_engine(exec_engine(0, frames((1, b"done")), [summary("p-webui-1", "webui")]))
+    lingering = BRIDGE + "\nimport time\ntime.sleep(30)\n"  # its session outlives the stream
+    through_ssh = Engine(ssh_argv=(sys.executable, "-c", lingering, server.server_address))
+    began = time.monotonic()
+    assert engine.exec_in(through_ssh, "p", "webui", ["true"], 1.0) == (124, "no answer within 1 s")
+    assert time.monotonic() - began < 1.5  # not 1 s and the 2 s ssh is given to end
 
 
 def test_a_dial_stdio_process_that_fails_is_unreachable():
@@ -526,6 +538,33 @@ def test_an_engine_that_closes_the_connection_is_never_dialled_anew(fake_engine,
         engine._answer(conn, "GET", "/containers/json")
         engine._answer(conn, "GET", "/containers/json")
     assert dialled == []
+
+
+@pytest.mark.parametrize("closing", ["/containers/json", "/exec"])
+def test_an_engine_that_closes_before_the_start_leaves_the_exec_to_the_cli(
+    fake_engine, pow_calls, tmp_path, closing
+):
+    server = fake_engine(exec_engine(0, frames((1, b"done")), [summary("p-webui-1", "webui")]))
+    server.closing = (closing,)
+    assert compose_exec(pow_calls, project_on(server, tmp_path)) == (0, "by the cli")
+    assert "/exec/e1/start" not in [path for _, path, _ in server.requests]
+
+
+def test_an_exit_code_asked_of_an_engine_that_closes_each_time_is_asked_anew(fake_engine):
+    ran = exec_engine(3, frames((2, b"no")), [summary("p-webui-1", "webui")])
+    asked: list[str] = []
+
+    def answer(path: str, body: Any) -> tuple[int, Any]:
+        if path == "/exec/e1/json" and not asked:
+            asked.append(path)
+            return 200, {"Running": True, "ExitCode": None}
+        return ran(path, body)
+
+    server = fake_engine(answer)
+    server.closing = ("/exec/e1/json",)
+    where = Engine(socket_path=server.server_address)
+    assert engine.exec_in(where, "p", "webui", ["false"], 5) == (3, "no")
+    assert [path for _, path, _ in server.requests][-2:] == ["/exec/e1/json"] * 2
 
 
 def test_a_scoped_ipv6_box_is_left_to_the_cli():

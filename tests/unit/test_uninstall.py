@@ -194,6 +194,14 @@ def test_volumes_another_installation_adopted_are_never_removed_from_here(rt, en
     assert "volumes: the installation at /the/new/home adopted them (`stack.adopt`)" in todo.kept
 
 
+def test_images_are_never_removed_from_a_home_whose_project_another_adopted(rt, engine):
+    """The rollback tags are named by project: the adopter's now."""
+    engine.mark = AdoptionMark("n3wn3wn3wn3wn3w0", "/the/new/home", "me")
+    with pytest.raises(ConfigError, match="was adopted by the installation at /the/new/home"):
+        uninstall.plan(rt, remove_volumes=False, remove_images=True, remove_config=False)
+    assert not [call for call in engine.calls if call[0].startswith("remove")]
+
+
 def test_the_adopters_remove_volumes_takes_the_mark_along(rt, engine):
     engine.mark = AdoptionMark("me", "/here", "0ld0ld0ld0ld0ld0")
     todo = uninstall.plan(rt, remove_volumes=True, remove_images=False, remove_config=False)

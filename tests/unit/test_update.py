@@ -186,6 +186,10 @@ class FakeCompose:
             for service, c in self.containers.items()
         ]
 
+    def adoption_mark(self) -> AdoptionMark | None:
+        self.calls.append(("adoption_mark",))
+        return self.held.mark
+
     def ownership(self) -> Ownership:
         self.calls.append(("ownership",))
         return self.held
@@ -1265,6 +1269,18 @@ def test_rollback_is_refused_where_another_installation_adopted_the_project(stac
         update.rollback(stack.rt, timeout=3)
     assert engine.ups() == [] and "tag" not in engine.kinds()
     assert [e["status"] for e in stack.history()] == ["applied"]
+
+
+def test_apply_is_refused_where_another_installation_adopted_the_project(stack):
+    engine = stack.engine
+    adopters_tag = f"{update.rollback_repository(engine.project)}/webui:t0"
+    engine.tags[adopters_tag] = image_id("webui", "v0")
+    engine.publish("webui", "v2")
+    engine.held = Ownership({"n3w"}, AdoptionMark("n3w", "/the/new/home", "me"))
+    with pytest.raises(ConfigError, match="adopted by the installation at /the/new/home"):
+        apply(stack)
+    assert engine.kinds() == ["adoption_mark"]  # nothing asked of the registry, pulled or tagged
+    assert adopters_tag in engine.tags and stack.history() == []
 
 
 def test_rollback_takes_the_latest_applied_entry(stack):
