@@ -33,6 +33,9 @@ EXEC_TIMEOUT = 15.0  # seconds for a question asked inside a container
 # The installation id our compose files give when run without our env file:
 # containers and volumes made from them by hand.
 UNMANAGED = "unmanaged"
+# On a container of the project that carries no installation label at all:
+# not made from our compose files (another compose project of the same name).
+UNLABELLED = "unlabelled"
 INSTALLATION_LABEL = "io.ollama-stack.installation"
 # The adoption mark: a volume of the project, never mounted, whose labels name
 # the installation that took the project over last (`stack.adopt`). A volume,
@@ -98,7 +101,7 @@ class ContainerState:
     def installation(self) -> str:
         """Our io.ollama-stack.installation label; "" on rows compose printed without labels."""
         match = _INSTALLATION_LABEL.search(self.labels)
-        return match.group(1) if match else ("unlabelled" if self.labels else "")
+        return match.group(1) if match else (UNLABELLED if self.labels else "")
 
     @property
     def config_hash(self) -> str:
@@ -322,7 +325,13 @@ class ComposeProject:
     def ps(self) -> list[ContainerState]:
         """This installation's containers: another home's, under the same project
         name, are never shown as ours (nor made by hand without our label)."""
-        return [row for row in self._ps_all() if self._is_ours(row)]
+        return self.ps_with_others()[0]
+
+    def ps_with_others(self) -> tuple[list[ContainerState], list[ContainerState]]:
+        """This installation's containers, and the project's others (another
+        home's, or not made by ollama-stack), from one listing."""
+        rows = self._ps_all()
+        return [r for r in rows if self._is_ours(r)], [r for r in rows if not self._is_ours(r)]
 
     def _is_ours(self, row: ContainerState) -> bool:
         return not self.installation or row.installation in ("", self.installation)
@@ -333,7 +342,7 @@ class ComposeProject:
         return [
             row
             for row in self._ps_all()
-            if row.installation not in ("", "unlabelled", self.installation or "")
+            if row.installation not in ("", UNLABELLED, self.installation or "")
         ]
 
     def _ps_all(self) -> list[ContainerState]:

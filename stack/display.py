@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .fleet import FleetReport, HostOutcome, Question
     from .health import ProbeResult
     from .images import ImageRow
-    from .lifecycle import StartResult, StatusReport
+    from .lifecycle import OtherContainers, StartResult, StatusReport
     from .models import Model
     from .uninstall import Plan
     from .update.engine import ServiceCheck, UpdateReport
@@ -212,6 +212,8 @@ class Display:
         if not report.installed and not report.running:
             self.info(f"ollama-stack is not installed on {report.target}.")
             self.info("Begin with:  inv stack.install  then  inv stack.start")
+            if report.others:
+                self.note(_others_line(report.others))
             return
         table = Table(title=f"{report.project} on {report.target}", title_justify="left")
         for column in ("service", "type", "state", "health"):
@@ -230,7 +232,9 @@ class Display:
                 f"{s.models} ({s.loaded_models} loaded)" if s.models is not None else "",
             )
         self.out.print(table)
-        if not report.running:
+        if report.others:
+            self.note(_others_line(report.others))
+        elif not report.running:
             self.info("Stopped. Start with:  inv stack.start")
 
     def health(self, results: dict[str, ProbeResult]) -> None:
@@ -628,6 +632,29 @@ class Display:
 
 
 FLEET_MARK = {"finished": ("✓", "green"), "failed": ("✗", "red"), "interrupted": ("■", "yellow")}
+
+
+def _others_line(others: OtherContainers) -> str:
+    names = ", ".join(others.containers)
+    if others.adopted_by:
+        return (
+            f"warning: {names} belong to the installation at {others.adopted_by}, "
+            "which adopted this project (`stack.adopt`): run status there"
+        )
+    if others.by_hand:
+        return (
+            f"warning: {names} were started without ollama-stack, from its compose files: "
+            "`inv stack.adopt` takes them over"
+        )
+    if others.not_ollama_stack:
+        return (
+            f"warning: {names} belong to another compose project of the same name, "
+            "not made by ollama-stack"
+        )
+    return (
+        f"warning: {names} are not this installation's (installation id "
+        f"{', '.join(others.installations)}): run status from that installation's home"
+    )
 
 
 def _fleet_table(report: FleetReport) -> Any:

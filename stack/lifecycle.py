@@ -20,6 +20,7 @@ from ollama_stack.common.errors import (
     interruption_code,
 )
 from ollama_stack.compose.client import (
+    UNLABELLED,
     UNMANAGED,
     AdoptionMark,
     ContainerRun,
@@ -458,12 +459,33 @@ class ServiceStatus:
 
 
 @dataclass
+class OtherContainers:
+    """The project's containers that are not this installation's: status shows
+    them only as this, never as ours."""
+
+    containers: list[str]
+    installations: list[str]  # the ids they carry (UNMANAGED: made from our files by hand)
+    adopted_by: str | None = None  # the home whose `stack.adopt` took the project over
+
+    @property
+    def by_hand(self) -> bool:
+        """Made from our compose files without ollama-stack (`stack.adopt` takes them)."""
+        return set(self.installations) == {UNMANAGED}
+
+    @property
+    def not_ollama_stack(self) -> bool:
+        """Another compose project of the same name, not made from our files."""
+        return set(self.installations) == {UNLABELLED}
+
+
+@dataclass
 class StatusReport:
     target: str
     project: str
     installed: bool
     platform: str | None
     services: list[ServiceStatus] = field(default_factory=list)
+    others: OtherContainers | None = None
 
     @property
     def running(self) -> bool:
@@ -482,6 +504,7 @@ class StatusReport:
             "running": self.running,
             "healthy": self.healthy,
             "services": [s.__dict__ for s in self.services],
+            "others": self.others.__dict__ if self.others else None,
         }
 
 
@@ -493,12 +516,13 @@ def status(rt: Runtime) -> StatusReport:
     # too: their answers count only where both ends run and answer. So are
     # the models counted: kept only where the service turns out healthy.
     with ThreadPoolExecutor(max_workers=3) as pool:
-        listing = pool.submit(rt.compose.ps)
+        listing = pool.submit(rt.compose.ps_with_others)
         # (in this context: a fleet's host sees its own extensions in the catalog)
         links = pool.submit(contextvars.copy_context().run, ask_links, rt)
         counting = pool.submit(contextvars.copy_context().run, _model_counts, rt)
         probed = probe_all(rt.endpoints(), rt.target.dial, timeout=1.5)
-        containers = {c.service: c for c in listing.result()}
+        ours, others = listing.result()
+        containers = {c.service: c for c in ours}
         running = {name for name, c in containers.items() if c.state == "running"}
         probed = with_links(rt, probed, links.result(), running=running)
         health = {
@@ -508,6 +532,7 @@ def status(rt: Runtime) -> StatusReport:
         }
         models = {n: c for n, c in counting.result().items() if n in health and health[n].ok}
     report = StatusReport(rt.target.label, rt.settings.project, rt.paths.installed, platform)
+    report.others = _other_containers(rt, others)
     for spec in CATALOG:
         kind = rt.kind(spec.name)
         state_text, image, uptime = kind.status(rt, spec, containers.get(spec.name))
@@ -528,6 +553,23 @@ def status(rt: Runtime) -> StatusReport:
             )
         )
     return report
+
+
+def _other_containers(rt: Runtime, others: list[ContainerState]) -> OtherContainers | None:
+    """Name who holds the project when its containers are not ours. The adoption
+    mark is read only then: a stack of our own costs status no extra call."""
+    if not others:
+        return None
+    ids = sorted({c.installation for c in others})
+    found = OtherContainers(sorted(c.name for c in others), ids)
+    if set(ids) - {UNMANAGED, UNLABELLED}:
+        try:
+            mark = rt.compose.adoption_mark()
+        except StackError:  # the listing answered a moment ago; the names say enough
+            mark = None
+        if mark is not None and adopted_elsewhere(rt, mark) and mark.installation in ids:
+            found.adopted_by = mark.home
+    return found
 
 
 def _model_counts(rt: Runtime) -> dict[str, tuple[int, int]]:

@@ -3,6 +3,7 @@ containers started by hand from our compose files, taken over with their data.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -123,6 +124,10 @@ def test_the_old_home_of_a_copy_is_refused_until_it_takes_the_project_back(
     moved.ok("stack.adopt", "--yes", "--pull", "never")
     new_id = moved_id(moved)
     assert mark_of(first) == {"by": new_id, "home": str(home_of(moved)), "volumes": old_id}
+    # While the adopter's containers run, the old home's status names their home.
+    seen = json.loads(first.ok("stack.status", "--json").stdout)
+    assert seen["running"] is False and seen["others"]["installations"] == [new_id]
+    assert seen["others"]["adopted_by"] == str(home_of(moved))
     # The adopter's containers gone (removed by hand): the volumes carry the old
     # home's own id again, and only the mark tells they are not its own.
     docker("rm", "--force", *first.containers(), host=first.docker_host)

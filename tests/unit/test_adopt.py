@@ -402,6 +402,29 @@ def test_the_start_task_refused_by_the_mark_says_it_in_one_line(
     assert "up" not in pow_calls.subcommands()
 
 
+def test_status_in_the_old_home_names_the_adopter_instead_of_how_to_start(
+    capsys, local_paths, pow_calls, old_home
+):
+    """The adopter's containers run under the project's name: not ours, not stopped."""
+    config.install(local_paths, {"project": "p", "platform": "cpu"})
+    adopter = config.installation_id(old_home)
+    adopted_by(pow_calls, old_home, [row("ollama", adopter), row("webui", adopter)])
+    assert run_program("stack.status", "--json") == ExitCode.OK
+    document = json.loads(capsys.readouterr().out)
+    assert document["running"] is False
+    assert document["others"] == {
+        "containers": ["p-ollama-1", "p-webui-1"],
+        "installations": [adopter],
+        "adopted_by": str(old_home.root),
+    }
+    assert run_program("stack.status") == ExitCode.OK
+    captured = capsys.readouterr()
+    assert f"belong to the installation at {old_home.root}, which adopted" in " ".join(
+        captured.err.split()
+    )
+    assert "Start with" not in captured.out
+
+
 # -- refusals elsewhere name adopt ------------------------------------------------------
 
 

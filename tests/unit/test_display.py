@@ -11,7 +11,7 @@ from ollama_stack.stack.display import Display
 from ollama_stack.stack.doctor import Check
 from ollama_stack.stack.events import Event, emit
 from ollama_stack.stack.health import ProbeResult
-from ollama_stack.stack.lifecycle import ServiceStatus, StatusReport
+from ollama_stack.stack.lifecycle import OtherContainers, ServiceStatus, StatusReport
 
 
 def test_log_lines_are_printed_verbatim(capsys):
@@ -200,3 +200,41 @@ def test_text_from_a_backup_store_cannot_drive_the_terminal(capsys):
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out
     assert "\\x1b]0;title" in out
+
+
+@pytest.mark.parametrize(
+    ("others", "said"),
+    [
+        (
+            OtherContainers(["lab-webui-1"], ["a1"], adopted_by="/srv/new-home"),
+            "warning: lab-webui-1 belong to the installation at /srv/new-home, which adopted "
+            "this project (`stack.adopt`): run status there",
+        ),
+        (
+            OtherContainers(["lab-webui-1"], ["unmanaged"]),
+            "warning: lab-webui-1 were started without ollama-stack, from its compose files: "
+            "`inv stack.adopt` takes them over",
+        ),
+        (
+            OtherContainers(["lab-db-1"], ["unlabelled"]),
+            "warning: lab-db-1 belong to another compose project of the same name, not made by "
+            "ollama-stack",
+        ),
+        (
+            OtherContainers(["lab-ollama-1", "lab-webui-1"], ["a1", "b2"]),
+            "warning: lab-ollama-1, lab-webui-1 are not this installation's (installation id "
+            "a1, b2): run status from that installation's home",
+        ),
+    ],
+)
+def test_status_says_whose_containers_hold_the_project_instead_of_how_to_start(
+    capsys, others, said
+):
+    report = StatusReport("local", "lab", installed=True, platform="cpu", others=others)
+    report.services.append(
+        ServiceStatus("webui", "docker", "absent", "unknown", "http://127.0.0.1:8080", "w", "")
+    )
+    Display().status(report)
+    captured = capsys.readouterr()
+    assert said in " ".join(captured.err.split())  # as wrapped at the terminal's width
+    assert "Start with" not in captured.out

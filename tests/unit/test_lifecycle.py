@@ -20,7 +20,7 @@ from ollama_stack.common.errors import (
     PortInUse,
     ServiceCrashed,
 )
-from ollama_stack.compose.client import ContainerRun, parse_ps_output
+from ollama_stack.compose.client import UNMANAGED, ContainerRun, parse_ps_output
 from ollama_stack.stack import config, lifecycle
 from ollama_stack.stack.config import InstallPaths, Settings
 from ollama_stack.stack.events import Event
@@ -478,6 +478,46 @@ def test_stop_and_status_leave_another_homes_containers_alone(local_paths, pow_c
     assert "belongs to another ollama-stack installation" in info.value.message
     assert "stop" not in pow_calls.subcommands()
     assert rt.compose.ps() == []  # never shown as ours
+
+
+def test_status_names_containers_not_ours_and_asks_for_the_mark_only_then(local_paths, pow_calls):
+    """Another home's containers under our project name are shown as theirs,
+    never as ours; a stack of our own costs status no volume listing."""
+    config.install(local_paths, {})
+    rt = make_runtime(local_paths, {})
+    pow_calls.on_run = ps_answer(ps_row("ollama"))
+    assert lifecycle.status(rt).others is None
+    assert "volume" not in pow_calls.subcommands()
+
+    pow_calls.calls.clear()
+    pow_calls.on_run = ps_answer(
+        ps_row("ollama", installation="0ther0ther0ther0"), ps_row("webui", installation=UNMANAGED)
+    )
+    report = lifecycle.status(rt)
+    assert report.others == lifecycle.OtherContainers(
+        ["p-ollama-1", "p-webui-1"], ["0ther0ther0ther0", UNMANAGED], adopted_by=None
+    )
+    assert not report.others.by_hand
+    assert pow_calls.subcommands().count("volume") == 1  # no mark: nobody adopted it
+    assert not report.running and {s.state for s in report.services} == {"absent"}
+    assert report.to_json()["others"] == {
+        "containers": ["p-ollama-1", "p-webui-1"],
+        "installations": ["0ther0ther0ther0", UNMANAGED],
+        "adopted_by": None,
+    }
+
+    pow_calls.calls.clear()
+    pow_calls.on_run = ps_answer(ps_row("webui", installation=UNMANAGED))
+    report = lifecycle.status(rt)
+    assert report.others is not None and report.others.by_hand
+    assert "volume" not in pow_calls.subcommands()  # made by hand: no adopter to name
+
+    pow_calls.calls.clear()
+    not_ours = ps_row("db") | {"Labels": "com.docker.compose.project=p"}  # no label of ours
+    pow_calls.on_run = ps_answer(not_ours)
+    report = lifecycle.status(rt)
+    assert report.others is not None and report.others.not_ollama_stack
+    assert "volume" not in pow_calls.subcommands()
 
 
 def test_status_shows_webui_that_cannot_reach_ollama(local_paths, services, pow_calls):
