@@ -25,6 +25,7 @@ from ollama_stack.common.errors import ConfigError, StackError
 from ollama_stack.compose.client import ContainerState
 from ollama_stack.stack import config
 from ollama_stack.stack.events import Progress, emit
+from ollama_stack.stack.lifecycle import refuse_foreign
 from ollama_stack.stack.runtime import Runtime
 from ollama_stack.stack.services import CATALOG, ServiceSpec, Volume
 
@@ -68,6 +69,9 @@ def create(
 ) -> Manifest:
     """Take a backup; the manifest, written last, is the commit point."""
     config.read_secrets(rt.paths)  # not installed: nothing to back up
+    # Volumes of the project that another installation holds (its containers
+    # writing them, unpaused by us) would be copied torn and filed as ours.
+    refuse_foreign(rt)
     with config.installation_lock(rt.paths, "the backup"), store.locked():
         began = time.time()
         snapshot_id = store.new_snapshot(began, options.description)

@@ -135,6 +135,7 @@ def test_the_old_home_of_a_copy_is_refused_until_it_takes_the_project_back(
     for args in (
         ("stack.start", "--pull", "never"),
         ("stack.stop",),
+        ("backup.create",),
         ("stack.uninstall", "--yes", "--remove-volumes", "--no-backup"),
         ("update.apply", "--yes", "--no-backup"),
         ("models.pull", "tiny"),

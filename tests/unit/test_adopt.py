@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from python_on_whales.exceptions import DockerException
 
+from ollama_stack.backups import snapshot
+from ollama_stack.backups.store import Store
 from ollama_stack.common.errors import ConfigError, ExitCode, NotInstalled, StackError
 from ollama_stack.compose.client import UNMANAGED, AdoptionMark
 from ollama_stack.stack import adopt, config, lifecycle, models
@@ -423,6 +425,26 @@ def test_status_in_the_old_home_names_the_adopter_instead_of_how_to_start(
         captured.err.split()
     )
     assert "Start with" not in captured.out
+
+
+@pytest.mark.parametrize("adopted", [True, False])
+def test_a_backup_of_volumes_another_installation_holds_is_refused_before_it_begins(
+    local_paths, pow_calls, old_home, tmp_path, adopted
+):
+    """Its containers write them and are not ours to pause: a copy would be torn."""
+    config.install(local_paths, {"project": "p", "platform": "cpu"})
+    if adopted:  # this home is the old one; the adopter's containers run
+        adopter = config.installation_id(old_home)
+        adopted_by(pow_calls, old_home, [row("webui", adopter)])
+        refusal = f"was adopted by the installation at {old_home.root}"
+    else:  # this home is a copy, not adopted yet
+        moved_project(pow_calls, old_home)
+        refusal = "belongs to another ollama-stack installation"
+    store = Store(tmp_path / "store")
+    with pytest.raises(ConfigError, match=refusal):
+        snapshot.create(make_runtime(local_paths, {}, project="p"), store, snapshot.Options())
+    assert pow_calls.subcommands() == ["ps", "volume"]  # who holds the project, nothing more
+    assert not store.root.exists()
 
 
 # -- refusals elsewhere name adopt ------------------------------------------------------
