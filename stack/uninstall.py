@@ -60,7 +60,9 @@ def plan(rt: Runtime, *, remove_volumes: bool, remove_images: bool, remove_confi
     if remove_volumes or remove_images:  # its data; its rollback tags, named by project
         refuse_adopted_elsewhere(rt, Ownership(set(), mark))
     volumes = _volumes(rt, mark, result.kept)
-    images = _images(rt)
+    # Adopted elsewhere, the images and rollback tags serve the adopter's
+    # containers: --remove-images is refused here, so it is not offered.
+    images = [] if adopted_elsewhere(rt, mark) else _images(rt)
     if remove_volumes:
         result.volumes += volumes + ([compose.adoption_volume] if mark is not None else [])
     elif volumes:

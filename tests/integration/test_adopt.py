@@ -150,6 +150,7 @@ def test_the_old_home_of_a_copy_is_refused_until_it_takes_the_project_back(
     assert first.volumes() == volumes and not first.containers()  # nothing was touched
     kept = first.ok("stack.uninstall", "--yes")  # this home's files and nothing else
     assert f"the installation at {home_of(moved)} adopted them" in kept.stdout, kept.stdout
+    assert "--remove-images" not in kept.stdout  # refused here: not offered
     assert first.volumes() == volumes
 
     back = first.ok("stack.adopt", "--yes", "--pull", "never")

@@ -192,6 +192,7 @@ def test_volumes_another_installation_adopted_are_never_removed_from_here(rt, en
     todo = uninstall.plan(rt, remove_volumes=False, remove_images=False, remove_config=True)
     assert todo.volumes == [] and todo.config_dir  # this home's files still go
     assert "volumes: the installation at /the/new/home adopted them (`stack.adopt`)" in todo.kept
+    assert todo.images == [] and not any("--remove-images" in line for line in todo.kept)
 
 
 def test_images_are_never_removed_from_a_home_whose_project_another_adopted(rt, engine):
