@@ -30,16 +30,18 @@ failed, in the order the hosts were given.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import ctypes
 import math
+import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ollama_stack.common.errors import ConfigError, interruption_code
+from ollama_stack.common.errors import ConfigError, Terminated, interruption_code
 
 from .config.settings import LOCAL_HOST
 from .hosts.target import check_host_spec
@@ -176,17 +178,46 @@ def run(
     takes Ctrl-C and SIGTERM for the fleet, and runs ``asker`` for each round
     of questions). Without ``asker`` a host that asks is refused."""
     fleet = _Fleet(work, started, ended, parallel, hosts, asker)
-    for host in hosts:
-        threading.Thread(
-            target=contextvars.copy_context().run,
-            args=(fleet.host, host),
-            name=f"fleet {host}",
-            daemon=True,  # a host that never lets go cannot keep the process alive
-        ).start()
+    with _stops_held() as held:
+        for host in hosts:
+            threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(fleet.host, host),
+                name=f"fleet {host}",
+                daemon=True,  # a host that never lets go cannot keep the process alive
+            ).start()
     began = time.monotonic()
-    fleet.wait()
+    fleet.wait(held)
     outcomes = [fleet.outcomes.get(h) or _left_behind(h, fleet, began) for h in hosts]
     return FleetReport(task, outcomes, fleet.stopped_by)
+
+
+@contextlib.contextmanager
+def _stops_held() -> Iterator[list[type[KeyboardInterrupt]]]:
+    """Ctrl-C (and SIGTERM, where a handler makes it a stop) kept while the
+    hosts' threads start: raised between two starts, it would leave the hosts
+    not started yet out of the run and its report. The fleet's wait takes them."""
+    held: list[type[KeyboardInterrupt]] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held  # signals reach the main thread only
+        return
+    kinds: dict[int, type[KeyboardInterrupt]] = {
+        signal.SIGINT: KeyboardInterrupt,
+        signal.SIGTERM: Terminated,
+    }
+
+    def hold(signum: int, frame: object) -> None:
+        held.append(kinds[signum])
+
+    previous = {}
+    try:
+        for signum in kinds:
+            if callable(signal.getsignal(signum)):
+                previous[signum] = signal.signal(signum, hold)
+        yield held
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _left_behind(host: str, fleet: _Fleet, began: float) -> HostOutcome:
@@ -232,13 +263,16 @@ class _Fleet:
     def stopped_by(self) -> int | None:
         return int(interruption_code(self.stop_kind())) if self.stop_kind else None
 
-    def wait(self) -> None:
-        """Until every host has ended; a stop (again and again) reaches them all.
+    def wait(self, held: Sequence[type[KeyboardInterrupt]] = ()) -> None:
+        """Until every host has ended; a stop (again and again) reaches them all,
+        ``held`` first: the stops that came while the hosts were starting.
 
         Not Thread.join: on Python 3.11 a Ctrl-C inside join() can mark a
         thread that still runs as ended (its lock is released on the way out).
         """
         give_up = math.inf
+        for kind in held:
+            give_up = self._stopped(kind, give_up)
         while time.monotonic() < give_up:
             try:
                 self.wake.wait(0.2)  # short: the main thread must see signals
@@ -247,9 +281,14 @@ class _Fleet:
                     return
                 self._ask_round()
             except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
-                if self.stop_kind:  # the second: a host blocked in a call gets a last while
-                    give_up = min(give_up, time.monotonic() + GRACE_SECONDS)
-                self.stop(type(stop))
+                give_up = self._stopped(type(stop), give_up)
+
+    def _stopped(self, kind: type[KeyboardInterrupt], give_up: float) -> float:
+        """Stop every host; a second stop gives a host blocked in a call a last while."""
+        if self.stop_kind:
+            give_up = min(give_up, time.monotonic() + GRACE_SECONDS)
+        self.stop(kind)
+        return give_up
 
     def stop(self, kind: type[KeyboardInterrupt]) -> None:
         with self.lock:

@@ -220,6 +220,30 @@ def test_ctrl_c_stops_every_host_and_says_what_each_did():
     assert report.stopped_by == 130 and report.exit_code == 130
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_the_hosts_start_is_held_and_reaches_every_host(monkeypatch, signum):
+    """Between two thread starts it would leave the hosts not started yet out."""
+    real_start = threading.Thread.start
+    starts: list[str] = []
+
+    def start(thread: threading.Thread) -> None:
+        real_start(thread)
+        if thread.name.startswith("fleet "):
+            starts.append(thread.name)
+            if len(starts) == 1:
+                _thread.interrupt_main(signum)  # taken here in the main thread, before the next
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    began = threading.Semaphore(0)
+    with _base.sigterm_as_interrupt():
+        report = fleet.run("t", ["slow", "slow2", "later"], _stoppable(began), parallel=2)
+    code = 143 if signum == signal.SIGTERM else 130
+    assert starts == ["fleet slow", "fleet slow2", "fleet later"]
+    assert [(o.state, o.exit_code) for o in report.outcomes] == [("interrupted", code)] * 3
+    assert report.stopped_by == code
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+
+
 def test_sigterm_stops_every_host_as_sigterm():
     began = threading.Semaphore(0)
     with _base.sigterm_as_interrupt():
