@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ollama_stack.common.errors import ConfigError, Terminated, interruption_code
+from ollama_stack.common.errors import ConfigError, interruption_code
 
 from .config.settings import LOCAL_HOST
 from .hosts.target import check_host_spec
@@ -193,25 +193,22 @@ def run(
 
 
 @contextlib.contextmanager
-def _stops_held() -> Iterator[list[type[KeyboardInterrupt]]]:
+def _stops_held() -> Iterator[list[int]]:
     """Ctrl-C (and SIGTERM, where a handler makes it a stop) kept while the
     hosts' threads start: raised between two starts, it would leave the hosts
-    not started yet out of the run and its report. The fleet's wait takes them."""
-    held: list[type[KeyboardInterrupt]] = []
+    not started yet out of the run and its report. The fleet's wait delivers
+    them again, to the handlers they were kept from."""
+    held: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield held  # signals reach the main thread only
         return
-    kinds: dict[int, type[KeyboardInterrupt]] = {
-        signal.SIGINT: KeyboardInterrupt,
-        signal.SIGTERM: Terminated,
-    }
 
     def hold(signum: int, frame: object) -> None:
-        held.append(kinds[signum])
+        held.append(signum)
 
     previous = {}
     try:
-        for signum in kinds:
+        for signum in (signal.SIGINT, signal.SIGTERM):
             if callable(signal.getsignal(signum)):
                 previous[signum] = signal.signal(signum, hold)
         yield held
@@ -263,32 +260,28 @@ class _Fleet:
     def stopped_by(self) -> int | None:
         return int(interruption_code(self.stop_kind())) if self.stop_kind else None
 
-    def wait(self, held: Sequence[type[KeyboardInterrupt]] = ()) -> None:
+    def wait(self, held: list[int] | None = None) -> None:
         """Until every host has ended; a stop (again and again) reaches them all,
-        ``held`` first: the stops that came while the hosts were starting.
+        ``held`` first: the signals that came while the hosts were starting.
 
         Not Thread.join: on Python 3.11 a Ctrl-C inside join() can mark a
         thread that still runs as ended (its lock is released on the way out).
         """
+        held = held if held is not None else []
         give_up = math.inf
-        for kind in held:
-            give_up = self._stopped(kind, give_up)
         while time.monotonic() < give_up:
             try:
+                while held:  # its own handler runs now (SIGTERM's also stops our children)
+                    signal.raise_signal(held.pop(0))
                 self.wake.wait(0.2)  # short: the main thread must see signals
                 self.wake.clear()
                 if self.all_ended.is_set():
                     return
                 self._ask_round()
             except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated)
-                give_up = self._stopped(type(stop), give_up)
-
-    def _stopped(self, kind: type[KeyboardInterrupt], give_up: float) -> float:
-        """Stop every host; a second stop gives a host blocked in a call a last while."""
-        if self.stop_kind:
-            give_up = min(give_up, time.monotonic() + GRACE_SECONDS)
-        self.stop(kind)
-        return give_up
+                if self.stop_kind:  # the second: a host blocked in a call gets a last while
+                    give_up = min(give_up, time.monotonic() + GRACE_SECONDS)
+                self.stop(type(stop))
 
     def stop(self, kind: type[KeyboardInterrupt]) -> None:
         with self.lock:

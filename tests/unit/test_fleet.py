@@ -234,10 +234,13 @@ def test_a_stop_while_the_hosts_start_is_held_and_reaches_every_host(monkeypatch
                 _thread.interrupt_main(signum)  # taken here in the main thread, before the next
 
     monkeypatch.setattr(threading.Thread, "start", start)
+    children_looked_for: list[bool] = []  # by SIGTERM's own handler (none to stop here)
+    monkeypatch.setattr(_base, "_children", lambda: children_looked_for.append(True) or [])
     began = threading.Semaphore(0)
     with _base.sigterm_as_interrupt():
         report = fleet.run("t", ["slow", "slow2", "later"], _stoppable(began), parallel=2)
     code = 143 if signum == signal.SIGTERM else 130
+    assert bool(children_looked_for) == (signum == signal.SIGTERM)  # delivered to its handler
     assert starts == ["fleet slow", "fleet slow2", "fleet later"]
     assert [(o.state, o.exit_code) for o in report.outcomes] == [("interrupted", code)] * 3
     assert report.stopped_by == code
