@@ -30,14 +30,13 @@ failed, in the order the hosts were given.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import ctypes
 import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -178,7 +177,7 @@ def run(
     takes Ctrl-C and SIGTERM for the fleet, and runs ``asker`` for each round
     of questions). Without ``asker`` a host that asks is refused."""
     fleet = _Fleet(work, started, ended, parallel, hosts, asker)
-    with _stops_held() as held:
+    with _HeldStops() as held:
         for host in hosts:
             threading.Thread(
                 target=contextvars.copy_context().run,
@@ -192,29 +191,37 @@ def run(
     return FleetReport(task, outcomes, fleet.stopped_by)
 
 
-@contextlib.contextmanager
-def _stops_held() -> Iterator[list[int]]:
+class _HeldStops:
     """Ctrl-C (and SIGTERM, where a handler makes it a stop) kept while the
     hosts' threads start: raised between two starts, it would leave the hosts
-    not started yet out of the run and its report. The fleet's wait delivers
-    them again, to the handlers they were kept from."""
-    held: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield held  # signals reach the main thread only
-        return
+    not started yet out of the run and its report. ``give_back`` puts the
+    handlers back and delivers what was kept to them, where the fleet's wait
+    takes any stop; a stop landing midway just makes the next call go on."""
 
-    def hold(signum: int, frame: object) -> None:
-        held.append(signum)
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}  # signal → its handler, until given back
+        self.held: list[int] = []
 
-    previous = {}
-    try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            if callable(signal.getsignal(signum)):
-                previous[signum] = signal.signal(signum, hold)
-        yield held
-    finally:
-        for signum, handler in previous.items():
+    def __enter__(self) -> _HeldStops:
+        if threading.current_thread() is threading.main_thread():  # signals reach it only
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                if callable(signal.getsignal(signum)):
+                    self.previous[signum] = signal.signal(signum, self._hold)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Given back in the wait, where a stop is taken: not here."""
+
+    def _hold(self, signum: int, frame: object) -> None:
+        self.held.append(signum)
+
+    def give_back(self) -> None:
+        while self.previous:
+            signum, handler = next(iter(self.previous.items()))
             signal.signal(signum, handler)
+            del self.previous[signum]
+        while self.held:  # its own handler runs now (SIGTERM's also stops our children)
+            signal.raise_signal(self.held.pop(0))
 
 
 def _left_behind(host: str, fleet: _Fleet, began: float) -> HostOutcome:
@@ -260,19 +267,20 @@ class _Fleet:
     def stopped_by(self) -> int | None:
         return int(interruption_code(self.stop_kind())) if self.stop_kind else None
 
-    def wait(self, held: list[int] | None = None) -> None:
+    def wait(self, held: _HeldStops | None = None) -> None:
         """Until every host has ended; a stop (again and again) reaches them all,
         ``held`` first: the signals that came while the hosts were starting.
 
         Not Thread.join: on Python 3.11 a Ctrl-C inside join() can mark a
         thread that still runs as ended (its lock is released on the way out).
         """
-        held = held if held is not None else []
+        held = held or _HeldStops()
         give_up = math.inf
-        while time.monotonic() < give_up:
+        while time.monotonic() < give_up or held.previous:  # never leave a handler held
             try:
-                while held:  # its own handler runs now (SIGTERM's also stops our children)
-                    signal.raise_signal(held.pop(0))
+                held.give_back()
+                if time.monotonic() >= give_up:
+                    return
                 self.wake.wait(0.2)  # short: the main thread must see signals
                 self.wake.clear()
                 if self.all_ended.is_set():

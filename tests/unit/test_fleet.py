@@ -238,13 +238,48 @@ def test_a_stop_while_the_hosts_start_is_held_and_reaches_every_host(monkeypatch
     monkeypatch.setattr(_base, "_children", lambda: children_looked_for.append(True) or [])
     began = threading.Semaphore(0)
     with _base.sigterm_as_interrupt():
+        terminate = signal.getsignal(signal.SIGTERM)
         report = fleet.run("t", ["slow", "slow2", "later"], _stoppable(began), parallel=2)
-    code = 143 if signum == signal.SIGTERM else 130
-    assert bool(children_looked_for) == (signum == signal.SIGTERM)  # delivered to its handler
-    assert starts == ["fleet slow", "fleet slow2", "fleet later"]
-    assert [(o.state, o.exit_code) for o in report.outcomes] == [("interrupted", code)] * 3
-    assert report.stopped_by == code
+        code = 143 if signum == signal.SIGTERM else 130
+        assert bool(children_looked_for) == (signum == signal.SIGTERM)  # delivered to its handler
+        assert starts == ["fleet slow", "fleet slow2", "fleet later"]
+        assert [(o.state, o.exit_code) for o in report.outcomes] == [("interrupted", code)] * 3
+        assert report.stopped_by == code
+        assert signal.getsignal(signal.SIGTERM) is terminate  # given back
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+
+
+def test_a_stop_landing_as_the_handlers_are_given_back_is_taken_and_they_all_come_back(
+    monkeypatch,
+):
+    """Ctrl-C once SIGINT's handler is back and SIGTERM's is not yet: the wait
+    takes it, and SIGTERM's handler still comes back."""
+    real_signal = signal.signal
+    interrupted: list[int] = []
+
+    def setting(signum, handler):
+        if handler is not signal.default_int_handler and not interrupted and len(hosts) == 3:
+            interrupted.append(signum)
+            raise KeyboardInterrupt  # as a Ctrl-C taken at this call
+        return real_signal(signum, handler)
+
+    hosts: list[str] = []
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        real_start(thread)
+        hosts.append(thread.name)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    monkeypatch.setattr(signal, "signal", setting)
+    began = threading.Semaphore(0)
+    with _base.sigterm_as_interrupt():
+        before = signal.getsignal(signal.SIGTERM)
+        report = fleet.run("t", ["slow", "slow2", "later"], _stoppable(began), parallel=2)
+        assert signal.getsignal(signal.SIGTERM) is before
+    assert interrupted == [signal.SIGTERM]  # given back after SIGINT's, and interrupted once
+    assert [(o.state, o.exit_code) for o in report.outcomes] == [("interrupted", 130)] * 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_sigterm_stops_every_host_as_sigterm():
