@@ -234,7 +234,7 @@ class Display:
         self.out.print(table)
         if report.others:
             self.note(_others_line(report.others))
-        elif not report.running:
+        if not report.running and not (report.others and report.others.blocks_start):
             self.info("Stopped. Start with:  inv stack.start")
 
     def health(self, results: dict[str, ProbeResult]) -> None:
@@ -635,26 +635,26 @@ FLEET_MARK = {"finished": ("✓", "green"), "failed": ("✗", "red"), "interrupt
 
 
 def _others_line(others: OtherContainers) -> str:
-    names = ", ".join(others.containers)
-    if others.adopted_by:
+    """One line: whose the project's other containers are, each holder with its remedy."""
+    holders = others.holders()
+    clauses = [f"{', '.join(names)}: {_holder(kind, id_, others)}" for kind, id_, names in holders]
+    said = f"not this installation's: {'; '.join(clauses)}" if clauses else ""
+    if others.adopted_by and not any(kind == "adopter" for kind, _, _ in holders):
+        said = "; ".join(filter(None, [_holder("adopter", others.adopter or "", others), said]))
+    return f"warning: {said}"
+
+
+def _holder(kind: str, installation: str, others: OtherContainers) -> str:
+    if kind == "adopter":
         return (
-            f"warning: {names} belong to the installation at {others.adopted_by}, "
-            "which adopted this project (`stack.adopt`): run status there"
+            f"the installation at {others.adopted_by} adopted this project (`stack.adopt`), "
+            "run status there"
         )
-    if others.by_hand:
-        return (
-            f"warning: {names} were started without ollama-stack, from its compose files: "
-            "`inv stack.adopt` takes them over"
-        )
-    if others.not_ollama_stack:
-        return (
-            f"warning: {names} belong to another compose project of the same name, "
-            "not made by ollama-stack"
-        )
-    return (
-        f"warning: {names} are not this installation's (installation id "
-        f"{', '.join(others.installations)}): run status from that installation's home"
-    )
+    if kind == "by-hand":
+        return "started by hand from our compose files, `inv stack.adopt` takes them over"
+    if kind == "other-project":
+        return "another compose project of the same name, not made by ollama-stack"
+    return f"another installation (id {installation}), run status from its home"
 
 
 def _fleet_table(report: FleetReport) -> Any:

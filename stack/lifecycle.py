@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from ollama_stack.common.errors import (
     ConfigError,
@@ -460,22 +460,36 @@ class ServiceStatus:
 
 @dataclass
 class OtherContainers:
-    """The project's containers that are not this installation's: status shows
-    them only as this, never as ours."""
+    """Who else holds the project: its containers that are not this
+    installation's (never shown as ours), and the home whose `stack.adopt`
+    took it over, as the adoption mark says."""
 
-    containers: list[str]
-    installations: list[str]  # the ids they carry (UNMANAGED: made from our files by hand)
-    adopted_by: str | None = None  # the home whose `stack.adopt` took the project over
+    containers: dict[str, str]  # container name → the installation id it carries
+    adopted_by: str | None = None  # the adopter's home
+    adopter: str | None = None  # the adopter's installation id
+
+    def holders(self) -> list[tuple[HolderKind, str, list[str]]]:
+        """(kind, installation id, container names), one per holder."""
+        names: dict[str, list[str]] = {}
+        for name, installation in sorted(self.containers.items()):
+            names.setdefault(installation, []).append(name)
+        return [(self._kind(installation), installation, n) for installation, n in names.items()]
 
     @property
-    def by_hand(self) -> bool:
-        """Made from our compose files without ollama-stack (`stack.adopt` takes them)."""
-        return set(self.installations) == {UNMANAGED}
+    def blocks_start(self) -> bool:
+        """Does `stack.start` refuse the project for them (as `refuse_foreign` does)?"""
+        kinds = {kind for kind, _, _ in self.holders()}
+        return bool(self.adopted_by) or bool(kinds - {"other-project"})
 
-    @property
-    def not_ollama_stack(self) -> bool:
-        """Another compose project of the same name, not made from our files."""
-        return set(self.installations) == {UNLABELLED}
+    def _kind(self, installation: str) -> HolderKind:
+        if installation == self.adopter:
+            return "adopter"
+        if installation == UNMANAGED:
+            return "by-hand"
+        return "other-project" if installation == UNLABELLED else "installation"
+
+
+HolderKind = Literal["adopter", "by-hand", "other-project", "installation"]
 
 
 @dataclass
@@ -532,7 +546,7 @@ def status(rt: Runtime) -> StatusReport:
         }
         models = {n: c for n, c in counting.result().items() if n in health and health[n].ok}
     report = StatusReport(rt.target.label, rt.settings.project, rt.paths.installed, platform)
-    report.others = _other_containers(rt, others)
+    report.others = _other_containers(rt, ours, others)
     for spec in CATALOG:
         kind = rt.kind(spec.name)
         state_text, image, uptime = kind.status(rt, spec, containers.get(spec.name))
@@ -555,21 +569,21 @@ def status(rt: Runtime) -> StatusReport:
     return report
 
 
-def _other_containers(rt: Runtime, others: list[ContainerState]) -> OtherContainers | None:
-    """Name who holds the project when its containers are not ours. The adoption
-    mark is read only then: a stack of our own costs status no extra call."""
-    if not others:
-        return None
-    ids = sorted({c.installation for c in others})
-    found = OtherContainers(sorted(c.name for c in others), ids)
-    if set(ids) - {UNMANAGED, UNLABELLED}:
+def _other_containers(
+    rt: Runtime, ours: list[ContainerState], others: list[ContainerState]
+) -> OtherContainers | None:
+    """Name who else holds the project. The adoption mark is read only where it
+    can tell something: another installation's containers, or none at all (the
+    adopter's removed). A stack of our own costs status no extra call."""
+    found = OtherContainers({c.name: c.installation for c in others})
+    if set(found.containers.values()) - {UNMANAGED, UNLABELLED} or not (ours or others):
         try:
             mark = rt.compose.adoption_mark()
         except StackError:  # the listing answered a moment ago; the names say enough
             mark = None
-        if mark is not None and adopted_elsewhere(rt, mark) and mark.installation in ids:
-            found.adopted_by = mark.home
-    return found
+        if mark is not None and adopted_elsewhere(rt, mark):
+            found.adopted_by, found.adopter = mark.home, mark.installation
+    return found if found.containers or found.adopted_by else None
 
 
 def _model_counts(rt: Runtime) -> dict[str, tuple[int, int]]:

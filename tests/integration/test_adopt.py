@@ -126,11 +126,13 @@ def test_the_old_home_of_a_copy_is_refused_until_it_takes_the_project_back(
     assert mark_of(first) == {"by": new_id, "home": str(home_of(moved)), "volumes": old_id}
     # While the adopter's containers run, the old home's status names their home.
     seen = json.loads(first.ok("stack.status", "--json").stdout)
-    assert seen["running"] is False and seen["others"]["installations"] == [new_id]
+    assert seen["running"] is False and set(seen["others"]["containers"].values()) == {new_id}
     assert seen["others"]["adopted_by"] == str(home_of(moved))
     # The adopter's containers gone (removed by hand): the volumes carry the old
     # home's own id again, and only the mark tells they are not its own.
     docker("rm", "--force", *first.containers(), host=first.docker_host)
+    seen = json.loads(first.ok("stack.status", "--json").stdout)["others"]
+    assert seen == {"containers": {}, "adopted_by": str(home_of(moved)), "adopter": new_id}
     volumes = first.volumes()
     for args in (
         ("stack.start", "--pull", "never"),

@@ -415,15 +415,20 @@ def test_status_in_the_old_home_names_the_adopter_instead_of_how_to_start(
     document = json.loads(capsys.readouterr().out)
     assert document["running"] is False
     assert document["others"] == {
-        "containers": ["p-ollama-1", "p-webui-1"],
-        "installations": [adopter],
+        "containers": {"p-ollama-1": adopter, "p-webui-1": adopter},
         "adopted_by": str(old_home.root),
+        "adopter": adopter,
     }
     assert run_program("stack.status") == ExitCode.OK
     captured = capsys.readouterr()
-    assert f"belong to the installation at {old_home.root}, which adopted" in " ".join(
-        captured.err.split()
-    )
+    said = f"p-ollama-1, p-webui-1: the installation at {old_home.root} adopted this project"
+    assert said in " ".join(captured.err.split())
+    assert "Start with" not in captured.out
+    adopted_by(pow_calls, old_home, [])  # the adopter's containers removed: the mark still says
+    assert run_program("stack.status") == ExitCode.OK
+    captured = capsys.readouterr()
+    said = f"warning: the installation at {old_home.root} adopted this project"
+    assert said in " ".join(captured.err.split())
     assert "Start with" not in captured.out
 
 

@@ -203,33 +203,43 @@ def test_text_from_a_backup_store_cannot_drive_the_terminal(capsys):
 
 
 @pytest.mark.parametrize(
-    ("others", "said"),
+    ("others", "said", "stopped_hint"),
     [
         (
-            OtherContainers(["lab-webui-1"], ["a1"], adopted_by="/srv/new-home"),
-            "warning: lab-webui-1 belong to the installation at /srv/new-home, which adopted "
-            "this project (`stack.adopt`): run status there",
+            OtherContainers({"lab-webui-1": "a1"}, adopted_by="/srv/new-home", adopter="a1"),
+            "warning: not this installation's: lab-webui-1: the installation at /srv/new-home "
+            "adopted this project (`stack.adopt`), run status there",
+            False,
         ),
         (
-            OtherContainers(["lab-webui-1"], ["unmanaged"]),
-            "warning: lab-webui-1 were started without ollama-stack, from its compose files: "
-            "`inv stack.adopt` takes them over",
+            OtherContainers({}, adopted_by="/srv/new-home", adopter="a1"),
+            "warning: the installation at /srv/new-home adopted this project (`stack.adopt`), "
+            "run status there",
+            False,
         ),
         (
-            OtherContainers(["lab-db-1"], ["unlabelled"]),
-            "warning: lab-db-1 belong to another compose project of the same name, not made by "
-            "ollama-stack",
+            OtherContainers({"lab-webui-1": "unmanaged", "lab-db-1": "unlabelled"}),
+            "warning: not this installation's: lab-db-1: another compose project of the same "
+            "name, not made by ollama-stack; lab-webui-1: started by hand from our compose "
+            "files, `inv stack.adopt` takes them over",
+            False,
         ),
         (
-            OtherContainers(["lab-ollama-1", "lab-webui-1"], ["a1", "b2"]),
-            "warning: lab-ollama-1, lab-webui-1 are not this installation's (installation id "
-            "a1, b2): run status from that installation's home",
+            OtherContainers({"lab-db-1": "unlabelled"}),
+            "warning: not this installation's: lab-db-1: another compose project of the same "
+            "name, not made by ollama-stack",
+            True,  # `stack.start` is not refused for those
+        ),
+        (
+            OtherContainers({"lab-ollama-1": "a1", "lab-webui-1": "a1", "lab-x-1": "b2"}),
+            "warning: not this installation's: lab-ollama-1, lab-webui-1: another installation "
+            "(id a1), run status from its home; lab-x-1: another installation (id b2), run "
+            "status from its home",
+            False,
         ),
     ],
 )
-def test_status_says_whose_containers_hold_the_project_instead_of_how_to_start(
-    capsys, others, said
-):
+def test_status_says_whose_containers_hold_the_project(capsys, others, said, stopped_hint):
     report = StatusReport("local", "lab", installed=True, platform="cpu", others=others)
     report.services.append(
         ServiceStatus("webui", "docker", "absent", "unknown", "http://127.0.0.1:8080", "w", "")
@@ -237,4 +247,4 @@ def test_status_says_whose_containers_hold_the_project_instead_of_how_to_start(
     Display().status(report)
     captured = capsys.readouterr()
     assert said in " ".join(captured.err.split())  # as wrapped at the terminal's width
-    assert "Start with" not in captured.out
+    assert ("Start with" in captured.out) == stopped_hint

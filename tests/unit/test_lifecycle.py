@@ -495,29 +495,41 @@ def test_status_names_containers_not_ours_and_asks_for_the_mark_only_then(local_
     )
     report = lifecycle.status(rt)
     assert report.others == lifecycle.OtherContainers(
-        ["p-ollama-1", "p-webui-1"], ["0ther0ther0ther0", UNMANAGED], adopted_by=None
+        {"p-ollama-1": "0ther0ther0ther0", "p-webui-1": UNMANAGED}
     )
-    assert not report.others.by_hand
+    assert report.others.holders() == [
+        ("installation", "0ther0ther0ther0", ["p-ollama-1"]),
+        ("by-hand", UNMANAGED, ["p-webui-1"]),
+    ]
+    assert report.others.blocks_start
     assert pow_calls.subcommands().count("volume") == 1  # no mark: nobody adopted it
     assert not report.running and {s.state for s in report.services} == {"absent"}
     assert report.to_json()["others"] == {
-        "containers": ["p-ollama-1", "p-webui-1"],
-        "installations": ["0ther0ther0ther0", UNMANAGED],
+        "containers": {"p-ollama-1": "0ther0ther0ther0", "p-webui-1": UNMANAGED},
         "adopted_by": None,
+        "adopter": None,
     }
 
     pow_calls.calls.clear()
     pow_calls.on_run = ps_answer(ps_row("webui", installation=UNMANAGED))
     report = lifecycle.status(rt)
-    assert report.others is not None and report.others.by_hand
+    assert report.others is not None and report.others.holders()[0][0] == "by-hand"
     assert "volume" not in pow_calls.subcommands()  # made by hand: no adopter to name
 
     pow_calls.calls.clear()
     not_ours = ps_row("db") | {"Labels": "com.docker.compose.project=p"}  # no label of ours
     pow_calls.on_run = ps_answer(not_ours)
     report = lifecycle.status(rt)
-    assert report.others is not None and report.others.not_ollama_stack
+    assert report.others is not None and report.others.holders() == [
+        ("other-project", "unlabelled", ["p-db-1"])
+    ]
+    assert not report.others.blocks_start  # `stack.start` goes on over those
     assert "volume" not in pow_calls.subcommands()
+
+    pow_calls.calls.clear()
+    pow_calls.on_run = ps_answer()  # nothing at all: only the mark could tell (none here)
+    assert lifecycle.status(rt).others is None
+    assert pow_calls.subcommands().count("volume") == 1
 
 
 def test_status_shows_webui_that_cannot_reach_ollama(local_paths, services, pow_calls):
