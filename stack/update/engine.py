@@ -34,7 +34,6 @@ from ..events import Progress, emit
 from ..lifecycle import (
     check_service_names,
     prepare,
-    refuse_adopted_elsewhere,
     refuse_foreign,
     wait_healthy,
 )
@@ -127,8 +126,10 @@ def apply(
     # services run in Docker and which on the host.
     rt = rt.resolve()
     docker = [s for s in services if rt.kind(s).in_compose]
-    if docker:  # the adopter's containers, and its rollback tags (named by project)
-        refuse_adopted_elsewhere(rt)
+    # Another installation's containers (and rollback tags, named by project),
+    # or its volumes for the backup taken first: refused before any question.
+    if docker:
+        refuse_foreign(rt)
     running = {c.service for c in rt.compose.ps() if c.state == "running"} if docker else set()
     # Read-only first: an unreachable registry stops here, and nobody is asked
     # about a change that will not happen.

@@ -1279,8 +1279,22 @@ def test_apply_is_refused_where_another_installation_adopted_the_project(stack):
     engine.held = Ownership({"n3w"}, AdoptionMark("n3w", "/the/new/home", "me"))
     with pytest.raises(ConfigError, match="adopted by the installation at /the/new/home"):
         apply(stack)
-    assert engine.kinds() == ["adoption_mark"]  # nothing asked of the registry, pulled or tagged
+    assert engine.kinds() == ["ownership"]  # nothing asked of the registry, pulled or tagged
     assert adopters_tag in engine.tags and stack.history() == []
+
+
+def test_apply_is_refused_before_any_question_where_another_installation_holds_the_project(
+    stack,
+):
+    """A copied home not adopted yet: its backup would read volumes it cannot pause,
+    and its rollback tags are named by the project (the other home's)."""
+    engine = stack.engine
+    engine.publish("webui", "v2")
+    engine.held = Ownership({"0ld0ld0ld0ld0ld0"})
+    with pytest.raises(ConfigError, match="belongs to another ollama-stack installation"):
+        apply(stack, ["webui"], backup=lambda rt: "never taken")
+    assert engine.kinds() == ["ownership"]  # no registry, no question, no backup, no tag
+    assert stack.history() == []
 
 
 def test_rollback_takes_the_latest_applied_entry(stack):
