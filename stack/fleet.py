@@ -209,8 +209,13 @@ class _HeldStops:
                     self.previous[signum] = signal.signal(signum, self._hold)
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        """Given back in the wait, where a stop is taken: not here."""
+    def __exit__(self, failed: type[BaseException] | None, *exc: object) -> None:
+        """Given back in the wait, where a stop is taken; here only when the
+        threads could not all start (no wait follows: the failure is the news)."""
+        if failed is not None:
+            for signum, handler in self.previous.items():
+                signal.signal(signum, handler)
+            self.previous.clear()
 
     def _hold(self, signum: int, frame: object) -> None:
         self.held.append(signum)

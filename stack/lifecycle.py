@@ -573,10 +573,10 @@ def _other_containers(
     rt: Runtime, ours: list[ContainerState], others: list[ContainerState]
 ) -> OtherContainers | None:
     """Name who else holds the project. The adoption mark is read only where it
-    can tell something: another installation's containers, or none at all (the
+    can tell something: another installation's containers, or none of ours (the
     adopter's removed). A stack of our own costs status no extra call."""
     found = OtherContainers({c.name: c.installation for c in others})
-    if set(found.containers.values()) - {UNMANAGED, UNLABELLED} or not (ours or others):
+    if set(found.containers.values()) - {UNMANAGED, UNLABELLED} or not ours:
         try:
             mark = rt.compose.adoption_mark()
         except StackError:  # the listing answered a moment ago; the names say enough

@@ -249,6 +249,27 @@ def test_a_stop_while_the_hosts_start_is_held_and_reaches_every_host(monkeypatch
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
 
 
+def test_threads_that_cannot_all_start_give_the_handlers_back(monkeypatch):
+    """No wait follows a failed start: the handlers come back on the way out."""
+    real_start = threading.Thread.start
+    starts: list[str] = []
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name.startswith("fleet "):
+            starts.append(thread.name)
+            if len(starts) == 2:
+                raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    with _base.sigterm_as_interrupt():
+        terminate = signal.getsignal(signal.SIGTERM)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            fleet.run("t", ["a", "b", "c"], lambda host: fleet.Finished(0, {}))
+        assert signal.getsignal(signal.SIGTERM) is terminate
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_stop_landing_as_the_handlers_are_given_back_is_taken_and_they_all_come_back(
     monkeypatch,
 ):
