@@ -122,6 +122,8 @@ def backed_up_first(take: Callable[[], T], before: str, unchanged: str) -> T:
     except StackError as failure:
         raise StackError(
             f"the backup before {before} failed, so nothing was {unchanged}: {failure.message}",
-            failure.remedy or "fix that, or go on with --no-backup at your own risk",
+            # Skipping it is always a way on (a store that is full, volumes
+            # another installation holds): said even where the failure has its own.
+            f"{failure.remedy or 'fix that'}; or go on with --no-backup at your own risk",
             code=failure.code,
         ) from None

@@ -308,6 +308,15 @@ def test_the_backup_comes_first_and_a_failed_one_changes_nothing(local_paths):
         "the backup before the migration failed, so nothing was changed: the store is full"
     )
     assert info.value.code == ExitCode.BAD_BACKUP
+    assert info.value.remedy == "free space; or go on with --no-backup at your own risk"
+    assert files_of(local_paths.root) == before
+
+    def refused() -> str:  # a failure with no remedy of its own
+        raise StackError("the engine went away")
+
+    with pytest.raises(StackError) as info:
+        migrate.apply(local_paths, migrate.plan(local_paths), backup=refused)
+    assert info.value.remedy == "fix that; or go on with --no-backup at your own risk"
     assert files_of(local_paths.root) == before
 
 

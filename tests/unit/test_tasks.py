@@ -869,7 +869,7 @@ def test_a_failed_backup_stops_the_migration(capsys, snapshots):
     assert progress == ["• backing up before the migration"]
     assert line == (
         "error: the backup before the migration failed, so nothing was changed: "
-        "backup store /nas is full — free space in it"
+        "backup store /nas is full — free space in it; or go on with --no-backup at your own risk"
     )
     after = snapshot(paths.root)
     after.pop("state/.data.lock")  # the lock a backup or a migration holds, as backups leave it

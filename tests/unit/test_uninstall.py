@@ -517,7 +517,7 @@ def test_a_failed_backup_stops_the_uninstall_with_nothing_removed(capsys, backup
     errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert errors == [
         "error: the backup before the uninstall failed, so nothing was removed: "
-        "backup store /nas is full — free space in it"
+        "backup store /nas is full — free space in it; or go on with --no-backup at your own risk"
     ]
     assert engine.resources == before
     assert not [c for c in engine.calls if c[0] in ("remove", "remove_image")]
