@@ -637,11 +637,15 @@ FLEET_MARK = {"finished": ("✓", "green"), "failed": ("✗", "red"), "interrupt
 def _others_line(others: OtherContainers) -> str:
     """One line: whose the project's other containers are, each holder with its remedy."""
     holders = others.holders()
-    clauses = [f"{', '.join(names)}: {_holder(kind, id_, others)}" for kind, id_, names in holders]
-    said = f"not this installation's: {'; '.join(clauses)}" if clauses else ""
+    parts = []
     if others.adopted_by and not any(kind == "adopter" for kind, _, _ in holders):
-        said = "; ".join(filter(None, [_holder("adopter", others.adopter or "", others), said]))
-    return f"warning: {said}"
+        parts.append(_holder("adopter", others.adopter or "", others))  # its containers gone
+    if holders:
+        clauses = [
+            f"{', '.join(names)}: {_holder(kind, id_, others)}" for kind, id_, names in holders
+        ]
+        parts.append(f"not this installation's: {'; '.join(clauses)}")
+    return f"warning: {'; '.join(parts)}"
 
 
 def _holder(kind: str, installation: str, others: OtherContainers) -> str:
