@@ -272,14 +272,13 @@ class _Fleet:
     def stopped_by(self) -> int | None:
         return int(interruption_code(self.stop_kind())) if self.stop_kind else None
 
-    def wait(self, held: _HeldStops | None = None) -> None:
+    def wait(self, held: _HeldStops) -> None:
         """Until every host has ended; a stop (again and again) reaches them all,
         ``held`` first: the signals that came while the hosts were starting.
 
         Not Thread.join: on Python 3.11 a Ctrl-C inside join() can mark a
         thread that still runs as ended (its lock is released on the way out).
         """
-        held = held or _HeldStops()
         give_up = math.inf
         while time.monotonic() < give_up or held.previous:  # never leave a handler held
             try:
