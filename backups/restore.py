@@ -78,7 +78,7 @@ def _checked_restore(
         _refuse_newer_config(manifest)
         _refuse_newer_data(rt, manifest, names)
     check.verify(store, snapshot_id, progress)  # whole, or nothing is touched
-    refuse_foreign(rt)  # `compose rm` acts on the project name: another home's too
+    rt = refuse_foreign(rt)  # `compose rm` acts on the project name: another home's too
     _refuse_volumes_not_ours(rt, volumes)
     also = " and the installation's secrets" if keys else ""
     if not confirm(

@@ -71,7 +71,8 @@ def create(
     config.read_secrets(rt.paths)  # not installed: nothing to back up
     # Volumes of the project that another installation holds (its containers
     # writing them, unpaused by us) would be copied torn and filed as ours.
-    refuse_foreign(rt)
+    if not rt.owned:  # a restore or an update has just asked
+        refuse_foreign(rt)
     with config.installation_lock(rt.paths, "the backup"), store.locked():
         began = time.time()
         snapshot_id = store.new_snapshot(began, options.description)

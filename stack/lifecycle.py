@@ -200,8 +200,11 @@ def refuse_foreign_at_install(rt: Runtime) -> None:
         )
 
 
-def refuse_foreign(rt: Runtime) -> None:
-    """Never start on top of another installation that uses the same project name."""
+def refuse_foreign(rt: Runtime) -> Runtime:
+    """Never start on top of another installation that uses the same project name.
+
+    Returns ``rt`` marked as checked (``Runtime.owned``), for a caller whose
+    backup comes next: restore's safety copy, an update's backup."""
     found = rt.compose.ownership()
     refuse_adopted_elsewhere(rt, found)
     others = found.others
@@ -218,6 +221,7 @@ def refuse_foreign(rt: Runtime) -> None:
             "over (it asks first); else give this one its own project: "
             "`inv stack.uninstall --remove-config`, then `inv stack.install --project NAME`",
         )
+    return rt.owned_copy()
 
 
 def refuse_adopted_elsewhere(rt: Runtime, found: Ownership | None = None) -> None:

@@ -55,6 +55,9 @@ class Runtime:
     # The installation id our data volumes carry when they were taken over from
     # another home (`stack.adopt`, recorded in the state): None means our own.
     volumes_installation: str | None = None
+    # Found this installation's alone by `lifecycle.refuse_foreign` (see
+    # ``owned_copy``): a backup taken with it need not ask the engine again.
+    owned: bool = False
     # In effect: a service the platform runs natively is native-api here.
     settings: Settings = field(init=False)
 
@@ -169,9 +172,15 @@ class Runtime:
         object.__setattr__(made, "compose", compose)
         return made
 
+    def owned_copy(self) -> Runtime:
+        """A copy that says its project was just found this installation's alone."""
+        return dataclasses.replace(self, owned=True, compose=self.compose)
+
     def with_volumes_installation(self, installation: str | None) -> Runtime:
         """A copy whose data volumes carry ``installation`` (taken over from it)."""
-        made = dataclasses.replace(self, volumes_installation=installation, compose=self.compose)
+        made = dataclasses.replace(
+            self, volumes_installation=installation, owned=False, compose=self.compose
+        )
         compose = dataclasses.replace(self.compose, volume_installation=installation)
         object.__setattr__(made, "compose", compose)
         return made
@@ -186,7 +195,7 @@ class Runtime:
                 "ports": {**self.configured.ports, **ports},
             }
         )
-        made = dataclasses.replace(self, configured=settings, compose=self.compose)
+        made = dataclasses.replace(self, configured=settings, owned=False, compose=self.compose)
         compose = dataclasses.replace(self.compose, project=project, env_files=(env_file,))
         object.__setattr__(made, "compose", compose)
         return made

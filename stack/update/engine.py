@@ -129,7 +129,7 @@ def apply(
     # Another installation's containers (and rollback tags, named by project),
     # or its volumes for the backup taken first: refused before any question.
     if docker:
-        refuse_foreign(rt)
+        rt = refuse_foreign(rt)
     running = {c.service for c in rt.compose.ps() if c.state == "running"} if docker else set()
     # Read-only first: an unreachable registry stops here, and nobody is asked
     # about a change that will not happen.

@@ -452,6 +452,24 @@ def test_a_backup_of_volumes_another_installation_holds_is_refused_before_it_beg
     assert not store.root.exists()
 
 
+def test_a_backup_with_a_runtime_just_checked_does_not_ask_who_holds_the_project_again(
+    local_paths, pow_calls, tmp_path
+):
+    """Restore's safety copy and an update's backup follow their own check."""
+    config.install(local_paths, {"project": "p", "platform": "cpu"})
+    engine_with(pow_calls, [], {})
+    options = snapshot.Options(services=("mcp_proxy",))  # no volume to read
+    rt = make_runtime(local_paths, {}, project="p")
+    snapshot.create(rt, Store(tmp_path / "store"), options)
+    assert pow_calls.subcommands().count("volume") == 1  # its own check
+    checked = lifecycle.refuse_foreign(rt)
+    assert checked.owned and not rt.owned
+    pow_calls.calls.clear()
+    snapshot.create(checked, Store(tmp_path / "store"), options)
+    assert "volume" not in pow_calls.subcommands()
+    assert not checked.throwaway("p-trial", tmp_path / "trial.env", {}).owned  # another project
+
+
 # -- refusals elsewhere name adopt ------------------------------------------------------
 
 

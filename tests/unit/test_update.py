@@ -875,6 +875,7 @@ def test_apply_backs_up_before_it_changes_anything(stack):
 
     def back_up(rt: Runtime) -> str:
         seen.append(stack.engine.kinds())  # what had happened when the backup ran
+        assert rt.owned  # checked before the question: the backup need not ask again
         return "20261203T120000Z-abcdef"
 
     before = len(stack.engine.kinds())
