@@ -289,6 +289,18 @@ def backup_taker(out: Display, description: str) -> Callable[[Runtime], str]:
     return back_up
 
 
+def backup_possible(rt: Runtime, before: str, unchanged: str) -> Runtime:
+    """What the backup a change begins with would refuse first (volumes another
+    installation holds), asked before the change's question: nobody is asked
+    about a change that then stops at its backup. The failure reads as the
+    backup's would (``before``: "the migration", ``unchanged``: "changed").
+    Returns ``rt`` marked checked, so the backup does not ask again."""
+    from ollama_stack.common.errors import backed_up_first
+    from ollama_stack.stack.lifecycle import refuse_foreign
+
+    return backed_up_first(lambda: refuse_foreign(rt), before, unchanged)
+
+
 def confirmer(yes: bool, out: Display) -> Callable[[str], bool]:
     """Ask on a terminal; without one, refuse unless --yes was given (never hang)."""
 

@@ -11,6 +11,7 @@ from invoke import Context, Exit
 from ollama_stack.common.errors import Terminated
 
 from ._base import (
+    backup_possible,
     backup_taker,
     confirmer,
     current_remote,
@@ -224,6 +225,8 @@ def uninstall(
         if json:
             out.json({**todo.to_json(), "result": "nothing to remove"})
         return
+    if backup:
+        rt = backup_possible(rt, "the uninstall", "removed")
     if not confirmer(yes or force, out)(f"remove the above from {rt.target.label}?"):
         if json:
             out.json({**todo.to_json(), "result": "cancelled"})
@@ -282,6 +285,8 @@ def migrate(
         out.info("dry run: nothing was written")
         result = "dry run"
     elif todo.needed:
+        if not no_backup:
+            rt = backup_possible(rt, "the migration", "changed")
         if not confirmer(yes, out)(f"rewrite these files of {rt.target.label}?"):
             if json:
                 out.json({**todo.to_json(), "result": "cancelled"})

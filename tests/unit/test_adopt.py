@@ -21,7 +21,7 @@ from ollama_stack.stack.runtime import Runtime
 
 # The lifecycle tests' fixtures too: fast polling, and real HTTP services for health.
 from .test_lifecycle import fast_polling, make_runtime, ours, ports_of, services  # noqa: F401
-from .test_tasks import run_program, stderr_lines
+from .test_tasks import old_installation, run_program, stderr_lines
 
 
 @pytest.fixture
@@ -468,6 +468,27 @@ def test_a_backup_with_a_runtime_just_checked_does_not_ask_who_holds_the_project
     snapshot.create(checked, Store(tmp_path / "store"), options)
     assert "volume" not in pow_calls.subcommands()
     assert not checked.throwaway("p-trial", tmp_path / "trial.env", {}).owned  # another project
+
+
+def test_a_migration_whose_backup_would_be_refused_stops_before_its_question(
+    capsys, pow_calls, old_home
+):
+    """A copied home: its backup would read the other home's volumes. Said before
+    "rewrite these files?" (no terminal here: the question would be refused first)."""
+    paths = old_installation()
+    written = paths.config_file.read_text()
+    moved_project(pow_calls, old_home)
+    assert run_program("stack.migrate") == ExitCode.CONFIG
+    (line,) = [ln for ln in stderr_lines(capsys.readouterr().err) if ln.startswith("error:")]
+    assert line.startswith(
+        "error: the backup before the migration failed, so nothing was changed: compose "
+        "project 'ollama-stack' on local belongs to another ollama-stack installation"
+    )
+    assert line.endswith("; or go on with --no-backup at your own risk")
+    assert paths.config_file.read_text() == written
+    pow_calls.calls.clear()
+    assert run_program("stack.migrate", "--yes", "--no-backup") == ExitCode.OK
+    assert pow_calls.calls == []  # no backup: nothing to ask the engine
 
 
 # -- refusals elsewhere name adopt ------------------------------------------------------

@@ -750,7 +750,9 @@ class FakeSnapshots:
 
 
 @pytest.fixture
-def snapshots(monkeypatch) -> FakeSnapshots:
+def snapshots(monkeypatch, pow_calls) -> FakeSnapshots:
+    """Backups recorded, not taken; the engine answers that nobody else holds
+    the project (what the backup's own check asks first)."""
     from ollama_stack.backups import snapshot
 
     fake = FakeSnapshots(config.InstallPaths.for_target(None))

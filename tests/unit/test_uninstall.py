@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pytest
 
 from ollama_stack.common.errors import ConfigError, ExitCode, StackError
-from ollama_stack.compose.client import AdoptionMark, ComposeProject
+from ollama_stack.compose.client import AdoptionMark, ComposeProject, Ownership
 from ollama_stack.stack import config, uninstall
 from ollama_stack.stack.config import InstallPaths
 from ollama_stack.stack.events import Event
@@ -69,6 +69,11 @@ class FakeCompose:
 
     def adoption_mark(self) -> AdoptionMark | None:
         return self.mark
+
+    def ownership(self) -> Ownership:
+        """The project's containers carry no other installation's id here."""
+        self.calls.append(("ownership",))
+        return Ownership(set(), self.mark)
 
     @property
     def adoption_volume(self) -> str:
@@ -406,10 +411,12 @@ class Backups:
         self.engine = engine
         self.fail: StackError | None = None
         self.taken: list[tuple[str, list[str]]] = []
+        self.owned: list[bool] = []  # whether each backup's Runtime came checked
 
     def create(self, rt, store, options, progress=None):
         from types import SimpleNamespace
 
+        self.owned.append(rt.owned)
         if self.fail:
             raise self.fail
         volumes = sorted(n for n, p in self.engine.resources["volume"].items() if p == OURS)
@@ -522,6 +529,28 @@ def test_a_failed_backup_stops_the_uninstall_with_nothing_removed(capsys, backup
     assert engine.resources == before
     assert not [c for c in engine.calls if c[0] in ("remove", "remove_image")]
     assert config.InstallPaths.for_target(None).installed
+
+
+def test_a_backup_that_would_be_refused_is_refused_before_the_question(capsys, backups, engine):
+    """Adopted elsewhere: the volumes are the adopter's. --backup stops before
+    anything is asked (without a terminal, the question would be refused first)."""
+    engine.mark = AdoptionMark("n3wn3wn3wn3wn3w0", "/the/new/home", "me")
+    assert uninstall_task("--remove-config", "--backup") == ExitCode.CONFIG
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith(
+        "error: the backup before the uninstall failed, so nothing was removed: "
+        "compose project 'ollama-stack' on local was adopted by the installation at /the/new/home"
+    )
+    assert errors[0].endswith("; or go on with --no-backup at your own risk")
+    assert backups.taken == [] and not [c for c in engine.calls if c[0].startswith("remove")]
+    assert config.InstallPaths.for_target(None).installed
+
+
+def test_the_backup_gets_the_runtime_checked_before_the_question(backups, engine):
+    assert uninstall_task("--remove-volumes", "--backup", "--yes") == 0
+    assert [c[0] for c in engine.calls].count("ownership") == 1
+    assert backups.owned == [True]  # so the real backup does not list the engine again
 
 
 def test_backup_and_no_backup_together_are_refused(capsys, backups, engine):
