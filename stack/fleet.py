@@ -265,6 +265,9 @@ class _Fleet:
         self.running: dict[str, int] = {}  # host → its thread's id, while its work runs
         self.waiting: dict[str, _Waiting] = {}  # hosts at a question, until a round answers
         self.declined: dict[str, str] = {}  # hosts whose last answer was no → why
+        # Seconds each host spent at its questions (the others' plans, the
+        # user's answer): not its own work, so not in its time.
+        self.waited: dict[str, float] = {}
         self.stop_kind: type[KeyboardInterrupt] | None = None
         self.outcomes: dict[str, HostOutcome] = {}
 
@@ -343,8 +346,13 @@ class _Fleet:
             if self.stop_kind is None:
                 self.waiting[question.host] = waiting
         self.wake.set()
-        if self.stop_kind is None:
-            waiting.given.wait()  # a stop sets it too: its exception reaches us here
+        asked_at = time.monotonic()
+        try:
+            if self.stop_kind is None:
+                waiting.given.wait()  # a stop sets it too: its exception reaches us here
+        finally:
+            waited = time.monotonic() - asked_at
+            self.waited[question.host] = self.waited.get(question.host, 0.0) + waited
         if waiting.answer is None:
             raise (self.stop_kind or KeyboardInterrupt)()
         return waiting.answer
@@ -375,7 +383,8 @@ class _Fleet:
         # Out of ``running`` now: no stop reaches this thread below.
         assert finished is not None  # set on every path above
         declined = self.declined.get(host, "")
-        outcome = _outcome(host, finished, stopping, time.monotonic() - began, declined)
+        worked = time.monotonic() - began - self.waited.get(host, 0.0)
+        outcome = _outcome(host, finished, stopping, worked, declined)
         self.outcomes[host] = outcome
         try:
             if self.ended:

@@ -398,6 +398,22 @@ def test_hosts_asking_are_asked_together_once_after_the_others_ended():
     assert report.outcomes[0].document == [True]
 
 
+def test_a_hosts_time_leaves_out_its_wait_for_the_others_and_the_answer():
+    def work(host: str) -> fleet.Finished:
+        if host == "slow":
+            time.sleep(0.3)  # "quick" waits at its question meanwhile
+        return _asks()(host)
+
+    def asker(questions: list[fleet.Question]) -> bool:
+        time.sleep(0.3)  # the user reads the plans
+        return True
+
+    report = fleet.run("t", ["quick", "slow"], work, asker=asker)
+    quick, slow = report.outcomes
+    assert quick.ok and slow.ok
+    assert quick.seconds < 0.25 and 0.3 <= slow.seconds < 0.55  # 0.6 and 0.6 with the waits
+
+
 def test_a_no_reaches_every_waiting_host_and_says_so():
     report = fleet.run("t", ["a", "b"], _asks(), asker=lambda questions: False)
     assert [(o.state, o.exit_code, o.error) for o in report.outcomes] == [
