@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 from ollama_stack.common.errors import ConfigError, interruption_code
 
-from .config.settings import LOCAL_HOST
+from .config.values import LOCAL_HOST
 from .hosts.target import check_host_spec
 
 LOCAL = LOCAL_HOST  # in --hosts: this machine

@@ -188,12 +188,8 @@ class Runtime:
     def throwaway(self, project: str, env_file: Path, ports: Mapping[str, int]) -> Runtime:
         """A copy acting on another compose project, published on loopback only:
         a throwaway copy of the services (port 0: Docker picks a free one)."""
-        settings = self.configured.model_copy(
-            update={
-                "project": project,
-                "bind": "127.0.0.1",
-                "ports": {**self.configured.ports, **ports},
-            }
+        settings = self.configured.replace(
+            project=project, bind="127.0.0.1", ports={**self.configured.ports, **ports}
         )
         made = dataclasses.replace(self, configured=settings, owned=False, compose=self.compose)
         compose = dataclasses.replace(self.compose, project=project, env_files=(env_file,))

@@ -2,12 +2,16 @@
 only code that reads or writes an installation's files.
 
 - ``settings``: what each key may hold (pydantic), validated once.
+- ``values``: what it accepted, as the rest of the code reads it (no pydantic).
 - ``layers``: ``StackConfig``, invoke's ``Config`` with the installation's
   config.yaml, ``OLLAMA_STACK_*`` and task flags as levels.
 - ``files``: paths, secrets, state and env files, written atomically.
 - ``migrate``: the schema version config.yaml and the state file carry
   (``CONFIG_SCHEMA``), and the steps from each version to the next.
 """
+
+from collections.abc import Mapping
+from typing import Any
 
 from .files import (
     HOME_ENV,
@@ -48,22 +52,32 @@ from .layers import (
     stack_config,
 )
 from .migrate import CONFIG_SCHEMA, installed_schema
-from .settings import (
+from .values import (
     SECRET_KEYS,
-    Limits,
-    McpServer,
+    Frozen,
     Platform,
-    RemoteMcpServer,
-    ServiceSettings,
     ServiceType,
     Settings,
-    StdioMcpServer,
-    WebuiSettings,
     deep_merge,
     redact_url,
-    validate,
-    validate_merged,
 )
+
+
+def validate(layers: list[tuple[str, Mapping[str, Any]]]) -> Settings:
+    """The layers' settings merged and judged by the pydantic model (which is
+    loaded here, on first use: a query reading recorded settings never is)."""
+    from .settings import validate as judged
+
+    return judged(layers)
+
+
+def validate_merged(
+    merged: Mapping[str, Any], layers: list[tuple[str, Mapping[str, Any]]]
+) -> Settings:
+    from .settings import validate_merged as judged
+
+    return judged(merged, layers)
+
 
 __all__ = [
     "CONFIG_SCHEMA",
@@ -72,18 +86,13 @@ __all__ = [
     "SECRET_KEYS",
     "SECTION",
     "VOLUMES_INSTALLATION_KEY",
+    "Frozen",
     "InstallPaths",
     "InstallResult",
-    "Limits",
-    "McpServer",
     "Platform",
-    "RemoteMcpServer",
-    "ServiceSettings",
     "ServiceType",
     "Settings",
     "StackConfig",
-    "StdioMcpServer",
-    "WebuiSettings",
     "add_secrets",
     "backup_store",
     "claims_project",

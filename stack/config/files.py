@@ -30,7 +30,7 @@ from ollama_stack.common.files import replace_atomically
 from ollama_stack.common.locks import exclusive
 
 from .migrate import CONFIG_SCHEMA, CONFIG_STEPS, SCHEMA_KEY, STATE_STEPS, current
-from .settings import SECRET_KEYS, deep_merge, validate
+from .values import SECRET_KEYS, deep_merge
 
 HOME_ENV = "OLLAMA_STACK_HOME"
 CONFIG_HEADER = "# ollama-stack settings chosen for this installation (README: Configuration)\n"
@@ -229,7 +229,7 @@ def install(
             "containers and volumes",
             "`inv stack.uninstall` it first, or use another OLLAMA_STACK_HOME for a second one",
         )
-    validate([(str(paths.config_file), document)])
+    _judged(paths, document)
     paths.root.mkdir(parents=True, exist_ok=True)
     _write_atomic(paths.config_file, CONFIG_HEADER + _config_document(document))
     _write_private(
@@ -341,10 +341,17 @@ def read_secrets_lenient(paths: InstallPaths) -> dict[str, str]:
         return {k.strip(): v.strip() for k, _, v in pairs if v.strip()}
 
 
+def _judged(paths: InstallPaths, document: Mapping[str, Any]) -> None:
+    """config.yaml's new document, judged before it is written (pydantic, loaded here)."""
+    from .settings import validate
+
+    validate([(str(paths.config_file), document)])
+
+
 def update_user_config(paths: InstallPaths, changes: Mapping[str, Any]) -> Path:
     """Merge ``changes`` into config.yaml (creating it), validating the result."""
     merged = deep_merge(read_config(paths), changes)
-    validate([(str(paths.config_file), merged)])
+    _judged(paths, merged)
     paths.root.mkdir(parents=True, exist_ok=True)
     _write_atomic(paths.config_file, _config_document(merged))
     return paths.config_file

@@ -18,7 +18,7 @@ from ollama_stack.common.errors import ConfigError
 
 from ..services import CATALOG
 from .files import InstallPaths, read_config
-from .settings import Limits, Settings, deep_merge, validate_host_groups, validate_merged
+from .values import Settings, deep_merge, settable_keys
 
 ENV_PREFIX = "OLLAMA_STACK_"
 
@@ -29,9 +29,7 @@ def _settable_keys() -> dict[str, Any]:
     Per-service keys come from the catalog, so a registered service is
     settable as ``OLLAMA_STACK_PORTS_<NAME>`` with no edit here.
     """
-    tree = Settings().model_dump(exclude={"mcp_servers"})
-    tree["limits"] = {name: dict.fromkeys(Limits.model_fields) for name in CATALOG.names()}
-    return tree
+    return settable_keys(CATALOG.names())
 
 
 class _SettingsEnvironment(Environment):
@@ -139,10 +137,14 @@ class StackConfig(Config):
 
     def settings(self) -> Settings:
         """The ollama_stack section, validated; an error names the layer that set it."""
+        from .settings import validate_merged
+
         return validate_merged(self.raw(), self._layers())
 
     def host_groups(self) -> dict[str, list[str]]:
         """The named host groups (``hosts:``) alone, validated the same way."""
+        from .settings import validate_host_groups
+
         return validate_host_groups(self.raw(), self._layers())
 
     def _layers(self) -> list[tuple[str, Mapping[str, Any]]]:

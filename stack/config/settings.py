@@ -2,7 +2,10 @@
 
 Keys per service (``images``, ``ports``, ``services``, ``limits``) take the
 service catalog's names and defaults. ``validate_merged`` turns the first
-error into one line naming the key, the value and the layer that set it.
+error into one line naming the key, the value and the layer that set it, and
+gives what it accepted as a ``values.Settings`` document: the rest of the
+code never holds a pydantic object, so a query that reads settings recorded
+earlier (``record``) never loads pydantic at all.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -32,9 +35,7 @@ from ollama_stack.common.errors import ConfigError
 from ..services import CATALOG
 from ..services.core import BUILTIN_MCP_SERVER
 from ..services.spec import URL_KINDS
-
-ServiceType = Literal["docker", "native-api", "remote-api"]
-Platform = Literal["auto", "cpu", "nvidia", "apple"]
+from .values import LOCAL_HOST, Platform, ServiceType, Settings, deep_merge, redact_url
 
 
 def _not_a_bool(value: Any) -> Any:
@@ -59,23 +60,10 @@ def _image_reference(value: str) -> str:
 
 Port = Annotated[int, BeforeValidator(_not_a_bool), Field(ge=1, le=65535)]
 ImageRef = Annotated[str, AfterValidator(_image_reference)]
-SECRET_KEYS = ("WEBUI_SECRET_KEY", "MCPO_API_KEY")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-def redact_url(url: str) -> str:
-    """The URL as it may be shown: credentials in it become ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # malformed (an unclosed [v6 bracket): hide what looks like userinfo
-        return re.sub(r"//[^/@]*@", "//***@", url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
 def _checked_url(value: str) -> str:
@@ -161,7 +149,6 @@ class BackupSettings(_Strict):
     store: str | None = None
 
 
-LOCAL_HOST = "local"  # in a host list: this machine
 GROUP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 
@@ -238,7 +225,7 @@ def _known_services(value: dict[str, Any]) -> dict[str, Any]:
 ServiceKeyed = AfterValidator(_known_services)
 
 
-class Settings(_Strict):
+class SettingsModel(_Strict):
     # Compose's rule, narrowed to what Docker accepts inside an image name
     # (rollback tags use it): no trailing "_" or "-", no "_-" runs.
     project: str = Field(default="ollama-stack", pattern=r"^[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*$")
@@ -293,7 +280,7 @@ class Settings(_Strict):
         return merged
 
     @model_validator(mode="after")
-    def _one_service_per_port(self) -> Settings:
+    def _one_service_per_port(self) -> SettingsModel:
         seen: dict[int, str] = {}
         for name, port in self.ports.items():
             if port in seen:
@@ -308,33 +295,8 @@ class Settings(_Strict):
             raise ValueError(f"{BUILTIN_MCP_SERVER!r} is the built-in server's name; pick another")
         return value
 
-    def exposure(self, published: list[str]) -> str | None:
-        """What binding to every interface publishes, or None when it does not."""
-        if self.bind not in ("0.0.0.0", "::"):
-            return None
-        exposed = (
-            f"bind {self.bind} publishes {', '.join(published)} on every network this host is on"
-        )
-        models = CATALOG.model_server()
-        if models and models.name in published and not models.auth_secret:
-            exposed += f"; {models.title}'s API has no authentication"
-        return exposed
-
-    def service_type(self, name: str) -> ServiceType:
-        return self.services[name].type  # type: ignore[index]
-
 
 # -- layering ---------------------------------------------------------------
-
-
-def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _loc_keys(loc: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -393,7 +355,12 @@ def validate_merged(
     merged: Mapping[str, Any], layers: list[tuple[str, Mapping[str, Any]]]
 ) -> Settings:
     """Validate merged settings once; ``layers`` only say which one to blame."""
-    return _validated(Settings, merged, layers)
+    model = _validated(SettingsModel, merged, layers)
+    document = model.model_dump(exclude={"mcp_servers"})
+    # The user's MCP servers as given (no default filled in): mcpo's config gets these.
+    servers = model.mcp_servers.items()
+    document["mcp_servers"] = {name: s.model_dump(exclude_defaults=True) for name, s in servers}
+    return Settings(document)
 
 
 Model = TypeVar("Model", bound=BaseModel)

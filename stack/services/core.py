@@ -120,7 +120,7 @@ def mcpo_config_json(ctx: EnvContext) -> str:
             entry["env"] = {**entry.get("env", {}), **given}
         servers[server.name] = entry
     for name, server in ctx.settings.mcp_servers.items():
-        servers[name] = server.model_dump(exclude_defaults=True)  # `type` has no default
+        servers[name] = server.to_json()  # as the user gave it (see config.settings)
     return env_safe_json({"mcpServers": servers})
 
 

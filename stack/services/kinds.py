@@ -279,9 +279,9 @@ def natively_run(settings: Settings, platform: str) -> Settings:
     for spec in CATALOG:
         native = spec.native
         if native and platform in native.native_on and kind_of(settings, spec.name).in_compose:
-            services[spec.name] = services[spec.name].model_copy(
-                update={"type": NativeApiKind.name, "url": native.url}
+            services[spec.name] = services[spec.name].replace(
+                type=NativeApiKind.name, url=native.url
             )
     if services == settings.services:
         return settings
-    return settings.model_copy(update={"services": services})
+    return settings.replace(services=services)

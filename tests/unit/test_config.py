@@ -150,7 +150,7 @@ def test_load_settings_reads_the_process_environment_by_default(local_paths, mon
 
 def test_empty_config_file_means_defaults(local_paths):
     write_config(local_paths, "# nothing set\n")
-    assert load_settings(local_paths, environ={}) == Settings()
+    assert load_settings(local_paths, environ={}) == Settings.validated()
 
 
 def limit_cpus(service: str):
@@ -185,7 +185,7 @@ def limit_cpus(service: str):
 def test_environment_key_paths(local_paths, var, value, read, expected):
     settings = load_settings(local_paths, environ={var: value})
     assert read(settings) == expected
-    assert read(Settings()) != expected  # the variable, not the default, set it
+    assert read(Settings.validated()) != expected  # the variable, not the default, set it
 
 
 def test_environment_sets_a_service_type_and_url(local_paths):
@@ -370,7 +370,7 @@ def test_install_writes_config_and_private_secrets(local_paths):
     assert secrets["WEBUI_SECRET_KEY"] != secrets["MCPO_API_KEY"]
     # the config round-trips to the same settings
     reloaded = load_settings(local_paths, environ={})
-    assert reloaded == Settings(project="lab", bind="0.0.0.0")
+    assert reloaded == Settings.validated(project="lab", bind="0.0.0.0")
     assert not list(local_paths.root.glob("*.tmp"))
 
 
@@ -387,7 +387,7 @@ def test_install_config_round_trips_non_default_services_and_limits(local_paths)
             )
         ]
     )
-    config.install(local_paths, settings.model_dump(mode="json", exclude_defaults=True))
+    config.install(local_paths, settings.to_json())
     yaml.safe_load(local_paths.config_file.read_text())  # valid YAML
     assert load_settings(local_paths, environ={}) == settings
 
@@ -754,7 +754,7 @@ def test_a_higher_level_replaces_a_value_of_another_shape(local_paths):
 def test_an_empty_ollama_stack_section_is_no_settings(local_paths):
     empty = Config(lazy=True)
     empty.load_collection({"ollama_stack": None})  # `ollama_stack:` with all lines commented
-    assert config.stack_config(local_paths, empty, environ={}).settings() == Settings()
+    assert config.stack_config(local_paths, empty, environ={}).settings() == Settings.validated()
 
 
 def test_library_callers_read_no_invoke_files_of_the_user(local_paths, unit_env):
@@ -800,7 +800,7 @@ def test_exposure_names_an_unauthenticated_model_api_only_when_it_is_published()
     exposed = config.validate([("f", {"bind": "0.0.0.0"})])
     assert "Ollama's API has no authentication" in str(exposed.exposure(["ollama", "webui"]))
     assert "authentication" not in str(exposed.exposure(["webui", "mcp_proxy"]))
-    assert Settings().exposure(["ollama"]) is None  # loopback only
+    assert Settings.validated().exposure(["ollama"]) is None  # loopback only
 
 
 # -- another home, as stack.adopt finds it ------------------------------------------------
@@ -834,3 +834,18 @@ def test_record_adoption_keeps_the_history_and_the_state(local_paths):
     assert state["platform"] == "cpu"
     assert state[config.VOLUMES_INSTALLATION_KEY] == "aaaa"
     assert [entry["at"] for entry in state["adopted"]] == ["first", "second"]
+
+
+def test_the_keys_a_variable_may_set_are_the_models_fields():
+    """values.settable_keys is written out (no pydantic on the read path): it
+    must name exactly what the model holds."""
+    from ollama_stack.stack.config.settings import Limits, SettingsModel
+    from ollama_stack.stack.config.values import settable_keys
+    from ollama_stack.stack.services import CATALOG
+
+    def shape(tree: dict) -> dict:
+        return {k: shape(v) if isinstance(v, dict) else None for k, v in tree.items()}
+
+    expected = shape(SettingsModel().model_dump(exclude={"mcp_servers"}))
+    expected["limits"] = {name: dict.fromkeys(Limits.model_fields) for name in CATALOG.names()}
+    assert settable_keys(CATALOG.names()) == expected

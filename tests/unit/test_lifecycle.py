@@ -601,7 +601,7 @@ def test_status_trusts_probes_of_running_containers_only(local_paths, services, 
     assert (rows["ollama"].state, rows["ollama"].health) == ("running", "healthy")
     assert (rows["webui"].state, rows["webui"].health) == ("exited", "unknown")
     assert (rows["mcp_proxy"].state, rows["mcp_proxy"].health) == ("absent", "unknown")
-    assert rows["mcp_proxy"].image == Settings().images["mcp_proxy"]
+    assert rows["mcp_proxy"].image == Settings.validated().images["mcp_proxy"]
     # something healthy answers on webui's port, but it is not our container
     assert rows["webui"].detail == ""
     document = report.to_json()

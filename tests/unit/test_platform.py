@@ -15,6 +15,9 @@ LINUX = HostFacts("Linux", "x86_64", 8)
 MAC_ARM = HostFacts("Darwin", "arm64", 10)
 MAC_INTEL = HostFacts("Darwin", "x86_64", 4)
 
+AUTO = Settings.validated()  # platform: auto
+CPU = Settings.validated(platform="cpu")
+
 
 def engine(*runtimes: str) -> EngineInfo:
     return EngineInfo("27.3.1", tuple(runtimes), "/var/lib/docker", "Debian", 8, 1 << 34)
@@ -33,7 +36,7 @@ def shell(*rules: tuple[str, tuple[int, str]]) -> FakeShell:
 @pytest.mark.parametrize("override", ["cpu", "nvidia", "apple"])
 def test_override_wins_and_asks_nothing(override):
     sh = shell(GPU)
-    choice = detect(Settings(platform="cpu"), sh, engine("nvidia"), MAC_ARM, override=override)
+    choice = detect(CPU, sh, engine("nvidia"), MAC_ARM, override=override)
     assert choice.name == override
     assert choice.reason == "set by --platform"
     assert sh.commands == []
@@ -41,34 +44,34 @@ def test_override_wins_and_asks_nothing(override):
 
 def test_platform_setting_wins_over_detection():
     sh = shell(GPU)
-    choice = detect(Settings(platform="cpu"), sh, engine("nvidia"), LINUX)
+    choice = detect(CPU, sh, engine("nvidia"), LINUX)
     assert choice.name == "cpu"
     assert choice.reason == "set by the platform setting"
     assert sh.commands == []
 
 
 def test_auto_override_means_detect():
-    choice = detect(Settings(platform="cpu"), shell(NO_GPU), None, MAC_ARM, override="auto")
+    choice = detect(CPU, shell(NO_GPU), None, MAC_ARM, override="auto")
     assert choice.name == "apple"
 
 
 def test_apple_silicon():
     sh = shell(GPU)
-    choice = detect(Settings(), sh, None, MAC_ARM)
+    choice = detect(AUTO, sh, None, MAC_ARM)
     assert choice.name == "apple"
     assert "Metal" in choice.reason
     assert sh.commands == []  # no GPU probing on a Mac
 
 
 def test_intel_mac_is_cpu():
-    choice = detect(Settings(), shell(NO_GPU), None, MAC_INTEL)
+    choice = detect(AUTO, shell(NO_GPU), None, MAC_INTEL)
     assert choice.name == "cpu"
     assert "Darwin/x86_64" in choice.reason
 
 
 def test_nvidia_gpu_with_the_runtime():
     sh = shell(GPU, NO_CDI)
-    choice = detect(Settings(), sh, engine("runc", "nvidia"), LINUX)
+    choice = detect(AUTO, sh, engine("runc", "nvidia"), LINUX)
     assert choice.name == "nvidia"
     assert "nvidia runtime" in choice.reason
     assert not any("grep" in c for c in sh.commands)  # the runtime is enough
@@ -76,34 +79,34 @@ def test_nvidia_gpu_with_the_runtime():
 
 def test_nvidia_gpu_with_cdi_specs_only():
     sh = shell(GPU, CDI)
-    choice = detect(Settings(), sh, engine("runc"), LINUX)
+    choice = detect(AUTO, sh, engine("runc"), LINUX)
     assert choice.name == "nvidia"
     assert "CDI" in choice.reason
 
 
 def test_cdi_looks_in_both_standard_spec_dirs():
     sh = shell(GPU, NO_CDI)
-    detect(Settings(), sh, engine("runc"), LINUX)
+    detect(AUTO, sh, engine("runc"), LINUX)
     grep = next(c for c in sh.commands if "grep" in c)
     assert "/etc/cdi" in grep and "/var/run/cdi" in grep
 
 
 def test_gpu_without_the_toolkit_runs_on_cpu_and_says_why():
-    choice = detect(Settings(), shell(GPU, NO_CDI), engine("runc"), LINUX)
+    choice = detect(AUTO, shell(GPU, NO_CDI), engine("runc"), LINUX)
     assert choice.name == "cpu"
     assert "NVIDIA Container Toolkit" in choice.reason
     assert "health.doctor" in choice.reason
 
 
 def test_gpu_without_engine_facts_is_cpu():
-    choice = detect(Settings(), shell(GPU, NO_CDI), None, LINUX)
+    choice = detect(AUTO, shell(GPU, NO_CDI), None, LINUX)
     assert choice.name == "cpu"
     assert "Toolkit" in choice.reason
 
 
 def test_no_gpu_is_cpu():
     sh = shell(NO_GPU)
-    choice = detect(Settings(), sh, engine("runc", "nvidia"), LINUX)
+    choice = detect(AUTO, sh, engine("runc", "nvidia"), LINUX)
     assert choice.name == "cpu"
     assert choice.reason == "no GPU that Docker can use on Linux/x86_64"
     assert len(sh.commands) == 1
@@ -125,13 +128,13 @@ def test_wsl2_is_told_from_its_kernel():
 
 
 def test_wsl2_with_docker_desktop():
-    choice = detect(Settings(), shell(NO_GPU), wsl_engine("Docker Desktop"), WSL)
+    choice = detect(AUTO, shell(NO_GPU), wsl_engine("Docker Desktop"), WSL)
     assert choice.name == "cpu"
     assert choice.reason.startswith("Windows (WSL2) with Docker Desktop's engine; no GPU")
 
 
 def test_wsl2_with_a_native_dockerd():
-    choice = detect(Settings(), shell(NO_GPU), wsl_engine("Ubuntu 24.04.1 LTS"), WSL)
+    choice = detect(AUTO, shell(NO_GPU), wsl_engine("Ubuntu 24.04.1 LTS"), WSL)
     assert choice.name == "cpu"
     assert choice.reason.startswith(
         "Windows (WSL2) with a native dockerd in the distribution (Ubuntu 24.04.1 LTS); "
@@ -139,13 +142,13 @@ def test_wsl2_with_a_native_dockerd():
 
 
 def test_wsl2_with_a_gpu_docker_can_use():
-    choice = detect(Settings(), shell(GPU), wsl_engine("Docker Desktop", "nvidia", "runc"), WSL)
+    choice = detect(AUTO, shell(GPU), wsl_engine("Docker Desktop", "nvidia", "runc"), WSL)
     assert choice.name == "nvidia"
     assert "WSL2" in choice.reason and "nvidia runtime" in choice.reason
 
 
 def test_wsl2_setting_still_wins_and_is_named():
-    choice = detect(Settings(platform="cpu"), shell(GPU), wsl_engine("Docker Desktop"), WSL)
+    choice = detect(CPU, shell(GPU), wsl_engine("Docker Desktop"), WSL)
     assert choice.name == "cpu"
     assert (
         choice.reason == "Windows (WSL2) with Docker Desktop's engine; set by the platform setting"

@@ -80,7 +80,7 @@ def test_compose_env_carries_settings_and_secrets(local_paths):
     assert env["OLLAMA_STACK_BIND"] == "0.0.0.0"
     assert (env["OLLAMA_PORT"], env["WEBUI_PORT"], env["MCPO_PORT"]) == ("11434", "3000", "9200")
     assert env["OLLAMA_IMAGE"] == "standin/ollama:t"
-    assert env["WEBUI_IMAGE"] == Settings().images["webui"]
+    assert env["WEBUI_IMAGE"] == Settings.validated().images["webui"]
     assert env["WEBUI_SECRET_KEY"] == SECRETS["WEBUI_SECRET_KEY"]
     assert env["MCPO_API_KEY"] == SECRETS["MCPO_API_KEY"]
     assert all(isinstance(v, str) for v in env.values())

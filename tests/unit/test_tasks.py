@@ -221,7 +221,7 @@ from ollama_stack.stack import lifecycle, links, runtime
 from ollama_stack.backups import store
 from ollama_stack.stack.config import Settings
 from ollama_stack.stack.hosts.target import Target
-Settings()  # validates the image references
+Settings.validated()  # validates the image references
 try:
     Target(None).dial("127.0.0.1", {closed_port}, 1.0).close()
 except OSError:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
 from ollama_stack.common.errors import (
     ConfigError,
@@ -1076,8 +1075,8 @@ def test_rollback_waits_only_for_the_services_it_put_back(make_stack):
 def test_config_refuses_project_names_docker_cannot_use_in_an_image_name():
     # Rollback tags put the project in an image path: "stack_" would make every apply fail.
     for bad in ("stack_", "stack-", "a_-b", "Stack"):
-        with pytest.raises(ValidationError):
-            Settings(project=bad)
+        with pytest.raises(ConfigError, match=f"bad config: project='{bad}'"):
+            Settings.validated(project=bad)
 
 
 def test_apply_works_for_a_project_name_with_separators(running_stack):
