@@ -123,7 +123,7 @@ def info(rt: Runtime, found: Found, name: str) -> dict[str, Any]:
     (row,) = [r for r in rows(rt, found) if r.name == name]
     document: dict[str, Any] = {
         **row.to_json(),
-        "manifest": ext.manifest.model_dump(mode="json"),
+        "manifest": ext.manifest.to_json(),
         "secrets_missing": _missing_secrets(rt, ext, {}),
         "tools": _tools(rt, name) if row.running else [],
     }

@@ -4,108 +4,76 @@ An extension folder holds ``extension.yaml`` and, for a server in its own
 container, ``compose.yml`` (plus ``compose.<platform>.yml`` where a platform
 needs more). The manifest says how the proxy reaches its MCP server: a stdio
 command run inside the proxy's container, or a container of its own speaking
-streamable HTTP or SSE on the stack's network.
+streamable HTTP or SSE on the stack's network. Its model is in ``schema``
+(pydantic, loaded only to judge a manifest not judged before); what it
+accepted reads as a ``Manifest`` document.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from typing import Any
 
 from ollama_stack.common.errors import ConfigError
-from ollama_stack.stack.config import read_yaml
+from ollama_stack.stack.config import Frozen, Memo, read_yaml
 
 # One name everywhere: the compose service, the config key, the proxy's
 # /<name>/ path and the folder. Checked before it reaches a shell, a path or
 # compose: no "/", no "..", no option-like leading "-".
 NAME = r"^[a-z][a-z0-9_]{0,30}$"
-ExtensionName = Annotated[str, Field(pattern=NAME)]
-SecretName = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")]
-Platform = Literal["cpu", "nvidia", "apple"]
 MANIFEST = "extension.yaml"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Manifest(Frozen):
+    """A manifest as its model accepted it (see ``schema.ExtensionManifest``)."""
+
+    @property
+    def in_container(self) -> bool:
+        """Its server runs in a container of its own (else: stdio, in the proxy's)."""
+        return self.kind == "container"
 
 
-class Requirements(_Strict):
-    memory_mb: int = Field(default=0, ge=0)  # what the host should have free for it
-    gpu: Literal["none", "nvidia"] = "none"
-    # Secrets it needs (e.g. HF_TOKEN): kept in the installation's 0600
-    # secrets.env, never in the manifest or a printed compose file.
-    secrets: list[SecretName] = Field(default_factory=list)
-
-
-class StdioServer(_Strict):
-    """Run by the proxy inside its own container (the command must be in its image)."""
-
-    transport: Literal["stdio"]
-    command: str = Field(min_length=1)
-    args: list[str] = Field(default_factory=list)
-    env: dict[SecretName, str] = Field(default_factory=dict)
-
-
-class ExtensionVolume(_Strict):
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
-    mount: Annotated[str, Field(pattern=r"^/")]
-    cache: list[str] = Field(default_factory=list)  # re-creatable sub-paths
-
-
-class ContainerServer(_Strict):
-    """Its own container on the stack's network, described by compose.yml."""
-
-    transport: Literal["streamable-http", "sse"]
-    image: str = Field(min_length=1)  # default; images.<name> overrides it
-    # Built from the folder's Dockerfile when the image is not there (BASE:
-    # the proxy's image, which has Python and the mcp SDK).
-    build: bool = False
-    port: int = Field(ge=1, le=65535)  # inside the container
-    host_port: int = Field(ge=1, le=65535)  # default published port (loopback), for probes
-    path: str = Field(default="/mcp", pattern=r"^/")
-    health: str = Field(default="/health", pattern=r"^/")  # answers 200 when it serves
-    volumes: list[ExtensionVolume] = Field(default_factory=list)
-
-
-class ExtensionManifest(_Strict):
-    name: ExtensionName
-    description: str = Field(min_length=1, max_length=200)
-    version: str = Field(min_length=1)
-    kind: Literal["stdio", "container"]
-    platforms: list[Platform] = Field(default_factory=lambda: ["cpu", "nvidia", "apple"])
-    requires: Requirements = Field(default_factory=Requirements)
-    # Other extensions, or core services, it needs running.
-    depends_on: list[ExtensionName] = Field(default_factory=list)
-    server: Annotated[StdioServer | ContainerServer, Field(discriminator="transport")]
-
-    @model_validator(mode="after")
-    def _kind_matches_server(self) -> ExtensionManifest:
-        stdio = isinstance(self.server, StdioServer)
-        if stdio != (self.kind == "stdio"):
-            raise ValueError(f"kind {self.kind} does not match a {self.server.transport} server")
-        if self.name in self.depends_on:
-            raise ValueError("an extension cannot depend on itself")
-        return self
-
-
-def read_manifest(folder: Path) -> ExtensionManifest:
-    """The folder's manifest, or one line naming the file and the first bad field."""
+def read_manifest(folder: Path, memo: Memo | None = None) -> Manifest:
+    """The folder's manifest, or one line naming the file and the first bad
+    field. ``memo``: judged once for the same bytes (see config.memo)."""
     path = folder / MANIFEST
     try:
-        data = read_yaml(path)  # one line for an unreadable file or bad YAML, duplicate keys too
-    except ConfigError as unreadable:
-        raise ConfigError(unreadable.message, "fix the extension's manifest") from None
-    try:
-        manifest = ExtensionManifest.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"{path}: {field}: {first['msg']}", "fix that field") from None
+        content: bytes | None = path.read_bytes()
+    except OSError:
+        content = None  # judging it says why, in one line
+    if memo is None or content is None:
+        document = _judged(path, content)
+    else:
+        document = memo.document("manifest", content, lambda: _judged(path, content))
+    manifest = Manifest(document)
     if manifest.name != folder.name:
         raise ConfigError(
             f"{path}: name: {manifest.name!r} is not the folder's name {folder.name!r}",
             "name the folder after the extension",
         )
     return manifest
+
+
+def _judged(path: Path, content: bytes | None) -> dict[str, Any]:
+    from pydantic import ValidationError
+
+    from .schema import ExtensionManifest
+
+    try:  # one line for an unreadable file or bad YAML, duplicate keys too
+        data = read_yaml(path, _text(content))
+    except ConfigError as unreadable:
+        raise ConfigError(unreadable.message, "fix the extension's manifest") from None
+    try:
+        return ExtensionManifest.model_validate(data).model_dump(mode="json")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ConfigError(f"{path}: {field}: {first['msg']}", "fix that field") from None
+
+
+def _text(content: bytes | None) -> str | None:
+    """The file's text; None (read it again, to say why) when it is not UTF-8."""
+    try:
+        return None if content is None else content.decode()
+    except UnicodeDecodeError:
+        return None

@@ -18,20 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from ollama_stack.common.errors import ConfigError
-from ollama_stack.stack.config import Settings
+from ollama_stack.stack.config import Frozen, Memo, Settings
 from ollama_stack.stack.health import ProbeSpec
 from ollama_stack.stack.services import CATALOG, ServiceSpec, Volume
 from ollama_stack.stack.services.core import BUILTIN_MCP_SERVER, MCP_PROXY_NAME
 from ollama_stack.stack.services.spec import EnvContext, ImageBuild, ToolServer
 
-from .manifest import MANIFEST, NAME, ContainerServer, ExtensionManifest, read_manifest
+from .manifest import MANIFEST, NAME, Manifest, read_manifest
 
 BUILTIN = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
 class Extension:
-    manifest: ExtensionManifest
+    manifest: Manifest
     folder: Path
 
     @property
@@ -39,9 +39,9 @@ class Extension:
         return self.manifest.name
 
     @property
-    def container(self) -> ContainerServer | None:
-        server = self.manifest.server
-        return server if isinstance(server, ContainerServer) else None
+    def container(self) -> Frozen | None:
+        """Its server's settings when it runs in a container of its own."""
+        return self.manifest.server if self.manifest.in_container else None
 
     @property
     def fragment(self) -> Path | None:
@@ -53,7 +53,7 @@ class Extension:
 
     def tool_server(self) -> ToolServer:
         server = self.manifest.server
-        if isinstance(server, ContainerServer):
+        if self.manifest.in_container:
             # mcpo reaches it by its compose service name on the stack's network.
             url = f"http://{self.name}:{server.port}{server.path}"
             entry: dict[str, Any] = {"type": server.transport, "url": url}
@@ -116,9 +116,10 @@ class Found:
     problems: dict[str, str] = field(default_factory=dict)  # folder or name → one line
 
 
-def discover(paths: Iterable[str | Path] = ()) -> Found:
+def discover(paths: Iterable[str | Path] = (), memo: Memo | None = None) -> Found:
     """Every extension folder, built-in first; a user's folder cannot replace a
-    built-in one or another's with the same name."""
+    built-in one or another's with the same name. ``memo``: manifests judged
+    before (see config.memo)."""
     extensions: dict[str, Extension] = {}
     problems: dict[str, str] = {}
     for root in [BUILTIN, *(Path(p).expanduser() for p in paths)]:
@@ -132,7 +133,7 @@ def discover(paths: Iterable[str | Path] = ()) -> Found:
                 problems[str(folder)] = f"{folder}: not an extension name (a-z, 0-9, _)"
                 continue
             try:
-                manifest = read_manifest(folder)
+                manifest = read_manifest(folder, memo)
             except ConfigError as broken:
                 problems[str(folder)] = broken.message
                 continue
@@ -171,13 +172,15 @@ def activate(found: Found, enabled: Sequence[str]) -> list[str]:
     return problems
 
 
-def activate_from_config(config: Mapping[str, Any]) -> tuple[Found, list[str]]:
+def activate_from_config(
+    config: Mapping[str, Any], memo: Memo | None = None
+) -> tuple[Found, list[str]]:
     """From the raw (not yet validated) configuration: which are enabled and
     where to look. Settings are validated after this, so images.<name> and
     ports.<name> of an enabled extension are known keys."""
     section = config.get("extensions") or {}
     enabled = section.get("enabled") or [] if isinstance(section, Mapping) else []
     paths = section.get("paths") or [] if isinstance(section, Mapping) else []
-    found = discover([str(p) for p in paths if isinstance(p, str)])
+    found = discover([str(p) for p in paths if isinstance(p, str)], memo)
     names = [n for n in enabled if isinstance(n, str) and re.fullmatch(NAME, n)]
     return found, activate(found, names)

@@ -76,7 +76,8 @@ class Runtime:
         environ: Mapping[str, str] = os.environ,
         *,
         older_schema: bool = False,
-        extend: Callable[[Mapping[str, Any]], list[str]] | None = None,
+        extend: Callable[[Mapping[str, Any], config.Memo], list[str]] | None = None,
+        record: bool = False,
     ) -> Runtime:
         """Settings and the recorded platform, from files only.
 
@@ -89,6 +90,11 @@ class Runtime:
         ``extend`` adds services to the catalog from the merged, not yet
         validated, configuration (the enabled extensions) before the settings
         that name services are validated; it returns what it could not add.
+
+        Settings and manifests judged before are read from the memo (see
+        config.memo): a query never loads pydantic for what it has judged
+        already. ``record``: keep this run's judgements there (tasks that
+        change the installation; a read-only one writes nothing).
         """
         flags = dict(flags or {})
         platform_override = flags.pop("platform", None)
@@ -96,11 +102,14 @@ class Runtime:
             config.validate([("--platform", {"platform": platform_override})])
         paths = InstallPaths.for_target(remote, environ)
         layered = config.stack_config(paths, base, flags, environ, older_ok=older_schema)
+        memo = config.read_memo(paths)
         problems: tuple[str, ...] = ()
         if extend:
-            problems = tuple(extend(layered.raw()))
+            problems = tuple(extend(layered.raw(), memo))
             layered.load_stack_env(environ)  # OLLAMA_STACK_PORTS_<NAME> of the services added
-        settings = layered.settings()
+        settings = layered.settings(memo)
+        if record:
+            config.write_memo(paths, memo)
         state = config.read_state(paths, older_ok=older_schema)
         platform = PlatformChoice(settings.platform, NOT_DETECTED)
         # What the last start decided (e.g. apple: Ollama is native) holds for

@@ -24,6 +24,8 @@ from ollama_stack.common.errors import StackError, Terminated, interruption_code
 if TYPE_CHECKING:
     from invoke import Context
 
+    from ollama_stack.extensions.registry import Found
+    from ollama_stack.stack.config import Memo
     from ollama_stack.stack.display import Display, HostDisplay
     from ollama_stack.stack.runtime import Runtime
 
@@ -248,13 +250,40 @@ def positional(
 
 
 def runtime(
-    c: Context, *, older_schema: bool = False, local: bool = False, **flags: Any
+    c: Context,
+    *,
+    older_schema: bool = False,
+    local: bool = False,
+    record: bool = False,
+    **flags: Any,
 ) -> Runtime:
     """The installation this task acts on: invoke's configuration (``c.config``)
     with the installation's levels and these flags on top. Files of an older
-    schema are refused unless ``older_schema`` (stack.migrate, stack.uninstall)."""
-    from ollama_stack.extensions.registry import activate_from_config
+    schema are refused unless ``older_schema`` (stack.migrate, stack.uninstall).
+    ``record``: a task that changes the installation keeps what it judged for
+    the queries after it (see config.memo)."""
+    flags |= {"older_schema": older_schema, "local": local, "record": record}
+    return runtime_with_extensions(c, **flags)[0]
+
+
+def runtime_with_extensions(
+    c: Context,
+    *,
+    older_schema: bool = False,
+    local: bool = False,
+    record: bool = False,
+    **flags: Any,
+) -> tuple[Runtime, Found]:
+    """``runtime``, and every extension found on the way (``ext.*`` list them)."""
+    from ollama_stack.extensions.registry import Found, activate_from_config
     from ollama_stack.stack.runtime import Runtime
+
+    found = Found()
+
+    def extend(raw: Mapping[str, Any], memo: Memo) -> list[str]:
+        nonlocal found
+        found, problems = activate_from_config(raw, memo)
+        return problems
 
     rt = Runtime.open(
         remote=None
@@ -263,14 +292,15 @@ def runtime(
         base=c.config,
         flags=flags,
         older_schema=older_schema,
-        extend=lambda raw: activate_from_config(raw)[1],
+        extend=extend,
+        record=record,
     )
     # Skipped, never fatal to the core stack. A task that opens two installations
     # (a push: this machine's and the box's) says whose extension it skipped.
     where = f" on {rt.target.label}" if rt.target.host else ""
     for problem in rt.extension_problems:
         display().note(f"extension skipped{where}: {problem}")
-    return rt
+    return rt, found
 
 
 def backup_taker(out: Display, description: str) -> Callable[[Runtime], str]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from invoke import Context
 
-from ._base import display, guarded, positional, runtime, stack_task
+from ._base import display, guarded, positional, runtime, runtime_with_extensions, stack_task
 
 if TYPE_CHECKING:
     from ollama_stack.extensions.registry import Found
@@ -18,10 +18,7 @@ JSON_HELP = "print one JSON document on stdout"
 
 
 def _opened(c: Context) -> tuple[Runtime, Found]:
-    from ollama_stack.extensions.registry import discover
-
-    rt = runtime(c)
-    return rt, discover(rt.settings.extensions.paths)
+    return runtime_with_extensions(c)
 
 
 def _name(given: str | None, task: str) -> str:
@@ -60,7 +57,7 @@ def info(c: Context, name: str | None = None, json: bool = False) -> None:
 
 
 def _reopen(c: Context):
-    return lambda: runtime(c)
+    return lambda: runtime(c, record=True)  # the installation as the change left it
 
 
 @stack_task(

@@ -80,7 +80,8 @@ def _start(
     from ollama_stack.stack import lifecycle
 
     _check_pull(pull)
-    rt = runtime(c, platform=platform)  # every flag is validated before anything stops
+    # Every flag is validated before anything stops; what was judged is kept.
+    rt = runtime(c, record=True, platform=platform)
     out = display()
     if restart:
         lifecycle.stop(rt, progress=out.progress)
@@ -107,7 +108,7 @@ def stop(c: Context) -> None:
     from ollama_stack.stack import lifecycle
 
     out = display()
-    stopped = lifecycle.stop(runtime(c), progress=out.progress)
+    stopped = lifecycle.stop(runtime(c, record=True), progress=out.progress)
     out.success(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
 
 
@@ -314,7 +315,7 @@ def adopt(
     from ollama_stack.stack import adopt as adoption
 
     _check_pull(pull)
-    rt = runtime(c)
+    rt = runtime(c, record=True)
     out = display()
     todo = adoption.plan(rt)
     if todo.empty:

@@ -30,6 +30,7 @@ from .files import (
     installation_lock,
     private_env_file,
     read_config,
+    read_memo,
     read_secrets,
     read_secrets_lenient,
     read_state,
@@ -39,6 +40,7 @@ from .files import (
     replace_secrets,
     stack_home,
     update_user_config,
+    write_memo,
     write_runtime_env,
     write_state,
 )
@@ -51,6 +53,7 @@ from .layers import (
     load_settings,
     stack_config,
 )
+from .memo import Memo, canonical
 from .migrate import CONFIG_SCHEMA, installed_schema
 from .values import (
     SECRET_KEYS,
@@ -89,12 +92,14 @@ __all__ = [
     "Frozen",
     "InstallPaths",
     "InstallResult",
+    "Memo",
     "Platform",
     "ServiceType",
     "Settings",
     "StackConfig",
     "add_secrets",
     "backup_store",
+    "canonical",
     "claims_project",
     "deep_merge",
     "env_file_line",
@@ -110,6 +115,7 @@ __all__ = [
     "load_settings",
     "private_env_file",
     "read_config",
+    "read_memo",
     "read_secrets",
     "read_secrets_lenient",
     "read_state",
@@ -123,6 +129,7 @@ __all__ = [
     "update_user_config",
     "validate",
     "validate_merged",
+    "write_memo",
     "write_runtime_env",
     "write_state",
 ]

@@ -29,6 +29,7 @@ from ollama_stack.common.errors import AlreadyInstalled, ConfigError, NotInstall
 from ollama_stack.common.files import replace_atomically
 from ollama_stack.common.locks import exclusive
 
+from .memo import Memo, memo_of
 from .migrate import CONFIG_SCHEMA, CONFIG_STEPS, SCHEMA_KEY, STATE_STEPS, current
 from .values import SECRET_KEYS, deep_merge
 
@@ -60,9 +61,10 @@ _StrictLoader.add_constructor(
 )
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, text: str | None = None) -> dict[str, Any]:
+    """The settings a YAML file holds (``text``: its content, read already)."""
     try:
-        data = yaml.load(path.read_text(), Loader=_StrictLoader)
+        data = yaml.load(path.read_text() if text is None else text, Loader=_StrictLoader)
     except RecursionError:
         raise ConfigError(
             f"{path}: nested too deeply to be a settings file", "fix the file or remove it"
@@ -140,6 +142,10 @@ class InstallPaths:
     @property
     def state_file(self) -> Path:
         return self.root / "state" / "state.json"
+
+    @property
+    def memo_file(self) -> Path:
+        return self.root / "state" / "validated.json"
 
     @property
     def installed(self) -> bool:
@@ -413,7 +419,7 @@ def remove_installation(paths: InstallPaths) -> list[Path]:
             path.unlink()
             removed.append(path)
     state_dir = paths.state_file.parent
-    for path in (paths.state_file, paths.runtime_env_file):
+    for path in (paths.state_file, paths.runtime_env_file, paths.memo_file):
         if path.is_file():
             path.unlink()
             removed.append(path)
@@ -475,6 +481,22 @@ def state_text(document: Mapping[str, Any]) -> str:
 def write_document(path: Path, text: str) -> None:
     """config.yaml or the state file, replaced whole, keeping its mode."""
     _write_atomic(path, text)
+
+
+def read_memo(paths: InstallPaths) -> Memo:
+    """The documents judged before (see config.memo); empty when there are none."""
+    try:
+        text = paths.memo_file.read_text()
+    except OSError:
+        text = None
+    return memo_of(text)
+
+
+def write_memo(paths: InstallPaths, memo: Memo) -> None:
+    """Keep what this run judged for the next, when that changed (most runs
+    judge nothing new), and only in an installation."""
+    if paths.installed and memo.changed:
+        _write_atomic(paths.memo_file, memo.text())
 
 
 def installation_documents(paths: InstallPaths) -> dict[str, tuple[bytes, int]]:

@@ -18,6 +18,7 @@ from ollama_stack.common.errors import ConfigError
 
 from ..services import CATALOG
 from .files import InstallPaths, read_config
+from .memo import Memo, canonical
 from .values import Settings, deep_merge, settable_keys
 
 ENV_PREFIX = "OLLAMA_STACK_"
@@ -135,11 +136,20 @@ class StackConfig(Config):
         extension hook reads to learn which services the settings will name)."""
         return plain(self._config.get(SECTION) or {})
 
-    def settings(self) -> Settings:
-        """The ollama_stack section, validated; an error names the layer that set it."""
-        from .settings import validate_merged
+    def settings(self, memo: Memo | None = None) -> Settings:
+        """The ollama_stack section, validated; an error names the layer that set
+        it. ``memo``: judged once for the same section and service catalog."""
+        raw, layers = self.raw(), self._layers()
 
-        return validate_merged(self.raw(), self._layers())
+        def judged() -> Settings:
+            from .settings import validate_merged
+
+            return validate_merged(raw, layers)
+
+        if memo is None:
+            return judged()
+        content = canonical({"settings": raw, "catalog": CATALOG.fingerprint()})
+        return Settings(memo.document("settings", content, lambda: judged().to_json()))
 
     def host_groups(self) -> dict[str, list[str]]:
         """The named host groups (``hosts:``) alone, validated the same way."""

@@ -356,10 +356,12 @@ def validate_merged(
 ) -> Settings:
     """Validate merged settings once; ``layers`` only say which one to blame."""
     model = _validated(SettingsModel, merged, layers)
-    document = model.model_dump(exclude={"mcp_servers"})
+    document = model.model_dump(mode="json", exclude={"mcp_servers"})
     # The user's MCP servers as given (no default filled in): mcpo's config gets these.
     servers = model.mcp_servers.items()
-    document["mcp_servers"] = {name: s.model_dump(exclude_defaults=True) for name, s in servers}
+    document["mcp_servers"] = {
+        name: s.model_dump(mode="json", exclude_defaults=True) for name, s in servers
+    }
     return Settings(document)
 
 

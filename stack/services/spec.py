@@ -229,6 +229,14 @@ class Catalog:
         """May a setting keyed by service name this one (a service, or an extension)?"""
         return name in self._specs or name in self._extensions().names
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What judging settings reads of the catalog: each service's name,
+        kinds and defaults, and every extension's name (see config.memo)."""
+        return {
+            "services": [[s.name, list(s.kinds), s.image, s.port] for s in self],
+            "extensions": sorted(self._extensions().names),
+        }
+
     def dormant(self) -> list[ServiceSpec]:
         """Extensions found but not enabled that own volumes: not run, not
         shown, but their data is still the user's."""

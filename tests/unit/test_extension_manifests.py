@@ -14,7 +14,7 @@ import yaml
 
 import ollama_stack.extensions
 from ollama_stack.common.errors import ConfigError
-from ollama_stack.extensions.manifest import MANIFEST, ContainerServer, read_manifest
+from ollama_stack.extensions.manifest import MANIFEST, read_manifest
 
 EXTENSIONS = Path(ollama_stack.extensions.__file__).parent
 SHIPPED = sorted(p.parent.name for p in EXTENSIONS.glob(f"*/{MANIFEST}"))
@@ -34,8 +34,9 @@ def test_shipped_manifest_reads_and_is_named_after_its_folder(name: str) -> None
 def test_container_extension_compose_matches_its_manifest(name: str) -> None:
     """What the runtime relies on: service = name, the labels, the port and the
     volumes the manifest declares, each labelled as this installation's data."""
-    server = read_manifest(EXTENSIONS / name).server
-    if not isinstance(server, ContainerServer):
+    manifest = read_manifest(EXTENSIONS / name)
+    server = manifest.server
+    if not manifest.in_container:
         assert not (EXTENSIONS / name / "compose.yml").exists()
         return
     compose = yaml.safe_load((EXTENSIONS / name / "compose.yml").read_text())
@@ -57,8 +58,8 @@ def test_container_extension_compose_matches_its_manifest(name: str) -> None:
 
 
 def test_notes_is_built_and_time_runs_in_the_proxy() -> None:
-    notes = read_manifest(EXTENSIONS / "notes").server
-    assert isinstance(notes, ContainerServer) and notes.build
+    notes = read_manifest(EXTENSIONS / "notes")
+    assert notes.in_container and notes.server.build
     assert (EXTENSIONS / "notes" / "Dockerfile").read_text().count("FROM ${BASE}") == 1
     time = read_manifest(EXTENSIONS / "time")
     assert time.kind == "stdio"
