@@ -494,9 +494,10 @@ def read_memo(paths: InstallPaths) -> Memo:
 
 def write_memo(paths: InstallPaths, memo: Memo) -> None:
     """Keep what this run judged for the next, when that changed (most runs
-    judge nothing new), and only in an installation."""
+    judge nothing new), and only in an installation. Private: the settings
+    hold what config.yaml holds (an MCP server's token, a URL's password)."""
     if paths.installed and memo.changed:
-        _write_atomic(paths.memo_file, memo.text())
+        _write_private(paths.memo_file, memo.text())
 
 
 def installation_documents(paths: InstallPaths) -> dict[str, tuple[bytes, int]]:

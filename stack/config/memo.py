@@ -77,13 +77,16 @@ def code_fingerprint() -> str:
 
 
 def _python_files(folder: Path) -> list[tuple[str, os.stat_result]]:
-    found = []
-    with os.scandir(folder) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            if entry.is_dir() and entry.name != "__pycache__":
-                found += _python_files(Path(entry.path))
-            elif entry.name.endswith(".py"):
-                found.append((entry.path, entry.stat()))
+    found: list[tuple[str, os.stat_result]] = []
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:  # not there (a trimmed install): nothing of it to judge with
+        return found
+    for entry in entries:
+        if entry.is_dir() and entry.name != "__pycache__":
+            found += _python_files(Path(entry.path))
+        elif entry.name.endswith(".py"):
+            found.append((entry.path, entry.stat()))
     return found
 
 

@@ -91,7 +91,7 @@ def installed(local_paths: config.InstallPaths) -> config.InstallPaths:
 def test_a_query_after_a_recording_task_judges_nothing_and_reads_the_same(installed, judged):
     recorded = opened(record=True)
     assert judged.taken() == (1, 3)  # the settings and the three shipped manifests
-    assert installed.memo_file.is_file()
+    assert installed.memo_file.stat().st_mode & 0o777 == 0o600  # as private as secrets.env
     again = opened()
     assert judged.taken() == (0, 0)
     assert again.settings == recorded.settings and again.settings.ports["webui"] == 3000
