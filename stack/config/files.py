@@ -487,7 +487,7 @@ def read_memo(paths: InstallPaths) -> Memo:
     """The documents judged before (see config.memo); empty when there are none."""
     try:
         text = paths.memo_file.read_text()
-    except OSError:
+    except (OSError, ValueError):  # not there, or not text: judged again
         text = None
     return memo_of(text)
 
@@ -495,9 +495,12 @@ def read_memo(paths: InstallPaths) -> Memo:
 def write_memo(paths: InstallPaths, memo: Memo) -> None:
     """Keep what this run judged for the next, when that changed (most runs
     judge nothing new), and only in an installation. Private: the settings
-    hold what config.yaml holds (an MCP server's token, a URL's password)."""
+    hold what config.yaml holds (an MCP server's token, a URL's password).
+    A memo that cannot be written (a full disk, a read-only home) is not
+    kept: a cache never stops the task that records it."""
     if paths.installed and memo.changed:
-        _write_private(paths.memo_file, memo.text())
+        with contextlib.suppress(OSError):
+            _write_private(paths.memo_file, memo.text())
 
 
 def installation_documents(paths: InstallPaths) -> dict[str, tuple[bytes, int]]:

@@ -146,9 +146,12 @@ class StackConfig(Config):
 
             return validate_merged(raw, layers)
 
+        try:
+            content = canonical({"settings": raw, "catalog": CATALOG.fingerprint()})
+        except ValueError:  # a YAML date, a key that is not text: judged (and refused) now
+            memo = None
         if memo is None:
             return judged()
-        content = canonical({"settings": raw, "catalog": CATALOG.fingerprint()})
         return Settings(memo.document("settings", content, lambda: judged().to_json()))
 
     def host_groups(self) -> dict[str, list[str]]:

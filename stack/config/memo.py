@@ -54,12 +54,29 @@ class Memo:
         return self.used != self.read
 
     def text(self) -> str:
-        return json.dumps({"code": self.code, "documents": self.used}, sort_keys=True)
+        # In the documents' own order: it reaches mcpo's config (and its hash).
+        return json.dumps({"code": self.code, "documents": self.used})
 
 
 def canonical(value: Any) -> bytes:
-    """One byte string per value, whatever the order of its keys (YAML dates as text)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+    """One byte string per value, whatever the order of its keys. A value JSON
+    does not hold exactly (a YAML date, a key that is not text) raises
+    ValueError: it is judged every time, never found under another's hash."""
+    _refuse_inexact(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _refuse_inexact(value: Any) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"key {key!r} is not text")
+            _refuse_inexact(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_inexact(item)
+    elif value is not None and not isinstance(value, (str, int, float)):  # bool is an int
+        raise ValueError(f"{type(value).__name__} is not JSON")
 
 
 def code_fingerprint() -> str:
@@ -101,4 +118,6 @@ def memo_of(text: str | None) -> Memo:
     if not isinstance(document, dict) or document.get("code") != code:
         return Memo(code)
     documents = document.get("documents")
-    return Memo(code, documents if isinstance(documents, dict) else {})
+    if not isinstance(documents, dict):
+        return Memo(code)
+    return Memo(code, {k: doc for k, doc in documents.items() if isinstance(doc, dict)})

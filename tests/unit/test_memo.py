@@ -159,9 +159,54 @@ def test_a_bad_setting_is_refused_whatever_the_memo_holds(installed):
         opened()
 
 
+def test_a_document_from_the_memo_keeps_the_order_of_a_fresh_one(installed):
+    """Its order reaches mcpo's config and the proxy's config hash: a start
+    after a start must not recreate the proxy."""
+    servers = {
+        "zeta": {"command": "uvx", "args": ["zeta-mcp"], "env": {"B": "1", "A": "2"}},
+        "alpha": {"type": "sse", "url": "http://x:1/sse", "headers": {"Z": "1", "Y": "2"}},
+    }
+    config.update_user_config(installed, {"mcp_servers": servers})
+    fresh = opened(record=True).settings
+    kept = opened().settings
+    assert json.dumps(kept.to_json()) == json.dumps(fresh.to_json())
+    assert list(kept.mcp_servers) == ["zeta", "alpha"]
+    assert list(kept.mcp_servers["zeta"]) == ["command", "args", "env"]
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ("hosts: {2024-01-01: [local]}", "bad config: hosts"),
+        ("images: {ollama: x, 1: foo}", "bad config: images.1=1"),
+        ("project: 2024-01-01", "bad config: project=datetime.date(2024, 1, 1)"),
+    ],
+)
+def test_a_value_json_cannot_hold_exactly_is_judged_every_time(installed, text, said):
+    """Never a traceback, never found under the hash of a value it only looks like."""
+    write_config(installed, 'platform: cpu\nproject: "2024-01-01"\n')
+    opened(record=True)  # the quoted project, kept
+    write_config(installed, f"platform: cpu\n{text}\n")
+    with pytest.raises(ConfigError) as refused:
+        opened(record=True)
+    assert refused.value.message.startswith(said)
+
+
+def test_a_memo_that_cannot_be_written_does_not_stop_the_task(installed, monkeypatch):
+    from ollama_stack.stack.config import files
+
+    def full(path: Path, text: str) -> None:
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(files, "_write_private", full)
+    assert opened(record=True).settings.ports["webui"] == 3000
+    assert not installed.memo_file.exists()
+
+
 @pytest.mark.parametrize(
     "memo",
     [
+        b"\xff\xfe{",
         "not json",
         json.dumps({"code": "made by other code", "documents": {}}),
         json.dumps({"code": None, "documents": []}),
@@ -170,10 +215,14 @@ def test_a_bad_setting_is_refused_whatever_the_memo_holds(installed):
 def test_a_memo_that_does_not_read_or_other_code_made_is_empty(installed, judged, memo):
     opened(record=True)
     kept = json.loads(installed.memo_file.read_text())
-    installed.memo_file.write_text(memo.replace('"made by other code"', '"x"'))
+    if isinstance(memo, bytes):
+        installed.memo_file.write_bytes(memo)
+    else:
+        installed.memo_file.write_text(memo)
     assert opened().settings.ports["webui"] == 3000
     assert judged.taken() == (2, 6)
-    if memo.startswith("{"):  # documents kept under another code's fingerprint are not trusted
+    # Documents kept under another code's fingerprint are not trusted.
+    if isinstance(memo, str) and memo.startswith("{"):
         kept["code"] = "another release"
         installed.memo_file.write_text(json.dumps(kept))
         opened()
