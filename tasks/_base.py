@@ -262,8 +262,10 @@ def runtime(
     schema are refused unless ``older_schema`` (stack.migrate, stack.uninstall).
     ``record``: a task that changes the installation keeps what it judged for
     the queries after it (see config.memo)."""
-    flags |= {"older_schema": older_schema, "local": local, "record": record}
-    return runtime_with_extensions(c, **flags)[0]
+    opened = runtime_with_extensions(
+        c, older_schema=older_schema, local=local, record=record, **flags
+    )
+    return opened[0]
 
 
 def runtime_with_extensions(
@@ -274,7 +276,8 @@ def runtime_with_extensions(
     record: bool = False,
     **flags: Any,
 ) -> tuple[Runtime, Found]:
-    """``runtime``, and every extension found on the way (``ext.*`` list them)."""
+    """``runtime``'s installation, and every extension found while opening it
+    (what ``ext.*`` lists: read once, not again)."""
     from ollama_stack.extensions.registry import Found, activate_from_config
     from ollama_stack.stack.runtime import Runtime
 
