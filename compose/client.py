@@ -783,8 +783,14 @@ class ComposeProject:
         return ProjectVolumes(owners, mark)
 
     def adoption_mark(self) -> AdoptionMark | None:
-        """Who adopted this project last (None: nobody, or the mark was removed)."""
-        rows = self._volume_rows(*_MARK_LABELS, only=f"label={ADOPTED_BY_LABEL}")
+        """Who adopted this project last (None: nobody, or the mark was removed).
+        Asked of the Engine API (a status of a stopped stack asks it), else the CLI."""
+        try:
+            where = engine.locate(self.docker_host)
+            labelled = engine.project_volume_labels(where, self.project, ADOPTED_BY_LABEL)
+            rows = [[labels.get(name, "") for name in _MARK_LABELS] for labels in labelled]
+        except engine.EngineUnreachable:
+            rows = self._volume_rows(*_MARK_LABELS, only=f"label={ADOPTED_BY_LABEL}")
         return next((mark for mark in map(_mark_of, rows) if mark), None)
 
     def _volume_rows(self, *fields: str, labels_from: int = 0, only: str = "") -> list[list[str]]:

@@ -214,6 +214,14 @@ def project_summaries(engine: Engine, project: str) -> list[dict[str, Any]]:
     return sorted(listed, key=lambda c: _canonical_name(c.get("Names") or []))
 
 
+def project_volume_labels(engine: Engine, project: str, label: str) -> list[dict[str, str]]:
+    """The labels of each volume of a compose project that carries ``label``
+    (`docker volume ls --filter label=...`)."""
+    query = urlencode({"filters": json.dumps({"label": [f"{PROJECT_LABEL}={project}", label]})})
+    listed = engine.get_json(f"/volumes?{query}") or {}
+    return [volume.get("Labels") or {} for volume in listed.get("Volumes") or []]
+
+
 def image(engine: Engine, reference: str) -> dict[str, Any] | None:
     """`docker image inspect REFERENCE`'s answer; None when the engine has no such image."""
     try:

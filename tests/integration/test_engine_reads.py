@@ -13,7 +13,17 @@ import time
 from typing import Any
 
 from ollama_stack.compose import engine
-from ollama_stack.compose.client import bounded_run
+from ollama_stack.compose.client import (
+    _MARK_LABELS,
+    ADOPTED_BY_LABEL,
+    ADOPTED_HOME_LABEL,
+    ADOPTED_VOLUMES_LABEL,
+    ADOPTION_VOLUME,
+    AdoptionMark,
+    ComposeProject,
+    _mark_of,
+    bounded_run,
+)
 
 from .conftest import docker
 
@@ -75,6 +85,27 @@ def assert_images_as_inspect(where: engine.Engine, image: str, docker_host: str 
     assert engine.image(where, "ollama-stack-no-such-image:0") is None
 
 
+def assert_mark_as_listed(project: str, docker_host: str | None) -> None:
+    """The adoption mark read over the Engine API is the one `volume ls` lists."""
+    labels = {
+        "com.docker.compose.project": project,
+        ADOPTED_BY_LABEL: "n3wn3wn3wn3wn3w0",
+        ADOPTED_HOME_LABEL: "/the/new/home",
+        ADOPTED_VOLUMES_LABEL: "0ld0ld0ld0ld0ld0",
+    }
+    flags = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+    name = f"{project}_{ADOPTION_VOLUME}"
+    docker("volume", "create", *flags, name, host=docker_host)
+    try:
+        compose = ComposeProject(project=project, files=(), docker_host=docker_host)
+        expected = AdoptionMark("n3wn3wn3wn3wn3w0", "/the/new/home", "0ld0ld0ld0ld0ld0")
+        assert compose.adoption_mark() == expected  # over the Engine API
+        listed = compose._volume_rows(*_MARK_LABELS, only=f"label={ADOPTED_BY_LABEL}")
+        assert [_mark_of(row) for row in listed] == [expected]  # as the CLI lists it
+    finally:
+        docker("volume", "rm", name, host=docker_host)
+
+
 def test_engine_reads_match_compose_on_this_machine(make_installation, standin_images):
     inst = make_installation()
     inst.ok("stack.start", "--pull", "never")
@@ -86,6 +117,7 @@ def test_engine_reads_match_compose_on_this_machine(make_installation, standin_i
     assert_same_as_compose(local, inst.project, None)
     assert_exec_answers_as_compose(local, inst.project, None)
     assert_images_as_inspect(local, standin_images["ollama"], None)
+    assert_mark_as_listed(inst.project, None)
 
 
 def test_engine_reads_match_compose_on_the_second_host(
@@ -101,5 +133,6 @@ def test_engine_reads_match_compose_on_the_second_host(
     assert_same_as_compose(through_ssh, inst.project, remote_host.docker_host)
     assert_exec_answers_as_compose(through_ssh, inst.project, remote_host.docker_host)
     assert_images_as_inspect(through_ssh, standin_images["ollama"], remote_host.docker_host)
+    assert_mark_as_listed(inst.project, remote_host.docker_host)
     status = inst.status()  # through dial-stdio: the stopped service is seen as stopped
     assert {s["name"]: s["state"] for s in status["services"]}["ollama"] != "running"
