@@ -14,10 +14,8 @@ import hashlib
 import json
 import os
 import re
-import secrets as _secrets
 import shlex
 import stat
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,6 +222,8 @@ def install(
             f"already installed at {paths.root}",
             "use --force to rewrite the config (secrets are kept)",
         )
+    import secrets as _secrets  # an install's: not loaded for every query
+
     old = read_secrets_lenient(paths)
     values = {k: old.get(k) or _secrets.token_urlsafe(32) for k in SECRET_KEYS}
     existing = read_config(paths)
@@ -390,6 +390,8 @@ def env_file_line(key: str, value: str) -> str:
 def private_env_file(values: Mapping[str, str]) -> Iterator[Path]:
     """The same env file in a private temporary directory, removed afterwards:
     for read-only tasks, which must not touch the installation's files."""
+    import tempfile  # loaded by the tasks that need it, not by every query
+
     with tempfile.TemporaryDirectory(prefix="ollama-stack-env-") as directory:
         path = Path(directory) / "compose.env"
         _write_private(path, _env_text(values))

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from types import ModuleType
 from typing import Any
 
 from ollama_stack.compose.client import compose_file
 
 from ..health import ProbeSpec, json_body
-from . import ollama_native
 from .spec import CATALOG, DataSchema, EnvContext, NativeSupport, ServiceSpec, Volume
 
 BUILTIN_MCP_SERVER = "stack"
@@ -105,6 +105,13 @@ def mcpo_env(ctx: EnvContext) -> dict[str, str]:
     }
 
 
+def _ollama_installer() -> ModuleType:
+    """How a host-installed Ollama is found and updated (loaded for an update only)."""
+    from . import ollama_native
+
+    return ollama_native
+
+
 def mcpo_config_json(ctx: EnvContext) -> str:
     """mcpo's --config: the built-in `stack` tools first, then the user's servers.
 
@@ -163,7 +170,7 @@ OLLAMA = CATALOG.register(
                 "on the host that runs it (Linux: `journalctl -u ollama`; macOS: "
                 "~/.ollama/logs/server.log)"
             ),
-            installer=ollama_native,
+            installer=_ollama_installer,
             listen_hint="OLLAMA_HOST=0.0.0.0, firewalled",
             install_hint="install Ollama.app for Metal",
             native_on=("apple",),

@@ -238,7 +238,7 @@ class NativeApiKind(ServiceKind):
 
     def _update_note(self, rt: Runtime, spec: ServiceSpec) -> str:
         assert spec.native is not None  # the settings refuse native-api otherwise
-        method = spec.native.installer.detect_install(rt.target.shell())
+        method = spec.native.installer().detect_install(rt.target.shell())
         return f"installed via {method.name}; update.apply asks it for a newer version"
 
     def apply_update(
@@ -248,7 +248,7 @@ class NativeApiKind(ServiceKind):
 
         assert spec.native is not None
         endpoint = rt.endpoint(spec.name, with_headers=False)
-        result = spec.native.installer.update_native(
+        result = spec.native.installer().update_native(
             rt.target.shell(), lambda: api_version(endpoint, rt.target.dial), progress=progress
         )
         outcome = result.outcome if result.outcome != "unchanged" else "up-to-date"

@@ -88,9 +88,10 @@ class NativeSupport:
 
     url: str  # where it listens when installed on the host
     log_places: str  # where its logs are, said to the user
-    # Finds how it was installed and updates it that way: a module with
-    # detect_install(shell) and update_native(shell, version, progress=).
-    installer: Any
+    # Finds how it was installed and updates it that way: gives a module with
+    # detect_install(shell) and update_native(shell, version, progress=),
+    # loaded when asked (an update), not with the catalog (every query).
+    installer: Callable[[], Any]
     listen_hint: str = "listen on all interfaces, firewalled"  # for containers to reach it
     install_hint: str = "install it on the host"  # when a platform wants it native
     # Platforms where it runs natively unless configured otherwise (Apple
