@@ -218,8 +218,10 @@ def project_volume_labels(engine: Engine, project: str, label: str) -> list[dict
     """The labels of each volume of a compose project that carries ``label``
     (`docker volume ls --filter label=...`)."""
     query = urlencode({"filters": json.dumps({"label": [f"{PROJECT_LABEL}={project}", label]})})
-    listed = engine.get_json(f"/volumes?{query}") or {}
-    return [volume.get("Labels") or {} for volume in listed.get("Volumes") or []]
+    listed = engine.get_json(f"/volumes?{query}")
+    volumes = (listed.get("Volumes") if isinstance(listed, dict) else None) or []
+    # By name, as `docker volume ls` lists them.
+    return [v.get("Labels") or {} for v in sorted(volumes, key=lambda v: v.get("Name") or "")]
 
 
 def image(engine: Engine, reference: str) -> dict[str, Any] | None:

@@ -59,11 +59,13 @@ class Memo:
 
 
 def canonical(value: Any) -> bytes:
-    """One byte string per value, whatever the order of its keys. A value JSON
-    does not hold exactly (a YAML date, a key that is not text) raises
-    ValueError: it is judged every time, never found under another's hash."""
+    """One byte string per value, keys in their own order: that order is kept
+    in the document (it reaches mcpo's config), so a reordered file is
+    judged again. A value JSON does not hold exactly (a YAML date, a key that
+    is not text) raises ValueError: it is judged every time, never found
+    under another's hash."""
     _refuse_inexact(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _refuse_inexact(value: Any) -> None:
@@ -113,7 +115,7 @@ def memo_of(text: str | None) -> Memo:
     code = code_fingerprint()
     try:
         document = json.loads(text) if text is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past any document of ours
         document = None
     if not isinstance(document, dict) or document.get("code") != code:
         return Memo(code)

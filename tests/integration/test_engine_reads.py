@@ -97,6 +97,8 @@ def assert_mark_as_listed(project: str, docker_host: str | None) -> None:
     name = f"{project}_{ADOPTION_VOLUME}"
     docker("volume", "create", *flags, name, host=docker_host)
     try:
+        where = engine.locate(docker_host)
+        assert engine.project_volume_labels(where, project, ADOPTED_BY_LABEL) == [labels]
         compose = ComposeProject(project=project, files=(), docker_host=docker_host)
         expected = AdoptionMark("n3wn3wn3wn3wn3w0", "/the/new/home", "0ld0ld0ld0ld0ld0")
         assert compose.adoption_mark() == expected  # over the Engine API

@@ -137,6 +137,27 @@ def query_of(path: str) -> dict[str, Any]:
 # -- the containers of a project ------------------------------------------------
 
 
+def test_project_volume_labels_asks_for_the_project_and_label_and_lists_by_name(fake_engine):
+    volumes = [
+        {"Name": "p_z", "Labels": {"io.ollama-stack.adopted-by": "b"}},
+        {"Name": "p_a", "Labels": None},
+        {"Name": "p_m", "Labels": {"io.ollama-stack.adopted-by": ""}},
+    ]
+    server = fake_engine(lambda path, body: (200, {"Volumes": volumes, "Warnings": None}))
+    where = Engine(socket_path=server.server_address)
+
+    labels = engine.project_volume_labels(where, "p", "io.ollama-stack.adopted-by")
+
+    [(method, path, _body)] = server.requests
+    assert method == "GET" and urlsplit(path).path == "/volumes"
+    assert query_of(path) == {
+        "filters": {"label": ["com.docker.compose.project=p", "io.ollama-stack.adopted-by"]}
+    }
+    assert labels == [{}, {"io.ollama-stack.adopted-by": ""}, {"io.ollama-stack.adopted-by": "b"}]
+    server.answer = lambda path, body: (200, {"Volumes": None})
+    assert engine.project_volume_labels(where, "p", "x") == []
+
+
 def test_project_containers_asks_once_and_reads_rows_as_compose_prints_them(fake_engine, tmp_path):
     listed = [
         summary(

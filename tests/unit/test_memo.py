@@ -129,13 +129,22 @@ def _invoke_layer(section: dict[str, Any]) -> Config:
 
 @pytest.mark.parametrize("where", list(CHANGES))
 def test_a_setting_changed_at_any_level_is_judged_again(installed, judged, where):
-    opened(record=True)
+    """Only that level changes between the recording and the query."""
+    write_config(installed, "platform: cpu\n")  # the port from the defaults: any level may set it
+    recorded = opened(record=True).settings.ports["webui"]
     judged.taken()
-    changed = CHANGES[where](installed)
-    if where in ("flags", "invoke.yaml"):  # below config.yaml's 3000: config.yaml at 3001 too
-        write_config(installed, "platform: cpu\n")
-    rt = opened(**changed)
-    assert rt.settings.ports["webui"] == 3001
+    rt = opened(**CHANGES[where](installed))
+    assert (recorded, rt.settings.ports["webui"]) == (8080, 3001)
+    assert judged.taken() == (1, 0)
+
+
+def test_a_reordered_file_is_judged_again_in_its_new_order(installed, judged):
+    """The order reaches mcpo's config: what a fresh judgement gives, the memo gives."""
+    write_config(installed, "mcp_servers: {zeta: {command: z}, alpha: {command: a}}\n")
+    assert list(opened(record=True).settings.mcp_servers) == ["zeta", "alpha"]
+    write_config(installed, "mcp_servers: {alpha: {command: a}, zeta: {command: z}}\n")
+    judged.taken()
+    assert list(opened(record=True).settings.mcp_servers) == ["alpha", "zeta"]
     assert judged.taken() == (1, 0)
 
 
@@ -227,6 +236,16 @@ def test_a_memo_that_does_not_read_or_other_code_made_is_empty(installed, judged
         installed.memo_file.write_text(json.dumps(kept))
         opened()
         assert judged.taken() == (1, 3)
+
+
+def test_a_memo_entry_that_is_no_document_is_judged_again(installed, judged):
+    opened(record=True)
+    kept = json.loads(installed.memo_file.read_text())
+    kept["documents"] = {key: [] for key in kept["documents"]}  # this code's, but no documents
+    installed.memo_file.write_text(json.dumps(kept))
+    judged.taken()
+    assert opened().settings.ports["webui"] == 3000
+    assert judged.taken() == (1, 3)
 
 
 def test_a_query_after_a_recording_task_loads_no_pydantic(installed):
