@@ -252,7 +252,9 @@ def test_a_query_after_a_recording_task_loads_no_pydantic(installed):
     """In a fresh interpreter, as `inv stack.status` runs."""
     opened(record=True)
     program = (
-        "import sys; from ollama_stack.extensions.registry import activate_from_config; "
+        "import sys; import ollama_stack.tasks.program, ollama_stack.stack.lifecycle; "
+        "import ollama_stack.stack.display, ollama_stack.extensions.manage; "
+        "from ollama_stack.extensions.registry import activate_from_config; "
         "from ollama_stack.stack.runtime import Runtime; "
         "rt = Runtime.open(extend=lambda raw, memo: activate_from_config(raw, memo)[1]); "
         "print(rt.settings.ports['webui'], sorted(m for m in sys.modules if 'pydantic' in m))"
