@@ -24,6 +24,18 @@ from ollama_stack.tasks import _base
 
 from .test_tasks import run_program, stderr_lines
 
+
+@pytest.fixture(autouse=True)
+def python_handles_ctrl_c():
+    """Python's own Ctrl-C handler, as a terminal gives it. A test run started
+    with SIGINT ignored (a background job of a script) would never see the
+    Ctrl-C these tests send (`interrupt_main` does nothing then): they would
+    wait for it for ever."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 # -- which hosts -------------------------------------------------------------------
 
 
