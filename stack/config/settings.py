@@ -5,7 +5,7 @@ service catalog's names and defaults. ``validate_merged`` turns the first
 error into one line naming the key, the value and the layer that set it, and
 gives what it accepted as a ``values.Settings`` document: the rest of the
 code never holds a pydantic object, so a query that reads settings recorded
-earlier (``record``) never loads pydantic at all.
+earlier (``memo``) never loads pydantic at all.
 """
 
 from __future__ import annotations

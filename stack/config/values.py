@@ -4,8 +4,8 @@ pydantic judges a document once (``settings``, loaded only for that: it costs
 about 100 ms of a 350 ms status); what it accepted is kept as a ``Frozen``
 document, read-only, with its keys as items and as attributes, the way
 invoke's DataProxy shows its config: ``settings.ports["webui"]``,
-``settings.webui.offline``. A document recorded after an earlier validation
-(``record``) reads back as the very same object.
+``settings.webui.offline``. A document kept from an earlier validation
+(``memo``) reads back as an equal document, its keys in the same order.
 """
 
 from __future__ import annotations
