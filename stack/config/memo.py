@@ -14,6 +14,7 @@ it holds nothing that cannot be made again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -81,6 +82,7 @@ def _refuse_inexact(value: Any) -> None:
         raise ValueError(f"{type(value).__name__} is not JSON")
 
 
+@functools.cache  # once a process: the code it runs does not change under it
 def code_fingerprint() -> str:
     """The judging code as it is on disk: each file's path, size and time of
     change (as Python's bytecode cache checks a source), and pydantic's version."""
