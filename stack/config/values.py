@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from ..services import CATALOG
@@ -58,8 +58,8 @@ class Frozen(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._data!r})"
 
-    def replace(self, **changes: Any) -> Frozen:
-        """A copy with these keys set (pydantic's ``model_copy(update=...)``)."""
+    def replace(self, **changes: Any) -> Self:
+        """A copy of the same kind with these keys set (pydantic's ``model_copy(update=...)``)."""
         return type(self)({**self._data, **changes})
 
     def to_json(self) -> dict[str, Any]:
@@ -94,9 +94,6 @@ class Settings(Frozen):
         from .settings import validate
 
         return validate([("given", fields)])
-
-    def replace(self, **changes: Any) -> Settings:
-        return Settings({**self._data, **changes})
 
     def exposure(self, published: list[str]) -> str | None:
         """What binding to every interface publishes, or None when it does not."""
