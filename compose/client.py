@@ -774,7 +774,7 @@ class ComposeProject:
         """The project's volumes (the mark left out) and its adoption mark."""
         owners, mark = {}, None
         for name, installation, *marked in self._volume_rows(
-            "{{.Name}}", INSTALLATION_LABEL, *_MARK_LABELS, labels_from=1
+            INSTALLATION_LABEL, *_MARK_LABELS, named=True
         ):
             found = _mark_of(marked)
             if found is None:
@@ -783,26 +783,34 @@ class ComposeProject:
         return ProjectVolumes(owners, mark)
 
     def adoption_mark(self) -> AdoptionMark | None:
-        """Who adopted this project last (None: nobody, or the mark was removed).
-        Asked of the Engine API (a status of a stopped stack asks it), else the CLI."""
-        try:
-            where = engine.locate(self.docker_host)
-            labelled = engine.project_volume_labels(where, self.project, ADOPTED_BY_LABEL)
-            rows = [[labels.get(name, "") for name in _MARK_LABELS] for labels in labelled]
-        except engine.EngineUnreachable:
-            rows = self._volume_rows(*_MARK_LABELS, only=f"label={ADOPTED_BY_LABEL}")
+        """Who adopted this project last (None: nobody, or the mark was removed)."""
+        rows = self._volume_rows(*_MARK_LABELS, having=ADOPTED_BY_LABEL)
         return next((mark for mark in map(_mark_of, rows) if mark), None)
 
-    def _volume_rows(self, *fields: str, labels_from: int = 0, only: str = "") -> list[list[str]]:
-        """One `docker volume ls` of this project: each volume's fields (labels
-        from ``labels_from`` on are label names), "" where one is missing."""
+    def _volume_rows(self, *labels: str, named: bool = False, having: str = "") -> list[list[str]]:
+        """One listing of this project's volumes (``having``: only those with
+        that label), by name: each volume's name when ``named``, then its value
+        of each label, "" where one is missing. Asked of the Engine API (a
+        status of a stopped stack asks for the mark), else `docker volume ls`."""
+        try:
+            listed = engine.project_volumes(engine.locate(self.docker_host), self.project, having)
+        except engine.EngineUnreachable:
+            return self._volume_rows_by_cli(*labels, named=named, having=having)
+        rows = []
+        for volume in listed:
+            values = volume.get("Labels") or {}
+            names = [volume.get("Name") or ""] if named else []
+            rows.append([str(v).strip() for v in (*names, *(values.get(k, "") for k in labels))])
+        return [row for row in rows if any(row)]  # as the CLI's, which has no line for them
+
+    def _volume_rows_by_cli(self, *labels: str, named: bool, having: str) -> list[list[str]]:
         project = f"label=com.docker.compose.project={self.project}"
-        columns = [*fields[:labels_from], *_label_fields(*fields[labels_from:])]
+        columns = [*(["{{.Name}}"] if named else []), *_label_fields(*labels)]
         argv = [*self._docker_argv(), "volume", "ls", "--filter", project]
-        argv += ["--filter", only] if only else []
+        argv += ["--filter", f"label={having}"] if having else []
         out = self._run([*argv, "--format", "\t".join(columns)])
-        padded = (line.split("\t") + [""] * len(fields) for line in out.splitlines())
-        return [[v.strip() for v in row[: len(fields)]] for row in padded if any(row)]
+        padded = (line.split("\t") + [""] * len(columns) for line in out.splitlines())
+        return [[v.strip() for v in row[: len(columns)]] for row in padded if any(row)]
 
     @property
     def adoption_volume(self) -> str:

@@ -214,14 +214,13 @@ def project_summaries(engine: Engine, project: str) -> list[dict[str, Any]]:
     return sorted(listed, key=lambda c: _canonical_name(c.get("Names") or []))
 
 
-def project_volume_labels(engine: Engine, project: str, label: str) -> list[dict[str, str]]:
-    """The labels of each volume of a compose project that carries ``label``
-    (`docker volume ls --filter label=...`)."""
-    query = urlencode({"filters": json.dumps({"label": [f"{PROJECT_LABEL}={project}", label]})})
-    listed = engine.get_json(f"/volumes?{query}")
+def project_volumes(engine: Engine, project: str, having: str = "") -> list[dict[str, Any]]:
+    """The volumes of a compose project (``having``: only those with that
+    label), by name, as `docker volume ls --filter label=...` lists them."""
+    labels = [f"{PROJECT_LABEL}={project}", *([having] if having else [])]
+    listed = engine.get_json(f"/volumes?{urlencode({'filters': json.dumps({'label': labels})})}")
     volumes = (listed.get("Volumes") if isinstance(listed, dict) else None) or []
-    # By name, as `docker volume ls` lists them.
-    return [v.get("Labels") or {} for v in sorted(volumes, key=lambda v: v.get("Name") or "")]
+    return sorted(volumes, key=lambda v: v.get("Name") or "")
 
 
 def image(engine: Engine, reference: str) -> dict[str, Any] | None:

@@ -98,11 +98,12 @@ def assert_mark_as_listed(project: str, docker_host: str | None) -> None:
     docker("volume", "create", *flags, name, host=docker_host)
     try:
         where = engine.locate(docker_host)
-        assert engine.project_volume_labels(where, project, ADOPTED_BY_LABEL) == [labels]
+        listed = engine.project_volumes(where, project, ADOPTED_BY_LABEL)
+        assert [volume["Labels"] for volume in listed] == [labels]
         compose = ComposeProject(project=project, files=(), docker_host=docker_host)
         expected = AdoptionMark("n3wn3wn3wn3wn3w0", "/the/new/home", "0ld0ld0ld0ld0ld0")
         assert compose.adoption_mark() == expected  # over the Engine API
-        listed = compose._volume_rows(*_MARK_LABELS, only=f"label={ADOPTED_BY_LABEL}")
+        listed = compose._volume_rows_by_cli(*_MARK_LABELS, named=False, having=ADOPTED_BY_LABEL)
         assert [_mark_of(row) for row in listed] == [expected]  # as the CLI lists it
     finally:
         docker("volume", "rm", name, host=docker_host)

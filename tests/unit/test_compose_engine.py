@@ -27,7 +27,7 @@ import pytest
 
 from ollama_stack.common.errors import DockerUnavailable, SSHError
 from ollama_stack.compose import client, engine
-from ollama_stack.compose.client import ComposeProject
+from ollama_stack.compose.client import AdoptionMark, ComposeProject, ProjectVolumes
 from ollama_stack.compose.engine import Engine, EngineUnreachable, engine_at, locate
 
 Answer = Callable[[str, Any], tuple[int, Any]]  # (path, JSON body) -> (status, JSON or raw bytes)
@@ -137,7 +137,7 @@ def query_of(path: str) -> dict[str, Any]:
 # -- the containers of a project ------------------------------------------------
 
 
-def test_project_volume_labels_asks_for_the_project_and_label_and_lists_by_name(fake_engine):
+def test_project_volumes_asks_for_the_project_and_label_and_lists_by_name(fake_engine):
     volumes = [
         {"Name": "p_z", "Labels": {"io.ollama-stack.adopted-by": "b"}},
         {"Name": "p_a", "Labels": None},
@@ -146,16 +146,51 @@ def test_project_volume_labels_asks_for_the_project_and_label_and_lists_by_name(
     server = fake_engine(lambda path, body: (200, {"Volumes": volumes, "Warnings": None}))
     where = Engine(socket_path=server.server_address)
 
-    labels = engine.project_volume_labels(where, "p", "io.ollama-stack.adopted-by")
+    listed = engine.project_volumes(where, "p", "io.ollama-stack.adopted-by")
 
     [(method, path, _body)] = server.requests
     assert method == "GET" and urlsplit(path).path == "/volumes"
     assert query_of(path) == {
         "filters": {"label": ["com.docker.compose.project=p", "io.ollama-stack.adopted-by"]}
     }
-    assert labels == [{}, {"io.ollama-stack.adopted-by": ""}, {"io.ollama-stack.adopted-by": "b"}]
+    assert [v["Name"] for v in listed] == ["p_a", "p_m", "p_z"]
+    engine.project_volumes(where, "p")
+    assert query_of(server.requests[-1][1]) == {
+        "filters": {"label": ["com.docker.compose.project=p"]}
+    }
     server.answer = lambda path, body: (200, {"Volumes": None})
-    assert engine.project_volume_labels(where, "p", "x") == []
+    assert engine.project_volumes(where, "p", "x") == []
+
+
+def test_the_projects_volumes_and_mark_are_read_over_the_engine_api(fake_engine):
+    """No docker CLI where the engine answers (the wrapper would fail here: the
+    unit tests' docker never runs)."""
+    mark = {
+        "com.docker.compose.project": "p",
+        "io.ollama-stack.adopted-by": "n3w",
+        "io.ollama-stack.adopted-home": "/the/new/home",
+        "io.ollama-stack.adopted-volumes": "0ld",
+    }
+    volumes = [
+        {"Name": "p_webui_data", "Labels": {"io.ollama-stack.installation": "0ld"}},
+        {"Name": "p_ollama-stack-adoption", "Labels": mark},
+        {"Name": "p_bare", "Labels": None},
+    ]
+
+    def answer(path: str, body: Any) -> tuple[int, Any]:
+        having = "io.ollama-stack.adopted-by" in query_of(path)["filters"]["label"]
+        return 200, {"Volumes": [v for v in volumes if not having or v["Labels"] == mark]}
+
+    server = fake_engine(answer)
+    compose = ComposeProject(project="p", files=(), docker_host=f"unix://{server.server_address}")
+
+    expected = AdoptionMark("n3w", "/the/new/home", "0ld")
+    assert compose.adoption_mark() == expected
+    assert compose.volumes_and_mark() == ProjectVolumes(
+        {"p_bare": "", "p_webui_data": "0ld"}, expected
+    )
+    asked = {urlsplit(path).path.rsplit("/", 1)[1] for _, path, _ in server.requests}
+    assert asked == {"_ping", "volumes"}  # the version, then the two listings
 
 
 def test_project_containers_asks_once_and_reads_rows_as_compose_prints_them(fake_engine, tmp_path):
